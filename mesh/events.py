@@ -1,0 +1,186 @@
+"""Events a MeshNodeCore hands to its shell through ``next_event()``.
+
+Frozen, slotted dataclasses (h11's ``_events.py`` is the model). The shell
+reacts to them: the real node runs a handler on ``TaskAssigned``, the
+simulator records everything for its checkers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CapabilitiesChanged",
+    "Event",
+    "FrameRejected",
+    "PeerAlive",
+    "PeerDead",
+    "PeerJoined",
+    "PeerLeft",
+    "PeerSuspected",
+    "TaskAssigned",
+    "TaskAwarded",
+    "TaskBid",
+    "TaskCancelled",
+    "TaskCompleted",
+    "TaskFailed",
+    "TaskOutcomeUnknown",
+    "TaskReassigned",
+    "TaskStaleResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base class of every core event."""
+
+
+# --- membership -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerJoined(Event):
+    node_id: str
+    endpoint: str
+    org: str
+
+
+@dataclass(frozen=True, slots=True)
+class PeerSuspected(Event):
+    node_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAlive(Event):
+    """A suspected peer refuted the suspicion (or came back with a higher incarnation)."""
+
+    node_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerDead(Event):
+    node_id: str
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class PeerLeft(Event):
+    node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilitiesChanged(Event):
+    """A peer's signed capability record changed (new incarnation or seq)."""
+
+    node_id: str
+    incarnation: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class FrameRejected(Event):
+    """A frame was rejected; ``code`` is a ``RemoteProtocolError`` code."""
+
+    code: str
+    message: str
+    endpoint: str
+
+
+# --- contract net: requester side ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBid(Event):
+    """A bid (propose) or refusal arrived for one of our tasks."""
+
+    task_id: str
+    bidder: str
+    accepted: bool
+    price: float = 0.0
+    load: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAwarded(Event):
+    task_id: str
+    winner: str
+    epoch: int
+    backups: tuple[str, ...]
+    bidders: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskReassigned(Event):
+    """The task moved to a backup (new epoch, no new auction) or to a new auction."""
+
+    task_id: str
+    previous: str
+    winner: str
+    epoch: int
+    reason: str
+    new_auction: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCompleted(Event):
+    task_id: str
+    executor: str
+    epoch: int
+    result: Any
+    attempts: tuple[str, ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFailed(Event):
+    task_id: str
+    reason: str
+    attempts: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskOutcomeUnknown(Event):
+    """An at-most-once task whose executor started and then vanished: a human decides."""
+
+    task_id: str
+    executor: str
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStaleResult(Event):
+    """A result or failure from a superseded epoch was rejected (fencing)."""
+
+    task_id: str
+    executor: str
+    epoch: int
+    current_epoch: int
+
+
+# --- contract net: executor side -----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TaskAssigned(Event):
+    """We won an award: the shell runs the handler, then calls complete/fail."""
+
+    task_id: str
+    requester: str
+    capability: str
+    input: Any
+    epoch: int
+    deadline: float
+    semantics: str
+    risk: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskCancelled(Event):
+    """Stop working on this task (superseded epoch, or the requester cancelled)."""
+
+    task_id: str
+    epoch: int
+    reason: str
