@@ -1,0 +1,88 @@
+"""Strict msgpack encoding and decoding for everything on the wire.
+
+msgpack has no canonical form, so Parley signs bytes, never objects; this
+module only has to be strict about what it *accepts*:
+
+* a duplicate map key is ``duplicate-key`` (two decoders could disagree on it);
+* a frame over the size limit is ``too-large``; containers nested deeper than
+  ``MAX_DEPTH`` are ``malformed``;
+* map keys must be strings; extension types and trailing bytes are ``malformed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from protocols.errors import Malformed, RemoteProtocolError, TooLarge
+
+__all__ = ["MAX_DEPTH", "MAX_FRAME", "check_depth", "packb", "unpack_payload", "unpack_strict"]
+
+#: Default largest frame accepted (bytes); the real shell also sets ZMQ_MAXMSGSIZE.
+MAX_FRAME = 256 * 1024
+#: Deepest nesting of arrays and maps accepted in a payload.
+MAX_DEPTH = 32
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey
+    return out
+
+
+def packb(obj: Any) -> bytes:
+    """Encode with the one set of options Parley uses (bin type, no ext types)."""
+    data: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=False)
+    return data
+
+
+def unpack_strict(data: bytes, *, limit: int = MAX_FRAME) -> Any:
+    """Decode one msgpack object strictly; raises a ``RemoteProtocolError``."""
+    if len(data) > limit:
+        raise TooLarge(f"{len(data)} bytes is over the {limit}-byte limit")
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=False,
+            strict_map_key=True,
+            object_pairs_hook=_pairs_hook,
+            max_ext_len=0,
+        )
+    except _DuplicateKey:
+        raise RemoteProtocolError("a map has the same key twice", code="duplicate-key") from None
+    except msgpack.ExtraData:
+        raise Malformed("trailing bytes after the msgpack object") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise Malformed(f"not valid msgpack: {type(exc).__name__}") from None
+
+
+def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse containers nested deeper than ``limit`` (iterative, bounded by the frame size)."""
+    stack: list[tuple[Any, int]] = [(obj, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, tuple | list):
+            if depth >= limit:
+                raise Malformed(f"nested deeper than {limit} levels")
+            stack.extend((x, depth + 1) for x in item if isinstance(x, tuple | list | dict))
+        elif isinstance(item, dict):
+            if depth >= limit:
+                raise Malformed(f"nested deeper than {limit} levels")
+            stack.extend(
+                (x, depth + 1) for x in item.values() if isinstance(x, tuple | list | dict)
+            )
+
+
+def unpack_payload(data: bytes, *, limit: int = MAX_FRAME) -> Any:
+    """Decode a payload: strict, depth-checked. Small payloads cannot be deep."""
+    obj = unpack_strict(data, limit=limit)
+    if len(data) > MAX_DEPTH:
+        check_depth(obj)
+    return obj

@@ -1,0 +1,387 @@
+"""The signed envelope: one frame format for every Parley message.
+
+Byte layout (normative text in ``docs/protocol.md``)::
+
+    frame  = msgpack [body: bin, signature: bin64]
+    body   = msgpack [1, kind: str, sender: str, cert: bin, to: str | [str],
+                      created_ms: int, expires_ms: int, nonce: bin16, payload: bin]
+    signed = b"parley/1/" || kind || body          (Ed25519 over these exact bytes)
+
+``cert`` is the sender's full certificate, or the 32-byte SHA-256 of one the
+receiver already knows. ``to`` is one node id, a list of node ids (one
+signature for a recipient set), or ``"gossip"`` for frames forwarded
+unchanged. ``payload`` is the msgpack encoding of the kind's payload model;
+it is decoded only after every check below has passed.
+
+``Wire.open`` checks, in this order, and raises the first failure:
+size (``too-large``), structure (``malformed``), kind (``unknown-kind``),
+recipient (``wrong-recipient``), time window (``not-yet-valid``, ``expired``),
+replay cache (``replayed``), certificate (``malformed``, ``bad-key``,
+``bad-certificate``, ``untrusted-org``, ``expired``, ``not-yet-valid``,
+``revoked``), signature (``bad-signature``), payload (``malformed``,
+``duplicate-key``) and finally the trust policy for the capabilities the
+payload names (``not-permitted``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ValidationError
+
+from protocols.codec import MAX_FRAME, packb, unpack_payload, unpack_strict
+from protocols.crypto import SIGNATURE_SIZE, Verifier
+from protocols.errors import LocalProtocolError, Malformed, RemoteProtocolError, TooLarge
+from protocols.identity import NodeIdentity
+from protocols.trust import Certificate, TrustStore, parse_certificate
+
+__all__ = [
+    "DOMAIN",
+    "GOSSIP",
+    "GOSSIPED_KINDS",
+    "NONCE_SIZE",
+    "Opened",
+    "ReplayCache",
+    "Wire",
+    "WireConfig",
+    "signed_bytes",
+]
+
+DOMAIN = b"parley/1/"
+GOSSIP = "gossip"
+NONCE_SIZE = 16
+VERSION = 1
+#: Kinds forwarded unchanged: idempotent, exempt from the replay cache (receivers
+#: deduplicate them by digest and keep the newest by (incarnation, seq)).
+GOSSIPED_KINDS = frozenset({"record", "revocation"})
+_KIND_RE = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
+_CERT_REF_SIZE = 32
+
+
+def signed_bytes(kind: str, body: bytes) -> bytes:
+    """The exact bytes the sender signs: the domain tag ``parley/1/<kind>`` then the body."""
+    return DOMAIN + kind.encode("ascii") + body
+
+
+@runtime_checkable
+class NamesCapabilities(Protocol):
+    """A payload that names capabilities: ``open`` checks them against the trust policy.
+
+    ``permissions()`` yields ``("offer", capability)`` or ``("request", capability)``.
+    """
+
+    def permissions(self) -> Iterable[tuple[str, str]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class WireConfig:
+    """Limits of the envelope layer. Times in seconds, sizes in bytes."""
+
+    max_frame: int = MAX_FRAME
+    #: Clock difference tolerated between sender and receiver.
+    max_skew: float = 30.0
+    #: Lifetime given to a frame when the caller names none.
+    default_ttl: float = 30.0
+    #: Longest lifetime accepted for a direct (non-gossiped) frame.
+    max_ttl: float = 600.0
+    #: Longest lifetime accepted for a gossiped frame (records, revocations).
+    max_gossip_ttl: float = 7 * 86400.0
+    #: Most (sender, nonce) entries kept; older ones raise the replay floor.
+    replay_capacity: int = 16384
+    #: Most certificates kept (by their bytes and by their digest).
+    cert_cache: int = 4096
+
+
+class ReplayCache:
+    """Bounded memory of (sender, nonce) pairs seen inside the time window.
+
+    When full, the oldest entry is evicted and the *floor* rises to its creation
+    time: any later frame created at or before the floor is refused as a
+    possible replay. So memory is bounded and a replay is never accepted.
+    """
+
+    __slots__ = ("_capacity", "_entries", "floor")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = max(1, capacity)
+        self._entries: dict[bytes, tuple[float, float]] = {}
+        self.floor = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def seen(self, key: bytes, created_at: float) -> bool:
+        return created_at <= self.floor or key in self._entries
+
+    def add(self, key: bytes, created_at: float, expires_at: float, horizon: float) -> None:
+        """Remember ``key``; drop entries that expired before ``horizon`` (now - skew)."""
+        entries = self._entries
+        for _ in range(4):  # bounded purge of expired entries, oldest first
+            if not entries:
+                break
+            first = next(iter(entries))
+            if entries[first][1] >= horizon:
+                break
+            del entries[first]
+        if len(entries) >= self._capacity:
+            first = next(iter(entries))
+            self.floor = max(self.floor, entries.pop(first)[0])
+        entries[key] = (created_at, expires_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    """A frame that passed every check, with its payload decoded."""
+
+    kind: str
+    sender: str
+    org: str
+    recipients: tuple[str, ...]
+    created_at: float
+    expires_at: float
+    nonce: bytes
+    payload: BaseModel
+    frame: bytes = field(repr=False)
+    digest: bytes = field(repr=False)
+    certificate: Certificate = field(repr=False)
+
+
+class Wire:
+    """Seals frames with one node's key and opens frames against its trust store."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        certificate: bytes,
+        trust: TrustStore,
+        verifier: Verifier,
+        payloads: Mapping[str, type[BaseModel]],
+        config: WireConfig | None = None,
+    ) -> None:
+        self.identity = identity
+        self.node_id = identity.node_id
+        self.trust = trust
+        self.verifier = verifier
+        self.payloads = payloads
+        self.config = config or WireConfig()
+        self.certificate_bytes = certificate
+        self.certificate = parse_certificate(certificate)
+        if self.certificate.node_key != identity.public_key:
+            raise LocalProtocolError("the certificate is for another key than this node's")
+        self.replay = ReplayCache(self.config.replay_capacity)
+        self._certs: dict[bytes, Certificate] = {}
+        self._cert_refs: dict[bytes, Certificate] = {}
+
+    # -- sealing ---------------------------------------------------------------
+
+    def seal(
+        self,
+        kind: str,
+        payload: BaseModel,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        nonce: bytes,
+        ttl: float | None = None,
+        cert_ref: bool = False,
+    ) -> bytes:
+        """Encode and sign one frame; ``to`` is a node id, a list of them, or GOSSIP."""
+        if kind not in self.payloads:
+            raise LocalProtocolError(f"unknown message kind {kind!r}")
+        if len(nonce) != NONCE_SIZE:
+            raise LocalProtocolError(f"a nonce is {NONCE_SIZE} bytes")
+        return self.seal_bytes(
+            kind, packb(payload.model_dump()), to, now, nonce=nonce, ttl=ttl, cert_ref=cert_ref
+        )
+
+    def seal_bytes(
+        self,
+        kind: str,
+        payload: bytes,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        nonce: bytes,
+        ttl: float | None = None,
+        cert_ref: bool = False,
+    ) -> bytes:
+        """Like ``seal`` with an already encoded payload (test vectors, adversaries)."""
+        life = self.config.default_ttl if ttl is None else ttl
+        recipients: str | list[str] = to if isinstance(to, str) else list(to)
+        cert = self.certificate.digest if cert_ref else self.certificate_bytes
+        created = round(now * 1000)
+        body = packb(
+            [
+                VERSION,
+                kind,
+                self.node_id,
+                cert,
+                recipients,
+                created,
+                created + round(life * 1000),
+                nonce,
+                payload,
+            ]
+        )
+        return packb([body, self.identity.signer.sign(signed_bytes(kind, body))])
+
+    # -- opening ---------------------------------------------------------------
+
+    def open(self, frame: bytes, now: float) -> Opened:
+        """Check everything, then decode the payload. Raises ``RemoteProtocolError``."""
+        cfg = self.config
+        if len(frame) > cfg.max_frame:
+            raise TooLarge(f"frame of {len(frame)} bytes is over the {cfg.max_frame}-byte limit")
+        body, signature = _split(frame, cfg.max_frame)
+        fields = unpack_strict(body, limit=cfg.max_frame)
+        if type(fields) is not tuple or len(fields) != 9:
+            raise Malformed("envelope body must be a 9-element array")
+        version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
+        _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
+        if kind not in self.payloads:
+            raise RemoteProtocolError(f"unknown message kind {kind!r}", code="unknown-kind")
+        recipients = self._check_recipient(to)
+        created, expires = created_ms / 1000, expires_ms / 1000
+        gossiped = kind in GOSSIPED_KINDS
+        self._check_window(created, expires, now, gossiped)
+        replay_key = b""
+        if not gossiped:
+            replay_key = nonce + sender.encode()
+            if self.replay.seen(replay_key, created):
+                raise RemoteProtocolError("this frame was seen before", code="replayed")
+        cert = self._certificate(cert_field, now)
+        if cert.node_id != sender:
+            raise Malformed("the sender id does not match the certificate's key")
+        if not self.verifier.verify(cert.node_key, signature, signed_bytes(kind, body)):
+            raise RemoteProtocolError("the signature does not verify", code="bad-signature")
+        if not gossiped:
+            self.replay.add(replay_key, created, expires, now - cfg.max_skew)
+        model = self._decode(kind, payload)
+        permissions = getattr(model, "permissions", None)
+        if permissions is not None:
+            for what, capability in permissions():
+                if what == "offer":
+                    self.trust.check_offer(cert, capability)
+                else:
+                    self.trust.check_request(cert, capability)
+        return Opened(
+            kind,
+            sender,
+            cert.org,
+            recipients,
+            created,
+            expires,
+            nonce,
+            model,
+            frame,
+            hashlib.sha256(frame).digest(),
+            cert,
+        )
+
+    def _check_recipient(self, to: Any) -> tuple[str, ...]:
+        if type(to) is str:
+            if to == self.node_id or to == GOSSIP:
+                return (to,)
+            raise RemoteProtocolError(
+                "the frame is addressed to another node", code="wrong-recipient"
+            )
+        if type(to) is tuple and to and all(type(r) is str for r in to):
+            if self.node_id in to:
+                return to
+            raise RemoteProtocolError(
+                "the frame is addressed to other nodes", code="wrong-recipient"
+            )
+        raise Malformed("recipient must be a node id, a non-empty list of them, or 'gossip'")
+
+    def _check_window(self, created: float, expires: float, now: float, gossiped: bool) -> None:
+        cfg = self.config
+        if expires < created:
+            raise Malformed("the frame expires before it was created")
+        if expires - created > (cfg.max_gossip_ttl if gossiped else cfg.max_ttl):
+            raise Malformed("the frame's lifetime is longer than allowed")
+        if created > now + cfg.max_skew:
+            raise RemoteProtocolError("the frame was created in the future", code="not-yet-valid")
+        if expires < now - cfg.max_skew:
+            raise RemoteProtocolError("the frame has expired", code="expired")
+
+    def _certificate(self, cert_field: bytes, now: float) -> Certificate:
+        if len(cert_field) == _CERT_REF_SIZE:
+            cert = self._cert_refs.get(cert_field)
+            if cert is None:
+                raise RemoteProtocolError(
+                    "the frame refers to a certificate we do not know", code="unknown-certificate"
+                )
+        else:
+            cert = self._certs.get(cert_field)
+            if cert is None:
+                cert = parse_certificate(cert_field)
+                cert.verify_signature(self.verifier)
+                self.trust.check_certificate(cert, now, self.config.max_skew)
+                self._remember(cert)
+                return cert
+        self.trust.check_certificate(cert, now, self.config.max_skew)
+        return cert
+
+    def _remember(self, cert: Certificate) -> None:
+        if len(self._certs) >= self.config.cert_cache:
+            old = self._certs.pop(next(iter(self._certs)))
+            self._cert_refs.pop(old.digest, None)
+        self._certs[cert.raw] = cert
+        self._cert_refs[cert.digest] = cert
+
+    def known_certificate(self, digest: bytes) -> Certificate | None:
+        return self._cert_refs.get(digest)
+
+    def _decode(self, kind: str, payload: bytes) -> BaseModel:
+        data = unpack_payload(payload, limit=self.config.max_frame)
+        if type(data) is not dict:
+            raise Malformed(f"the {kind} payload must be a map")
+        try:
+            return self.payloads[kind].model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "payload"
+            raise Malformed(f"bad {kind} payload at {where}: {first['msg']}") from None
+
+
+def _split(frame: bytes, limit: int) -> tuple[bytes, bytes]:
+    outer = unpack_strict(frame, limit=limit)
+    if (
+        type(outer) is not tuple
+        or len(outer) != 2
+        or type(outer[0]) is not bytes
+        or type(outer[1]) is not bytes
+        or len(outer[1]) != SIGNATURE_SIZE
+    ):
+        raise Malformed("a frame must be [body: bin, signature: bin64]")
+    return outer[0], outer[1]
+
+
+def _check_types(
+    version: Any,
+    kind: Any,
+    sender: Any,
+    cert: Any,
+    created_ms: Any,
+    expires_ms: Any,
+    nonce: Any,
+    payload: Any,
+) -> None:
+    if version != VERSION or type(version) is not int:
+        raise Malformed(f"unsupported envelope version {version!r}")
+    if type(kind) is not str or not _KIND_RE.match(kind):
+        raise Malformed("the kind must be a short lowercase name")
+    if type(sender) is not str or len(sender) != 52:
+        raise Malformed("the sender must be a 52-character node id")
+    if type(cert) is not bytes:
+        raise Malformed("the certificate field must be bin")
+    if type(created_ms) is not int or type(expires_ms) is not int:
+        raise Malformed("created and expires must be integers (milliseconds)")
+    if type(nonce) is not bytes or len(nonce) != NONCE_SIZE:
+        raise Malformed(f"the nonce must be {NONCE_SIZE} bytes")
+    if type(payload) is not bytes:
+        raise Malformed("the payload must be bin")
