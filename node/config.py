@@ -1,0 +1,227 @@
+"""Daemon configuration (TOML), parsed into frozen dataclasses.
+
+Every problem becomes a one-line ``ConfigError``; see ``docs/operations.md``
+for the reference. Relative paths are resolved against the config file's
+directory. Example::
+
+    [node]
+    name = "alpha"
+    identity = "alpha.key"
+    certificate = "alpha.cert"
+    trust = "trust.toml"
+    listen = "tcp://127.0.0.1:7001"
+    seeds = ["tcp://127.0.0.1:7002"]
+
+    [mdns]
+    enabled = false
+    interfaces = ["127.0.0.1"]
+
+    [limits]
+    grace_seconds = 10
+
+    [[capability]]
+    name = "echo"
+    python = "examples.handlers:echo"     # or command = [...], or url = "http://..."
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protocols.errors import ConfigError
+
+__all__ = [
+    "CapabilityConfig",
+    "DaemonConfig",
+    "LimitsConfig",
+    "MdnsConfig",
+    "default_control_dir",
+    "load_config",
+    "parse_config",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityConfig:
+    name: str
+    version: str = "1"
+    max_concurrency: int = 1
+    bid: float = 1.0
+    timeout: float = 60.0
+    python: str | None = None
+    command: tuple[str, ...] | None = None
+    url: str | None = None
+
+    @property
+    def handler_kind(self) -> str:
+        if self.python is not None:
+            return "python"
+        if self.command is not None:
+            return "subprocess"
+        return "http"
+
+
+@dataclass(frozen=True, slots=True)
+class MdnsConfig:
+    enabled: bool = False
+    interfaces: tuple[str, ...] = ("127.0.0.1",)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    max_frame: int = 1 << 20
+    max_peers: int = 256
+    max_concurrency: int = 8
+    grace_seconds: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    name: str
+    identity: Path
+    certificate: Path
+    trust: Path
+    listen: str = "tcp://127.0.0.1:7001"
+    advertise: str | None = None
+    seeds: tuple[str, ...] = ()
+    preset: str = "lan"
+    control_dir: Path = field(default_factory=lambda: default_control_dir("node"))
+    mdns: MdnsConfig = MdnsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    capabilities: tuple[CapabilityConfig, ...] = ()
+    source: Path | None = None
+
+
+def default_control_dir(name: str) -> Path:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/parley-{os.getuid()}"
+    return Path(base) / "parley" / name
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = table[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}.{key}: wrong type ({type(value).__name__})")
+    return value
+
+
+def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
+
+
+def _capability(raw: Any, index: int) -> CapabilityConfig:
+    where = f"capability[{index}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    allowed = {"name", "version", "max_concurrency", "bid", "timeout", "python", "command", "url"}
+    _reject_unknown(raw, allowed, where)
+    if "name" not in raw:
+        raise ConfigError(f"{where}: missing key 'name'")
+    handlers = [k for k in ("python", "command", "url") if k in raw]
+    if len(handlers) != 1:
+        raise ConfigError(f"{where}: give exactly one handler: python, command or url")
+    command = None
+    if "command" in raw:
+        cmd = _get(raw, "command", list, where)
+        if not cmd or not all(isinstance(c, str) for c in cmd):
+            raise ConfigError(f"{where}.command: a non-empty list of strings")
+        command = tuple(cmd)
+    python = _get(raw, "python", str, where) if "python" in raw else None
+    if python is not None and ":" not in python:
+        raise ConfigError(f"{where}.python: expected 'module:function', got {python!r}")
+    url = _get(raw, "url", str, where) if "url" in raw else None
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise ConfigError(f"{where}.url: expected an http(s) URL, got {url!r}")
+    return CapabilityConfig(
+        name=_get(raw, "name", str, where),
+        version=str(raw.get("version", "1")),
+        max_concurrency=int(raw.get("max_concurrency", 1)),
+        bid=float(raw.get("bid", 1.0)),
+        timeout=float(raw.get("timeout", 60.0)),
+        python=python,
+        command=command,
+        url=url,
+    )
+
+
+def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
+    _reject_unknown(data, {"node", "mdns", "limits", "capability"}, "config")
+    node = data.get("node")
+    if not isinstance(node, dict):
+        raise ConfigError("config: missing [node] table")
+    allowed = {"name", "identity", "certificate", "trust", "listen", "advertise", "seeds"}
+    _reject_unknown(node, allowed | {"preset", "control_dir"}, "node")
+    for key in ("name", "identity", "certificate", "trust"):
+        if key not in node:
+            raise ConfigError(f"node: missing key {key!r}")
+    name = _get(node, "name", str, "node")
+    seeds = node.get("seeds", [])
+    if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
+        raise ConfigError("node.seeds: a list of tcp://host:port strings")
+
+    def path(key: str) -> Path:
+        p = Path(_get(node, key, str, "node")).expanduser()
+        return p if p.is_absolute() else (base / p)
+
+    mdns_raw = data.get("mdns", {})
+    _reject_unknown(mdns_raw, {"enabled", "interfaces"}, "mdns")
+    mdns = MdnsConfig(
+        enabled=bool(mdns_raw.get("enabled", False)),
+        interfaces=tuple(mdns_raw.get("interfaces", ["127.0.0.1"])),
+    )
+    lim_raw = data.get("limits", {})
+    _reject_unknown(
+        lim_raw, {"max_frame", "max_peers", "max_concurrency", "grace_seconds"}, "limits"
+    )
+    limits = LimitsConfig(
+        max_frame=int(lim_raw.get("max_frame", 1 << 20)),
+        max_peers=int(lim_raw.get("max_peers", 256)),
+        max_concurrency=int(lim_raw.get("max_concurrency", 8)),
+        grace_seconds=float(lim_raw.get("grace_seconds", 10.0)),
+    )
+    caps_raw = data.get("capability", [])
+    if not isinstance(caps_raw, list):
+        raise ConfigError("capability: use [[capability]] tables")
+    caps = tuple(_capability(c, i) for i, c in enumerate(caps_raw))
+    names = [c.name for c in caps]
+    if len(set(names)) != len(names):
+        raise ConfigError("capability: a name appears twice")
+    control = node.get("control_dir")
+    return DaemonConfig(
+        name=name,
+        identity=path("identity"),
+        certificate=path("certificate"),
+        trust=path("trust"),
+        listen=str(node.get("listen", "tcp://127.0.0.1:7001")),
+        advertise=node.get("advertise"),
+        seeds=tuple(seeds),
+        preset=str(node.get("preset", "lan")),
+        control_dir=Path(control) if control else default_control_dir(name),
+        mdns=mdns,
+        limits=limits,
+        capabilities=caps,
+        source=base,
+    )
+
+
+def load_config(path: str | Path) -> DaemonConfig:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {p}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text") from None
+    try:
+        return parse_config(data, p.parent.resolve())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"{p}: {exc}") from None

@@ -1,0 +1,222 @@
+"""ZeroMQ transport of the real shell.
+
+* Inbound: one ROUTER bound to the node's listen endpoint. Each inbound message
+  is ``[routing id, frame]``; senders set their routing id to their own listen
+  endpoint, so the ROUTER hands us (endpoint, frame) pairs. The endpoint is a
+  hint only (a peer may lie about it): trust comes from the signed frame.
+* Outbound: one DEALER per destination endpoint, kept in a bounded LRU cache.
+  Sends never block: when a peer's queue is full (high-water mark) the frame is
+  dropped and counted; the protocols above tolerate loss.
+* The ROUTER is driven by ``loop.add_reader`` on its (edge-triggered) file
+  descriptor and drained with ``zmq.NOBLOCK`` until ``zmq.Again`` on each
+  wake-up, in batches so one busy socket cannot starve the loop.
+* Oversized frames are cut by ``ZMQ_MAXMSGSIZE`` (the offending connection is
+  dropped by libzmq). Every zmq error is translated into ``TransportError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zmq
+
+from protocols.errors import TransportError
+
+__all__ = ["TransportLimits", "ZmqTransport", "check_endpoint"]
+
+_ENDPOINT = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}):(\d{1,5})$")
+
+#: Called with (sender endpoint, frame) for each inbound frame of a batch.
+FrameSink = Callable[[str, bytes], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TransportLimits:
+    max_frame: int = 1 << 20
+    rcvhwm: int = 10_000
+    sndhwm: int = 1_000
+    max_peers: int = 256
+    batch: int = 2_000
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Accept only ``tcp://host:port`` (endpoints come from peers: never ipc/inproc)."""
+    m = _ENDPOINT.match(endpoint)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise TransportError(f"not a tcp endpoint: {endpoint!r}", code="bad-endpoint")
+    return endpoint
+
+
+class ZmqTransport:
+    """ROUTER in, per-peer DEALERs out. Not thread-safe; lives on one event loop."""
+
+    def __init__(
+        self,
+        listen: str,
+        on_frames: Callable[[list[tuple[str, bytes]]], None],
+        *,
+        limits: TransportLimits | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+        advertised: str | None = None,
+    ) -> None:
+        self.limits = limits or TransportLimits()
+        self._ctx = context or zmq.Context.instance()
+        self._on_frames = on_frames
+        self._peers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self.counters: dict[str, int] = {
+            "transport.frames_in": 0,
+            "transport.frames_out": 0,
+            "transport.dropped_hwm": 0,
+            "transport.dropped_bad_endpoint": 0,
+            "transport.dropped_malformed": 0,
+            "transport.peers_evicted": 0,
+        }
+        sock = self._ctx.socket(zmq.ROUTER)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, self.limits.rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame)
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+            sock.bind(listen)
+            self.endpoint: str = advertised or sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(f"cannot listen on {listen}: {exc.strerror}") from exc
+        self._router = sock
+        self._identity = self.endpoint.encode()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self._loop = loop or asyncio.get_running_loop()
+        fd = int(self._router.getsockopt(zmq.FD))
+        self._loop.add_reader(fd, self._on_readable)
+        # An edge may have fired before the reader was installed.
+        self._loop.call_soon(self._on_readable)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._loop is not None and not self._loop.is_closed():
+            with contextlib.suppress(zmq.ZMQError, ValueError, OSError):
+                self._loop.remove_reader(int(self._router.getsockopt(zmq.FD)))
+        for sock in self._peers.values():
+            sock.close(linger=0)
+        self._peers.clear()
+        self._router.close(linger=0)
+
+    def flush_and_close(self, linger_ms: int = 200) -> None:
+        """Close, giving queued outbound frames ``linger_ms`` to leave (used on leave)."""
+        if self._closed:
+            return
+        for sock in self._peers.values():
+            sock.setsockopt(zmq.LINGER, linger_ms)
+            sock.close()
+        self._peers.clear()
+        self.close()
+
+    # -- inbound -----------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        if self._closed:
+            return
+        batch: list[tuple[str, bytes]] = []
+        sock = self._router
+        limit = self.limits.batch
+        try:
+            while len(batch) < limit:
+                try:
+                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                except zmq.Again:
+                    break
+                if len(parts) != 2:
+                    self.counters["transport.dropped_malformed"] += 1
+                    continue
+                try:
+                    sender = parts[0].decode("ascii")
+                except UnicodeDecodeError:
+                    sender = ""
+                batch.append((sender, parts[1]))
+            more = bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
+        except zmq.ZMQError as exc:
+            if self._closed:
+                return
+            raise TransportError(f"receive failed: {exc.strerror}") from exc
+        if batch:
+            self.counters["transport.frames_in"] += len(batch)
+            self._on_frames(batch)
+        if more and self._loop is not None and not self._closed:
+            # Yield to other callbacks, then keep draining (the fd will not fire again).
+            self._loop.call_soon(self._on_readable)
+
+    def poke(self) -> None:
+        """Re-check the ROUTER (cheap); guards against a missed edge."""
+        events = int(self._router.getsockopt(zmq.EVENTS))
+        if not self._closed and events & zmq.POLLIN:
+            self._on_readable()
+
+    # -- outbound ----------------------------------------------------------
+
+    def _peer(self, endpoint: str) -> zmq.Socket[bytes]:
+        sock = self._peers.get(endpoint)
+        if sock is not None:
+            self._peers.move_to_end(endpoint)
+            return sock
+        check_endpoint(endpoint)
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, self.limits.sndhwm)
+        sock.setsockopt(zmq.ROUTING_ID, self._identity)
+        # Inbound on a DEALER is never read: keep it tiny and capped.
+        sock.setsockopt(zmq.RCVHWM, 1)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
+        try:
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(f"cannot connect {endpoint}: {exc.strerror}") from exc
+        self._peers[endpoint] = sock
+        while len(self._peers) > self.limits.max_peers:
+            _, old = self._peers.popitem(last=False)
+            old.close(linger=0)
+            self.counters["transport.peers_evicted"] += 1
+        return sock
+
+    def send(self, endpoint: str, frame: bytes) -> bool:
+        """Queue ``frame`` for ``endpoint``; False when dropped (bad endpoint, full queue)."""
+        if self._closed:
+            return False
+        try:
+            sock = self._peer(endpoint)
+        except TransportError:
+            self.counters["transport.dropped_bad_endpoint"] += 1
+            return False
+        try:
+            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 4096)
+        except zmq.Again:
+            self.counters["transport.dropped_hwm"] += 1
+            return False
+        except zmq.ZMQError as exc:
+            raise TransportError(f"send to {endpoint} failed: {exc.strerror}") from exc
+        self.counters["transport.frames_out"] += 1
+        return True
+
+    def forget(self, endpoint: str) -> None:
+        """Drop the connection to a peer (it left or died)."""
+        sock = self._peers.pop(endpoint, None)
+        if sock is not None:
+            sock.close(linger=0)
+
+    @property
+    def peer_count(self) -> int:
+        return len(self._peers)

@@ -1,0 +1,179 @@
+"""Handlers, config parsing and the control socket (no core needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import http.server
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.config import CapabilityConfig, load_config
+from node.control import ControlClient, ControlServer
+from node.handlers import HandlerFailed, Task, make_handler
+from protocols.errors import ConfigError, TransportError
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 30))
+
+    return run
+
+
+def _task(inp: Any = None, deadline: float = 30.0) -> Task:
+    return Task("t1", "cap", inp, time.time() + deadline)
+
+
+async def upper(task: Task) -> Any:
+    return str(task.input).upper()
+
+
+def plain(task: Task) -> Any:
+    return {"n": task.input * 2}
+
+
+@aio
+async def test_python_handlers() -> None:
+    h = make_handler(CapabilityConfig("c", python=f"{__name__}:upper"))
+    assert await h(_task("abc")) == "ABC"
+    h = make_handler(CapabilityConfig("c", python=f"{__name__}:plain"))
+    assert await h(_task(21)) == {"n": 42}
+    with pytest.raises(ConfigError, match="unknown handler"):
+        make_handler(CapabilityConfig("c", python="no_such_module_x:f"))
+
+
+@aio
+async def test_subprocess_handler() -> None:
+    script = "import json,sys; t=json.load(sys.stdin); print(json.dumps(t['input']*2))"
+    h = make_handler(CapabilityConfig("c", command=(sys.executable, "-c", script)))
+    assert await h(_task(4)) == 8
+    fail = "import sys; sys.stderr.write('boom here\\n'); sys.exit(3)"
+    h = make_handler(CapabilityConfig("c", command=(sys.executable, "-c", fail)))
+    with pytest.raises(HandlerFailed, match="exited with 3: boom here"):
+        await h(_task())
+    slow = "import time; time.sleep(20)"
+    h = make_handler(CapabilityConfig("c", command=(sys.executable, "-c", slow), timeout=0.3))
+    with pytest.raises(HandlerFailed, match="timed out"):
+        await h(_task())
+    h = make_handler(CapabilityConfig("c", command=(sys.executable, "-c", "print('nope')")))
+    with pytest.raises(HandlerFailed, match="JSON"):
+        await h(_task())
+
+
+class _Agent(http.server.BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if body["input"] == "bad":
+            self.send_response(500)
+            self.end_headers()
+            return
+        data = json.dumps({"echo": body["input"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def http_agent() -> Iterator[str]:
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Agent)
+    th = threading.Thread(target=srv.serve_forever, daemon=True)
+    th.start()
+    yield f"http://127.0.0.1:{srv.server_address[1]}/run"
+    srv.shutdown()
+    srv.server_close()
+    th.join(5)
+
+
+def test_http_handler(http_agent: str) -> None:
+    async def body() -> None:
+        h = make_handler(CapabilityConfig("c", url=http_agent, timeout=5))
+        assert await h(_task("hi")) == {"echo": "hi"}
+        with pytest.raises(HandlerFailed, match="500"):
+            await h(_task("bad"))
+
+    asyncio.run(asyncio.wait_for(body(), 30))
+
+
+CONFIG = """
+[node]
+name = "alpha"
+identity = "alpha.key"
+certificate = "alpha.cert"
+trust = "trust.toml"
+listen = "tcp://127.0.0.1:7001"
+seeds = ["tcp://127.0.0.1:7002"]
+
+[mdns]
+enabled = true
+interfaces = ["127.0.0.1"]
+
+[[capability]]
+name = "echo"
+python = "mod:fn"
+max_concurrency = 2
+
+[[capability]]
+name = "shell"
+command = ["wc", "-c"]
+timeout = 5
+"""
+
+
+def test_config(tmp_path: Path) -> None:
+    p = tmp_path / "node.toml"
+    p.write_text(CONFIG)
+    cfg = load_config(p)
+    assert cfg.identity == tmp_path / "alpha.key"
+    assert cfg.seeds == ("tcp://127.0.0.1:7002",)
+    assert [c.handler_kind for c in cfg.capabilities] == ["python", "subprocess"]
+    assert cfg.mdns.enabled and cfg.mdns.interfaces == ("127.0.0.1",)
+    bad = {
+        "nope = 1\n" + CONFIG: "unknown key",
+        CONFIG.replace('name = "alpha"\n', ""): "missing key 'name'",
+        CONFIG.replace('python = "mod:fn"', 'python = "modfn"'): "module:function",
+        CONFIG.replace('python = "mod:fn"', ""): "exactly one handler",
+        "[node": "invalid TOML",
+    }
+    for text, msg in bad.items():
+        p.write_text(text)
+        with pytest.raises(ConfigError, match=msg):
+            load_config(p)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+@aio
+async def test_control_socket(tmp_path: Path) -> None:
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        if req.get("cmd") == "slow":
+            await asyncio.sleep(0.2)
+        return {"ok": True, "echo": req}
+
+    cdir = tmp_path / "ctl"
+    server = ControlServer(cdir, handler)
+    server.start()
+    try:
+        assert oct(cdir.stat().st_mode & 0o777) == "0o700"
+        client = ControlClient(cdir)
+        replies = await asyncio.gather(
+            asyncio.to_thread(client.call, {"cmd": "slow"}),
+            asyncio.to_thread(client.call, {"cmd": "status"}),
+        )
+        assert [r["echo"]["cmd"] for r in replies] == ["slow", "status"]
+    finally:
+        await server.close()
+    with pytest.raises(TransportError, match="no daemon"):
+        ControlClient(cdir).call({"cmd": "status"})

@@ -1,0 +1,122 @@
+"""ZeroMQ transport: loopback only, every wait bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import zmq
+
+from node.transport import TransportLimits, ZmqTransport, check_endpoint
+from protocols.errors import TransportError
+
+
+def aio(fn: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[], None]:
+    @functools.wraps(fn)
+    def run() -> None:
+        asyncio.run(asyncio.wait_for(fn(), 30))
+
+    return run
+
+
+async def _wait_for(cond: object, rounds: int = 200) -> None:
+    for _ in range(rounds):
+        if cond():  # type: ignore[operator]
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_check_endpoint() -> None:
+    assert check_endpoint("tcp://127.0.0.1:7001") == "tcp://127.0.0.1:7001"
+    for bad in ("ipc:///tmp/x", "inproc://x", "tcp://127.0.0.1:0", "tcp://a b:1", "tcp://h:99999"):
+        with pytest.raises(TransportError):
+            check_endpoint(bad)
+
+
+@aio
+async def test_round_trip_with_sender_endpoint() -> None:
+    got_a: list[tuple[str, bytes]] = []
+    got_b: list[tuple[str, bytes]] = []
+    a = ZmqTransport("tcp://127.0.0.1:*", got_a.extend)
+    b = ZmqTransport("tcp://127.0.0.1:*", got_b.extend)
+    a.start()
+    b.start()
+    try:
+        for i in range(500):
+            assert a.send(b.endpoint, b"x%d" % i)
+        await _wait_for(lambda: len(got_b) == 500)
+        assert [f for _, f in got_b] == [b"x%d" % i for i in range(500)]
+        assert {s for s, _ in got_b} == {a.endpoint}
+        b.send(a.endpoint, b"reply")
+        await _wait_for(lambda: got_a)
+        assert got_a == [(b.endpoint, b"reply")]
+    finally:
+        a.close()
+        b.close()
+
+
+@aio
+async def test_oversized_and_bad_endpoint_dropped() -> None:
+    got: list[tuple[str, bytes]] = []
+    limits = TransportLimits(max_frame=1000)
+    a = ZmqTransport("tcp://127.0.0.1:*", lambda b: None)
+    b = ZmqTransport("tcp://127.0.0.1:*", got.extend, limits=limits)
+    a.start()
+    b.start()
+    try:
+        assert not a.send("ipc:///tmp/evil", b"x")
+        assert a.counters["transport.dropped_bad_endpoint"] == 1
+        a.send(b.endpoint, b"y" * 5000)  # cut by MAXMSGSIZE, connection dropped
+        await asyncio.sleep(0.2)
+        a.forget(b.endpoint)
+        a.send(b.endpoint, b"ok")
+        await _wait_for(lambda: got)
+        assert got == [(a.endpoint, b"ok")]
+    finally:
+        a.close()
+        b.close()
+
+
+@aio
+async def test_lru_bounds_peer_sockets() -> None:
+    a = ZmqTransport("tcp://127.0.0.1:*", lambda b: None, limits=TransportLimits(max_peers=3))
+    a.start()
+    try:
+        for port in range(40001, 40011):
+            a.send(f"tcp://127.0.0.1:{port}", b"x")
+        assert a.peer_count == 3
+        assert a.counters["transport.peers_evicted"] == 7
+    finally:
+        a.close()
+
+
+def test_port_in_use_is_transport_error() -> None:
+    a = ZmqTransport("tcp://127.0.0.1:*", lambda b: None)
+    try:
+        with pytest.raises(TransportError, match="cannot listen"):
+            ZmqTransport(a.endpoint, lambda b: None)
+    finally:
+        a.close()
+
+
+@aio
+async def test_garbage_multipart_counted() -> None:
+    got: list[tuple[str, bytes]] = []
+    b = ZmqTransport("tcp://127.0.0.1:*", got.extend)
+    b.start()
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.connect(b.endpoint)
+    try:
+        raw.send_multipart([b"a", b"b", b"c"])
+        raw.send(b"fine")
+        await _wait_for(lambda: got)
+        assert got[0][1] == b"fine"
+        assert b.counters["transport.dropped_malformed"] == 1
+    finally:
+        raw.close(linger=0)
+        b.close()
