@@ -1,0 +1,192 @@
+"""MeshNodeCore: one sans-IO object per node.
+
+It composes the wire (``protocols.envelope.Wire``) with two protocol agents:
+``GossipAgent`` (SWIM membership, signed capability records, push-pull) and
+``ContractAgent`` (contract net: requester and executor machines). It never
+performs I/O and never reads a clock: every call takes ``now`` (unix seconds),
+and randomness comes from the injected ``random.Random``. The surface follows
+aioquic's shape::
+
+    core.receive(frame, endpoint, now)        # one inbound frame
+    core.frames_to_send(now)                  # [(endpoint, frame)] to transmit
+    core.get_timer() / core.handle_timer(now) # one timer for the whole node
+    core.next_event()                         # Event or None
+    core.join(seeds, now) / core.leave(now)
+    core.submit(task, now) -> task_id         # contract net, requester side
+    core.report_progress / complete / fail    # contract net, executor side
+
+A bad frame never raises out of ``receive``: it is counted under its code in
+``statistics()`` and reported as a ``FrameRejected`` event.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from mesh.events import Event, FrameRejected, PeerDead, PeerLeft
+from protocols.crypto import Verifier
+from protocols.envelope import NONCE_SIZE, Opened, Wire
+from protocols.errors import LocalProtocolError, RemoteProtocolError
+from protocols.identity import NodeIdentity
+from protocols.trust import TrustStore
+
+__all__ = ["Agent", "CoreContext"]
+
+
+class Agent(Protocol):
+    """A protocol agent composed into the core (gossip, contract net)."""
+
+    def on_message(self, msg: Opened, endpoint: str, now: float) -> None: ...
+
+    def get_timer(self) -> float | None: ...
+
+    def handle_timer(self, now: float) -> None: ...
+
+
+class CoreContext:
+    """The plumbing every agent shares: wire, outbox, events, counters.
+
+    It implements ``mesh.ports.AgentContext``; ``MeshNodeCore`` extends it
+    with the agents themselves.
+    """
+
+    def __init__(
+        self,
+        wire: Wire,
+        rng: random.Random,
+    ) -> None:
+        self.wire = wire
+        self._rng = rng
+        self.trust: TrustStore = wire.trust
+        self._outbox: list[tuple[str, bytes]] = []
+        self._events: deque[Event] = deque()
+        self.counters: dict[str, int] = {}
+        self._endpoints: dict[str, str] = {}
+
+    # -- AgentContext ----------------------------------------------------------
+
+    @property
+    def node_id(self) -> str:
+        return self.wire.node_id
+
+    @property
+    def rng(self) -> random.Random:
+        return self._rng
+
+    def nonce(self) -> bytes:
+        return self._rng.getrandbits(8 * NONCE_SIZE).to_bytes(NONCE_SIZE, "big")
+
+    def seal(
+        self,
+        kind: str,
+        payload: BaseModel,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        ttl: float | None = None,
+    ) -> bytes:
+        """Seal one frame without queuing it (own records, which are forwarded later)."""
+        self.count("signatures")
+        return self.wire.seal(kind, payload, to, now, nonce=self.nonce(), ttl=ttl)
+
+    def send(
+        self,
+        kind: str,
+        payload: BaseModel,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        endpoint: str | None = None,
+        ttl: float | None = None,
+    ) -> bytes:
+        frame = self.seal(kind, payload, to, now, ttl=ttl)
+        if endpoint is not None:
+            self.send_frame(endpoint, frame)
+            return frame
+        for node in (to,) if isinstance(to, str) else to:
+            where = self.endpoint_of(node)
+            if where is None:
+                self.count("send.no-endpoint")
+                continue
+            self.send_frame(where, frame)
+        return frame
+
+    def send_frame(self, endpoint: str, frame: bytes) -> None:
+        self._outbox.append((endpoint, frame))
+        self.counters["frames_out"] = self.counters.get("frames_out", 0) + 1
+
+    def open(self, frame: bytes, now: float) -> Opened:
+        """Open a nested frame (a gossiped record) through the same checks."""
+        return self.wire.open(frame, now)
+
+    def endpoint_of(self, node_id: str) -> str | None:
+        return self._endpoints.get(node_id)
+
+    def set_endpoint(self, node_id: str, endpoint: str | None) -> None:
+        if endpoint is None:
+            self._endpoints.pop(node_id, None)
+        else:
+            self._endpoints[node_id] = endpoint
+
+    def emit(self, event: Event) -> None:
+        self._events.append(event)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def reject(self, error: RemoteProtocolError, endpoint: str) -> None:
+        self.count(f"rejected.{error.code}")
+        self.emit(FrameRejected(error.code, error.message, endpoint))
+
+    # -- shell side ---------------------------------------------------------
+
+    def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(sorted(self.counters.items()))
+        stats["replay_cache_size"] = len(self.wire.replay)
+        return stats
+
+
+def make_wire(
+    identity: NodeIdentity,
+    certificate: bytes,
+    trust: TrustStore,
+    verifier: Verifier,
+    config: Any = None,
+) -> Wire:
+    from protocols.kinds import PAYLOADS
+
+    return Wire(identity, certificate, trust, verifier, PAYLOADS, config)
+
+
+def dispatch(
+    ctx: CoreContext, routes: dict[str, Agent], frame: bytes, endpoint: str, now: float
+) -> None:
+    """Open one frame and hand it to the agent of its kind; count and report rejections."""
+    ctx.counters["frames_in"] = ctx.counters.get("frames_in", 0) + 1
+    try:
+        msg = ctx.wire.open(frame, now)
+        agent = routes.get(msg.kind)
+        if agent is None:
+            raise LocalProtocolError(f"no agent handles kind {msg.kind!r}")
+        agent.on_message(msg, endpoint, now)
+    except RemoteProtocolError as exc:
+        ctx.reject(exc, endpoint)
+
+
+def is_departure(event: Event) -> str | None:
+    """The node id an event says is gone (dead or left), if any."""
+    if isinstance(event, PeerDead | PeerLeft):
+        return event.node_id
+    return None
