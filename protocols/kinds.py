@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from protocols.contract_net.messages import CONTRACT_NET_PAYLOADS
+from protocols.membership.messages import MEMBERSHIP_PAYLOADS
 
 __all__ = ["PAYLOADS"]
 
@@ -23,4 +24,4 @@ def _merge(*tables: dict[str, type[BaseModel]]) -> dict[str, type[BaseModel]]:
     return merged
 
 
-PAYLOADS: dict[str, type[BaseModel]] = _merge(CONTRACT_NET_PAYLOADS)
+PAYLOADS: dict[str, type[BaseModel]] = _merge(MEMBERSHIP_PAYLOADS, CONTRACT_NET_PAYLOADS)
