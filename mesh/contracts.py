@@ -1,0 +1,546 @@
+"""ContractAgent: the contract-net requester and executor machines of one node.
+
+The core dispatches opened frames of the contract-net kinds to ``on_message``,
+asks ``get_timer`` / ``handle_timer``, forwards ``submit`` / ``cancel`` (requester)
+and ``report_progress`` / ``complete`` / ``fail`` (executor), and calls
+``on_peer_dead`` when membership declares a node dead. State changes go through
+the transition tables of ``protocols.contract_net._state``; a message that does
+not fit the current state is counted and dropped, never raised to the core.
+
+Requester: cfp → bids until reply-by (or every invitee answered) → one award
+(a lease with an epoch) → result. When the holder dies, misses its lease or
+fails, the next live backup gets a new award with a new epoch (sent to it and,
+when the old holder may still be alive, to the old holder as a fencing notice);
+when backups run out, a new auction, up to ``TaskSpec.max_auctions``; then
+``TaskFailed`` listing every attempt. At-most-once tasks are re-awarded only
+while their holder has not said ``started``; after that, losing the holder ends
+the task as ``TaskOutcomeUnknown``.
+
+Executor: bids with a pluggable bid function, acts only on the highest epoch it
+has seen for a task, renews its lease with ``progress`` heartbeats, and for
+at-most-once tasks runs the handler only after the requester's ``proceed``
+(so a lost ``started`` can never lead to two executions).
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import OrderedDict, deque
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel
+
+from mesh.events import (
+    TaskAssigned,
+    TaskAwarded,
+    TaskBid,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskReassigned,
+    TaskStaleResult,
+)
+from mesh.ports import AgentContext
+from protocols.contract_net._state import (
+    REQUESTER_TABLE,
+    REQUESTER_TERMINAL,
+    ReqEvent,
+    ReqState,
+    transition,
+)
+from protocols.contract_net.bidding import (
+    DEFAULT_BIDDER_CAP,
+    BidFunction,
+    CandidateSource,
+    default_bid,
+    select_bidders,
+)
+from protocols.contract_net.executor import ExecutorSide
+from protocols.contract_net.host import Inbound, OrgPolicy
+from protocols.contract_net.messages import (
+    Award,
+    Cancel,
+    Cfp,
+    Failure,
+    Proceed,
+    Progress,
+    Propose,
+    Refuse,
+    Result,
+    Started,
+)
+from protocols.contract_net.strategies import STRATEGIES, Bid, Strategy, rank
+from protocols.contract_net.task import Offer, TaskSpec
+from protocols.errors import LocalProtocolError, MeshError
+
+__all__ = ["ContractAgent", "Inbound", "OrgPolicy"]
+
+_LIVE = (ReqState.AUCTION, ReqState.AWARDED, ReqState.STARTED)
+_DONE_KEEP = 4096  # finished tasks remembered to classify late messages
+_RECENT_HORIZON = 120.0  # seconds of our own awards kept for load correction
+
+
+class _Req:
+    """Requester state of one task: lean, heavy fields cleared once awarded."""
+
+    __slots__ = (
+        "attempts",
+        "auctions",
+        "backups",
+        "bids",
+        "cfp_at",
+        "deadline",
+        "epoch",
+        "excluded",
+        "holder",
+        "invited",
+        "pending",
+        "refused",
+        "round",
+        "spec",
+        "state",
+        "task_id",
+        "timer_at",
+    )
+
+    def __init__(self, task_id: str, spec: TaskSpec, deadline: float) -> None:
+        self.task_id = task_id
+        self.spec = spec
+        self.deadline = deadline
+        self.state = ReqState.AUCTION
+        self.round = 0
+        self.auctions = 0
+        self.epoch = 0
+        self.holder = ""
+        self.backups: list[str] = []
+        self.invited: tuple[str, ...] = ()
+        self.bids: dict[str, Bid] = {}
+        self.refused: dict[str, str] = {}
+        self.cfp_at = 0.0
+        self.timer_at = 0.0
+        self.attempts: list[str] = []
+        self.excluded: list[str] = []
+        self.pending: tuple[str, str] | None = None  # (previous holder, reason) for a new auction
+
+
+class _Host:
+    """Adapts the core's AgentContext to the executor machine's ``ExecutorHost``."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self._ctx = ctx
+
+    @property
+    def node_id(self) -> str:
+        return self._ctx.node_id
+
+    @property
+    def rng(self) -> random.Random:
+        return self._ctx.rng
+
+    def send(self, kind: str, payload: BaseModel, to: Sequence[str], now: float) -> None:
+        self._ctx.send(kind, payload, list(to), now)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self._ctx.count(name, n)
+
+    def assigned(
+        self,
+        task_id: str,
+        requester: str,
+        capability: str,
+        input: Any,
+        epoch: int,
+        deadline: float,
+        semantics: str,
+        risk: str,
+    ) -> None:
+        self._ctx.count("contract.assigned")
+        self._ctx.emit(
+            TaskAssigned(task_id, requester, capability, input, epoch, deadline, semantics, risk)
+        )
+
+    def cancelled(self, task_id: str, epoch: int, reason: str) -> None:
+        self._ctx.count("contract.cancelled")
+        self._ctx.emit(TaskCancelled(task_id, epoch, reason))
+
+
+class ContractAgent:
+    """Requester and executor sides of contract net for one node."""
+
+    def __init__(
+        self,
+        ctx: AgentContext,
+        candidates: CandidateSource,
+        *,
+        offers: Sequence[Offer] = (),
+        policy: OrgPolicy | None = None,
+        bid: BidFunction = default_bid,
+        strategies: Mapping[str, Strategy] | None = None,
+        bidder_cap: int = DEFAULT_BIDDER_CAP,
+    ) -> None:
+        if bidder_cap < 1:
+            raise LocalProtocolError("bidder_cap must be >= 1")
+        self._ctx = ctx
+        self._candidates = candidates
+        self._policy = policy
+        self._strategies: dict[str, Strategy] = {**STRATEGIES, **(strategies or {})}
+        self._bidder_cap = bidder_cap
+        self._tasks: dict[str, _Req] = {}
+        self._done: OrderedDict[str, _Req] = OrderedDict()
+        self._recent: dict[str, deque[float]] = {}
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+        self.executor = ExecutorSide(_Host(ctx), offers, policy=policy, bid=bid)
+
+    # --- core-facing surface -------------------------------------------------
+
+    def on_message(self, msg: Inbound, endpoint: str, now: float) -> None:
+        p = msg.payload
+        if isinstance(p, Propose | Refuse):
+            self._on_reply(msg, p, now)
+        elif isinstance(p, Started | Progress):
+            self._on_renewal(msg.sender, p, now)
+        elif isinstance(p, Result | Failure):
+            self._on_outcome(msg.sender, p, now)
+        else:
+            self.executor.on_message(msg, now)
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _, task_id = heap[0]
+            rec = self._tasks.get(task_id)
+            if rec is not None and rec.timer_at == when:
+                break
+            heapq.heappop(heap)
+        mine = heap[0][0] if heap else None
+        theirs = self.executor.get_timer()
+        if mine is None:
+            return theirs
+        return mine if theirs is None else min(mine, theirs)
+
+    def handle_timer(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            when, _, task_id = heapq.heappop(self._heap)
+            rec = self._tasks.get(task_id)
+            if rec is None or rec.timer_at != when:
+                continue
+            if now >= rec.deadline:
+                self._give_up(rec, "timeout", now)
+            elif rec.state is ReqState.AUCTION:
+                self._close_auction(rec, now)
+            else:
+                self._lost_holder(rec, "lease-expired", now, notify_old=True)
+        self.executor.handle_timer(now)
+
+    def on_peer_dead(self, node_id: str, now: float) -> None:
+        for rec in list(self._tasks.values()):
+            if node_id in rec.backups:
+                rec.backups.remove(node_id)
+            if rec.state is not ReqState.AUCTION and rec.holder == node_id:
+                self._lost_holder(rec, "peer-dead", now, notify_old=False)
+
+    # --- requester commands --------------------------------------------------
+
+    def submit(self, task: TaskSpec, now: float) -> str:
+        """Start a negotiation; returns the task id (the idempotency key)."""
+        if task.strategy not in self._strategies:
+            raise LocalProtocolError(f"unknown award strategy {task.strategy!r}")
+        task_id = task.task_id or f"{self._ctx.rng.getrandbits(128):032x}"
+        if task_id in self._tasks or task_id in self._done:
+            raise LocalProtocolError(f"task id {task_id!r} already submitted")
+        deadline = task.deadline if task.deadline is not None else now + task.timeout
+        rec = _Req(task_id, task, deadline)
+        self._tasks[task_id] = rec
+        self._ctx.count("contract.submitted")
+        self._start_round(rec, now)
+        return task_id
+
+    def cancel(self, task_id: str, now: float) -> None:
+        """Cancel one of our tasks (TaskFailed with reason ``cancelled``)."""
+        rec = self._tasks.get(task_id)
+        if rec is None:
+            raise LocalProtocolError(f"no live task {task_id!r}")
+        self._notify_holder(rec, "cancelled", now)
+        self._finish(rec, ReqEvent.CANCEL)
+        self._ctx.emit(TaskFailed(task_id, "cancelled", tuple(rec.attempts)))
+
+    def task_state(self, task_id: str) -> ReqState | None:
+        rec = self._tasks.get(task_id) or self._done.get(task_id)
+        return None if rec is None else rec.state
+
+    def live_tasks(self) -> int:
+        return len(self._tasks)
+
+    # --- executor commands (forwarded) ---------------------------------------
+
+    def report_progress(
+        self, task_id: str, now: float, percent: float | None = None, message: str | None = None
+    ) -> bool:
+        return self.executor.report_progress(task_id, now, percent, message)
+
+    def complete(self, task_id: str, result: Any, now: float) -> bool:
+        return self.executor.complete(task_id, result, now)
+
+    def fail(self, task_id: str, reason: str, now: float) -> bool:
+        return self.executor.fail(task_id, reason, now)
+
+    def load(self) -> float:
+        return self.executor.load()
+
+    # --- requester internals -------------------------------------------------
+
+    def _set_timer(self, rec: _Req, when: float) -> None:
+        rec.timer_at = min(when, rec.deadline)
+        self._seq += 1
+        heapq.heappush(self._heap, (rec.timer_at, self._seq, rec.task_id))
+
+    def _send(self, kind: str, payload: BaseModel, to: Sequence[str], now: float) -> None:
+        if to:
+            self._ctx.send(kind, payload, list(to), now)
+
+    def _start_round(self, rec: _Req, now: float) -> None:
+        spec = rec.spec
+        rec.round += 1
+        rec.auctions += 1
+        rec.bids = {}
+        rec.refused = {}
+        exclude = [*rec.excluded, self._ctx.node_id]
+        found = self._candidates.find(spec.capability, spec.version_spec)
+        rec.invited = tuple(
+            select_bidders(found, self._ctx.rng, cap=self._bidder_cap, exclude=exclude)
+        )
+        rec.cfp_at = now
+        reply_by = now + spec.reply_timeout
+        cfp = Cfp(
+            task_id=rec.task_id,
+            round=rec.round,
+            capability=spec.capability,
+            version_spec=spec.version_spec,
+            input=spec.input,
+            constraints=spec.constraints,
+            reply_by=reply_by,
+            deadline=rec.deadline,
+            risk=spec.risk,
+            budget=spec.budget,
+            semantics=spec.semantics,
+        )
+        self._send("cfp", cfp, rec.invited, now)
+        self._ctx.count("contract.cfp")
+        self._set_timer(rec, reply_by)
+
+    def _on_reply(self, msg: Inbound, p: Propose | Refuse, now: float) -> None:
+        rec = self._tasks.get(p.task_id)
+        sender = msg.sender
+        if rec is None or rec.state is not ReqState.AUCTION or p.round != rec.round:
+            self._ctx.count("contract.late_bid")
+            return
+        if sender not in rec.invited or sender in rec.bids or sender in rec.refused:
+            self._ctx.count("contract.rejected.unexpected-message")
+            return
+        accepted = isinstance(p, Propose)
+        if isinstance(p, Propose) and self._policy is not None:
+            try:
+                self._policy.check_offer(msg.certificate, rec.spec.capability)
+            except MeshError:
+                self._ctx.count("contract.rejected.not-permitted")
+                accepted = False
+        if isinstance(p, Propose) and accepted:
+            recent = self._recent_awards(sender, rec.cfp_at)
+            rec.bids[sender] = Bid(
+                sender, p.price, p.eta, p.running, p.capacity, p.confidence, recent
+            )
+            self._ctx.emit(TaskBid(p.task_id, sender, True, p.price, p.load))
+        else:
+            reason = p.reason if isinstance(p, Refuse) else "not-permitted"
+            rec.refused[sender] = reason
+            self._ctx.emit(TaskBid(p.task_id, sender, False))
+        transition(REQUESTER_TABLE, rec.state, ReqEvent.PROPOSE if accepted else ReqEvent.REFUSE)
+        if len(rec.bids) + len(rec.refused) >= len(rec.invited):
+            self._close_auction(rec, now)
+
+    def _recent_awards(self, node: str, since: float) -> int:
+        times = self._recent.get(node)
+        return 0 if times is None else sum(1 for t in times if t >= since)
+
+    def _note_award(self, node: str, now: float) -> None:
+        times = self._recent.setdefault(node, deque())
+        times.append(now)
+        while times and times[0] < now - _RECENT_HORIZON:
+            times.popleft()
+
+    def _close_auction(self, rec: _Req, now: float) -> None:
+        spec = rec.spec
+        eligible = [b for b in rec.bids.values() if spec.budget is None or b.price <= spec.budget]
+        if not eligible:
+            refused = ",".join(sorted(set(rec.refused.values()))) or "-"
+            rec.attempts.append(
+                f"round {rec.round}: no bids ({len(rec.invited)} invited, "
+                f"{len(rec.refused)} refused: {refused})"
+            )
+            self._next_auction_or_fail(rec, "no-bidders", now)
+            return
+        ranked = rank(eligible, spec.strategy, self._strategies)
+        proposers = [b.bidder for b in ranked]
+        rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.AWARD)
+        rec.epoch += 1
+        rec.holder = proposers[0]
+        rec.backups = proposers[1:]
+        rec.bids = {}
+        rec.refused = {}
+        rec.invited = ()
+        self._send("award", self._award(rec, with_input=False), proposers, now)
+        self._note_award(rec.holder, now)
+        self._ctx.count("contract.award")
+        if rec.pending is not None:
+            previous, reason = rec.pending
+            rec.pending = None
+            self._ctx.emit(
+                TaskReassigned(rec.task_id, previous, rec.holder, rec.epoch, reason, True)
+            )
+        self._ctx.emit(
+            TaskAwarded(rec.task_id, rec.holder, rec.epoch, tuple(rec.backups), len(proposers))
+        )
+        self._set_timer(rec, now + spec.lease)
+
+    def _award(self, rec: _Req, *, with_input: bool) -> Award:
+        spec = rec.spec
+        return Award(
+            task_id=rec.task_id,
+            round=rec.round,
+            epoch=rec.epoch,
+            winner=rec.holder,
+            backups=list(rec.backups),
+            capability=spec.capability,
+            semantics=spec.semantics,
+            risk=spec.risk,
+            deadline=rec.deadline,
+            lease=spec.lease,
+            has_input=with_input,
+            input=spec.input if with_input else None,
+        )
+
+    def _on_renewal(self, sender: str, p: Started | Progress, now: float) -> None:
+        rec = self._tasks.get(p.task_id)
+        if rec is None or rec.state is ReqState.AUCTION or sender != rec.holder:
+            self._stale_notice(sender, p.task_id, p.epoch, rec, now)
+            return
+        if p.epoch != rec.epoch:
+            self._stale_notice(sender, p.task_id, p.epoch, rec, now)
+            return
+        event = ReqEvent.STARTED if isinstance(p, Started) else ReqEvent.PROGRESS
+        rec.state = transition(REQUESTER_TABLE, rec.state, event)
+        if isinstance(p, Started) and rec.spec.semantics == "at-most-once":
+            self._send("proceed", Proceed(task_id=rec.task_id, epoch=rec.epoch), [sender], now)
+        self._set_timer(rec, now + rec.spec.lease)
+
+    def _stale_notice(
+        self, sender: str, task_id: str, epoch: int, rec: _Req | None, now: float
+    ) -> None:
+        """A renewal from someone who does not hold the current lease: tell it to stop."""
+        self._ctx.count("contract.stale_renewal")
+        known = rec if rec is not None else self._done.get(task_id)
+        if known is not None and epoch <= known.epoch:
+            cancel = Cancel(task_id=task_id, epoch=known.epoch, reason="superseded")
+            self._send("cancel", cancel, [sender], now)
+
+    def _on_outcome(self, sender: str, p: Result | Failure, now: float) -> None:
+        rec = self._tasks.get(p.task_id)
+        if rec is None:
+            done = self._done.get(p.task_id)
+            if done is None:
+                self._ctx.count("contract.rejected.unknown-task")
+            elif done.state is ReqState.COMPLETED and (sender, p.epoch) == (
+                done.holder,
+                done.epoch,
+            ):
+                self._ctx.count("contract.duplicate_result")
+            else:
+                self._stale(sender, p, done.epoch)
+            return
+        if rec.state is ReqState.AUCTION or sender != rec.holder or p.epoch != rec.epoch:
+            self._stale(sender, p, rec.epoch)
+            return
+        if isinstance(p, Result):
+            self._finish(rec, ReqEvent.RESULT)
+            self._ctx.count("contract.completed")
+            self._ctx.emit(
+                TaskCompleted(rec.task_id, sender, rec.epoch, p.result, tuple(rec.attempts))
+            )
+        elif rec.state is ReqState.STARTED and rec.spec.semantics == "at-most-once":
+            rec.attempts.append(f"epoch {rec.epoch} {sender}: failure after start: {p.reason}")
+            self._give_up(rec, f"failed after start: {p.reason}", now, attempt=False)
+        else:
+            self._lost_holder(rec, f"failure: {p.reason}", now, notify_old=False)
+
+    def _stale(self, sender: str, p: Result | Failure, current: int) -> None:
+        self._ctx.count("contract.stale_result")
+        self._ctx.emit(TaskStaleResult(p.task_id, sender, p.epoch, current))
+
+    def _lost_holder(self, rec: _Req, why: str, now: float, *, notify_old: bool) -> None:
+        """The holder died, missed its lease or failed: re-award, re-auction or end."""
+        old = rec.holder
+        rec.attempts.append(f"epoch {rec.epoch} {old}: {why}")
+        if old not in rec.excluded:
+            rec.excluded.append(old)
+        if rec.state is ReqState.STARTED and rec.spec.semantics == "at-most-once":
+            if notify_old:
+                self._notify_holder(rec, "outcome-unknown", now)
+            self._finish(rec, ReqEvent.UNKNOWN)
+            self._ctx.count("contract.outcome_unknown")
+            self._ctx.emit(TaskOutcomeUnknown(rec.task_id, old, rec.epoch, why))
+            return
+        while rec.backups and rec.backups[0] in rec.excluded:
+            rec.backups.pop(0)
+        if not rec.backups:
+            if notify_old:
+                self._notify_holder(rec, "superseded", now)
+            self._next_auction_or_fail(rec, why, now)
+            return
+        rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.REAWARD)
+        rec.holder = rec.backups.pop(0)
+        rec.epoch += 1
+        to = [rec.holder, old] if notify_old else [rec.holder]
+        self._send("award", self._award(rec, with_input=True), to, now)
+        self._note_award(rec.holder, now)
+        self._ctx.count("contract.reaward")
+        self._ctx.emit(TaskReassigned(rec.task_id, old, rec.holder, rec.epoch, why, False))
+        self._set_timer(rec, now + rec.spec.lease)
+
+    def _next_auction_or_fail(self, rec: _Req, why: str, now: float) -> None:
+        if rec.auctions >= rec.spec.max_auctions:
+            self._give_up(rec, f"attempts exhausted: {why}", now, attempt=False)
+            return
+        if rec.state is not ReqState.AUCTION:
+            rec.pending = (rec.holder, why)
+        rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.REAUCTION)
+        rec.holder = ""
+        rec.backups = []
+        self._ctx.count("contract.reauction")
+        self._start_round(rec, now)
+
+    def _notify_holder(self, rec: _Req, reason: str, now: float) -> None:
+        if rec.state in (ReqState.AWARDED, ReqState.STARTED) and rec.holder:
+            cancel = Cancel(task_id=rec.task_id, epoch=rec.epoch, reason=reason)
+            self._send("cancel", cancel, [rec.holder], now)
+
+    def _give_up(self, rec: _Req, reason: str, now: float, *, attempt: bool = True) -> None:
+        if attempt:
+            where = f"epoch {rec.epoch} {rec.holder}" if rec.holder else f"round {rec.round}"
+            rec.attempts.append(f"{where}: {reason}")
+        self._notify_holder(rec, reason, now)
+        self._finish(rec, ReqEvent.GIVE_UP)
+        self._ctx.count("contract.failed")
+        self._ctx.emit(TaskFailed(rec.task_id, reason, tuple(rec.attempts)))
+
+    def _finish(self, rec: _Req, event: ReqEvent) -> None:
+        rec.state = transition(REQUESTER_TABLE, rec.state, event)
+        assert rec.state in REQUESTER_TERMINAL
+        del self._tasks[rec.task_id]
+        rec.bids, rec.refused, rec.backups, rec.invited, rec.excluded = {}, {}, [], (), []
+        self._done[rec.task_id] = rec
+        while len(self._done) > _DONE_KEEP:
+            self._done.popitem(last=False)

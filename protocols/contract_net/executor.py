@@ -1,0 +1,339 @@
+"""The executor machine: bids on cfps, runs awards, fences by epoch (pure, sans-IO).
+
+* Bids with a pluggable ``BidFunction`` after checking that the requester's
+  org may request the capability (``OrgPolicy.check_request``).
+* Acts only on the highest epoch it has seen for a task. A duplicate award
+  (same epoch) does nothing, so the handler never gets a second ``assigned``.
+* At-least-once: ``assigned`` at once, ``started`` sent. At-most-once:
+  ``started`` sent (and repeated with each heartbeat) and the handler runs only
+  after the requester's ``proceed`` for that epoch.
+* While it holds a task, a heartbeat every ``lease / 3`` renews the lease.
+
+Per-task state is one small slotted object while the task is live; afterwards
+only its highest epoch stays, in a bounded LRU.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Any
+
+from protocols.contract_net._state import (
+    EXECUTOR_TABLE,
+    EXECUTOR_TERMINAL,
+    ExecEvent,
+    ExecState,
+    transition,
+)
+from protocols.contract_net.bidding import BidFunction, BidSituation, Quote, default_bid
+from protocols.contract_net.host import ExecutorHost, Inbound, OrgPolicy
+from protocols.contract_net.messages import (
+    Award,
+    Cancel,
+    Cfp,
+    Failure,
+    Proceed,
+    Progress,
+    Propose,
+    Refuse,
+    Result,
+    Started,
+)
+from protocols.contract_net.task import Offer
+from protocols.errors import MeshError
+
+__all__ = ["ExecutorSide"]
+
+_EPOCHS_KEEP = 8192
+_INPUTS_KEEP = 2048
+
+
+class _Job:
+    __slots__ = ("capability", "epoch", "lease", "next_beat", "queued", "requester", "state")
+
+    def __init__(
+        self, requester: str, capability: str, epoch: int, state: ExecState, lease: float
+    ) -> None:
+        self.requester = requester
+        self.capability = capability
+        self.epoch = epoch
+        self.state = state
+        self.lease = lease
+        self.queued = True
+        self.next_beat = 0.0
+
+
+class ExecutorSide:
+    """All tasks this node bids on or executes."""
+
+    def __init__(
+        self,
+        host: ExecutorHost,
+        offers: Sequence[Offer],
+        *,
+        policy: OrgPolicy | None = None,
+        bid: BidFunction = default_bid,
+    ) -> None:
+        self._host = host
+        self._offers = {o.capability: o for o in offers}
+        self._policy = policy
+        self._bid = bid
+        self._jobs: dict[str, _Job] = {}
+        self._epochs: OrderedDict[str, int] = OrderedDict()
+        self._inputs: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._running: dict[str, int] = {}
+        self._pending_input: dict[
+            str, tuple[Any, float, str]
+        ] = {}  # claiming: input, deadline, risk
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
+
+    # --- inspection ------------------------------------------------------------
+
+    def running(self, capability: str) -> int:
+        return self._running.get(capability, 0)
+
+    def load(self) -> float:
+        """Held tasks over total declared concurrency (what gossip publishes)."""
+        total = sum(o.max_concurrency for o in self._offers.values())
+        return 0.0 if total == 0 else sum(self._running.values()) / total
+
+    def job_state(self, task_id: str) -> ExecState | None:
+        job = self._jobs.get(task_id)
+        return None if job is None else job.state
+
+    def highest_epoch(self, task_id: str) -> int:
+        return self._epochs.get(task_id, 0)
+
+    # --- messages --------------------------------------------------------------
+
+    def on_message(self, msg: Inbound, now: float) -> None:
+        p = msg.payload
+        if isinstance(p, Cfp):
+            self._on_cfp(msg, p, now)
+        elif isinstance(p, Award):
+            self._on_award(msg.sender, p, now)
+        elif isinstance(p, Proceed):
+            self._on_proceed(msg.sender, p, now)
+        elif isinstance(p, Cancel):
+            self._on_cancel(msg.sender, p)
+        else:
+            self._host.count("contract.rejected.unexpected-message")
+
+    def _on_cfp(self, msg: Inbound, cfp: Cfp, now: float) -> None:
+        host = self._host
+        if now > cfp.reply_by:
+            host.count("contract.late_cfp")
+            return
+        offer = self._offers.get(cfp.capability)
+        reason = "not-offered" if offer is None else self._forbidden(msg, cfp.capability)
+        if offer is None or reason:
+            refuse = Refuse(task_id=cfp.task_id, round=cfp.round, reason=reason)
+            host.send("refuse", refuse, [msg.sender], now)
+            return
+        running = self.running(cfp.capability)
+        queued = sum(
+            1 for j in self._jobs.values() if j.queued and j.capability == offer.capability
+        )
+        decision = self._bid(BidSituation(cfp, offer, running, queued, now))
+        if isinstance(decision, Quote):
+            self._remember(self._inputs, cfp.task_id, (msg.sender, cfp.input), _INPUTS_KEEP)
+            reply: Propose | Refuse = Propose(
+                task_id=cfp.task_id,
+                round=cfp.round,
+                price=decision.price,
+                eta=decision.eta,
+                load=running / offer.max_concurrency,
+                running=running,
+                capacity=offer.max_concurrency,
+                confidence=decision.confidence,
+                valid_until=now + decision.valid_for,
+            )
+            host.send("propose", reply, [msg.sender], now)
+        else:
+            reply = Refuse(
+                task_id=cfp.task_id,
+                round=cfp.round,
+                reason=decision.reason,
+                retry_after=decision.retry_after,
+            )
+            host.send("refuse", reply, [msg.sender], now)
+
+    def _forbidden(self, msg: Inbound, capability: str) -> str:
+        """``"not-permitted"`` if the requester's org may not request ``capability``."""
+        if self._policy is None:
+            return ""
+        try:
+            self._policy.check_request(msg.certificate, capability)
+        except MeshError:
+            self._host.count("contract.rejected.not-permitted")
+            return "not-permitted"
+        return ""
+
+    def _on_award(self, sender: str, a: Award, now: float) -> None:
+        host = self._host
+        job = self._jobs.get(a.task_id)
+        if job is not None and job.requester != sender:
+            host.count("contract.rejected.unexpected-message")
+            return
+        seen = self._epochs.get(a.task_id, 0)
+        if a.epoch <= seen:
+            host.count("contract.duplicate_award" if a.epoch == seen else "contract.stale_award")
+            return
+        self._remember(self._epochs, a.task_id, a.epoch, _EPOCHS_KEEP)
+        me = host.node_id
+        if a.winner != me:
+            self._inputs.pop(a.task_id, None)
+            if job is not None:
+                self._end(a.task_id, job, ExecEvent.SUPERSEDED)
+                host.cancelled(a.task_id, a.epoch, "superseded")
+            return
+        if job is not None:
+            job.state = transition(EXECUTOR_TABLE, job.state, ExecEvent.REAWARDED)
+            job.epoch = a.epoch
+            job.lease = a.lease
+            self._beat(a.task_id, job, now)
+            return
+        self._accept(sender, a, now)
+
+    def _accept(self, sender: str, a: Award, now: float) -> None:
+        host = self._host
+        cached = self._inputs.pop(a.task_id, None)
+        if a.has_input:
+            data: Any = a.input
+        elif cached is not None and cached[0] == sender:
+            data = cached[1]
+        else:
+            host.count("contract.input_unavailable")
+            reply = Failure(task_id=a.task_id, epoch=a.epoch, reason="input-unavailable")
+            host.send("failure", reply, [sender], now)
+            return
+        amo = a.semantics == "at-most-once"
+        state = ExecState.CLAIMING if amo else ExecState.RUNNING
+        job = _Job(sender, a.capability, a.epoch, state, a.lease)
+        self._jobs[a.task_id] = job
+        self._running[a.capability] = self._running.get(a.capability, 0) + 1
+        if amo:
+            self._pending_input[a.task_id] = (data, a.deadline, a.risk)
+        host.send("started", Started(task_id=a.task_id, epoch=a.epoch), [sender], now)
+        self._schedule(a.task_id, job, now)
+        if not amo:
+            host.assigned(
+                a.task_id, sender, a.capability, data, a.epoch, a.deadline, a.semantics, a.risk
+            )
+
+    def _on_proceed(self, sender: str, p: Proceed, now: float) -> None:
+        job = self._jobs.get(p.task_id)
+        if job is None or job.requester != sender or p.epoch != job.epoch:
+            self._host.count("contract.stale_proceed")
+            return
+        was = job.state
+        job.state = transition(EXECUTOR_TABLE, job.state, ExecEvent.PROCEED)
+        if was is ExecState.CLAIMING:
+            data, deadline, risk = self._pending_input.pop(p.task_id)
+            self._host.assigned(
+                p.task_id, sender, job.capability, data, job.epoch, deadline, "at-most-once", risk
+            )
+
+    def _on_cancel(self, sender: str, c: Cancel) -> None:
+        job = self._jobs.get(c.task_id)
+        if c.epoch > self._epochs.get(c.task_id, 0):
+            self._remember(self._epochs, c.task_id, c.epoch, _EPOCHS_KEEP)
+        if job is None or job.requester != sender or c.epoch < job.epoch:
+            self._host.count("contract.stale_cancel")
+            return
+        self._end(c.task_id, job, ExecEvent.CANCEL)
+        self._host.cancelled(c.task_id, job.epoch, c.reason)
+
+    # --- local commands (the shell's handler) ------------------------------------
+
+    def report_progress(
+        self, task_id: str, now: float, percent: float | None, message: str | None
+    ) -> bool:
+        job = self._live(task_id)
+        if job is None:
+            return False
+        job.state = transition(EXECUTOR_TABLE, job.state, ExecEvent.PROGRESS)
+        job.queued = False
+        msg = Progress(task_id=task_id, epoch=job.epoch, percent=percent, message=message)
+        self._host.send("progress", msg, [job.requester], now)
+        self._schedule(task_id, job, now)
+        return True
+
+    def complete(self, task_id: str, result: Any, now: float) -> bool:
+        """Send the result; ``False`` if the task is no longer ours (cancelled)."""
+        job = self._live(task_id)
+        if job is None:
+            return False
+        self._end(task_id, job, ExecEvent.COMPLETE)
+        reply = Result(task_id=task_id, epoch=job.epoch, result=result)
+        self._host.send("result", reply, [job.requester], now)
+        return True
+
+    def fail(self, task_id: str, reason: str, now: float) -> bool:
+        job = self._live(task_id)
+        if job is None:
+            return False
+        self._end(task_id, job, ExecEvent.FAIL)
+        reply = Failure(task_id=task_id, epoch=job.epoch, reason=reason[:256])
+        self._host.send("failure", reply, [job.requester], now)
+        return True
+
+    def _live(self, task_id: str) -> _Job | None:
+        job = self._jobs.get(task_id)
+        if job is None:
+            self._host.count("contract.late_local_report")
+        return job
+
+    def _end(self, task_id: str, job: _Job, event: ExecEvent) -> None:
+        job.state = transition(EXECUTOR_TABLE, job.state, event)
+        assert job.state in EXECUTOR_TERMINAL
+        del self._jobs[task_id]
+        self._pending_input.pop(task_id, None)
+        left = self._running[job.capability] - 1
+        if left:
+            self._running[job.capability] = left
+        else:
+            del self._running[job.capability]
+
+    # --- heartbeats ---------------------------------------------------------------
+
+    def _schedule(self, task_id: str, job: _Job, now: float) -> None:
+        job.next_beat = now + job.lease / 3.0
+        self._seq += 1
+        heapq.heappush(self._heap, (job.next_beat, self._seq, task_id))
+
+    def _beat(self, task_id: str, job: _Job, now: float) -> None:
+        if job.state is ExecState.CLAIMING:
+            payload: Started | Progress = Started(task_id=task_id, epoch=job.epoch)
+            kind = "started"
+        else:
+            payload, kind = Progress(task_id=task_id, epoch=job.epoch), "progress"
+        self._host.send(kind, payload, [job.requester], now)
+        self._schedule(task_id, job, now)
+
+    def get_timer(self) -> float | None:
+        heap = self._heap
+        while heap:
+            when, _, task_id = heap[0]
+            job = self._jobs.get(task_id)
+            if job is not None and job.next_beat == when:
+                return when
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            when, _, task_id = heapq.heappop(self._heap)
+            job = self._jobs.get(task_id)
+            if job is not None and job.next_beat == when:
+                self._beat(task_id, job, now)
+
+    @staticmethod
+    def _remember(table: OrderedDict[str, Any], key: str, value: Any, keep: int) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > keep:
+            table.popitem(last=False)

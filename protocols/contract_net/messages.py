@@ -1,0 +1,159 @@
+"""Payload models of the contract-net kinds (each travels in the signed envelope).
+
+Every model is frozen with ``extra="forbid"``; field types are what msgpack can
+carry. ``CONTRACT_NET_PAYLOADS`` maps each kind to its model; ``protocols.kinds``
+merges it into the wire's registry.
+
+Flow (n invited bidders that all answer)::
+
+    requester --cfp (1 signature, n copies)--> bidders
+    bidder    --propose | refuse (n signatures)--> requester
+    requester --award (1 signature, one copy per proposer)--> proposers
+    winner    --started, progress*, result | failure--> requester
+    requester --proceed--> winner            (at-most-once only: go ahead)
+    requester --cancel--> superseded holder   (new auction, give up, user cancel)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "CONTRACT_NET_PAYLOADS",
+    "Award",
+    "Cancel",
+    "Cfp",
+    "Failure",
+    "Proceed",
+    "Progress",
+    "Propose",
+    "Refuse",
+    "Result",
+    "Semantics",
+    "Started",
+]
+
+Semantics = Literal["at-least-once", "at-most-once"]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Cfp(_Payload):
+    """Call for proposals, sealed once for the set of invited bidders."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    round: int = Field(ge=1)
+    capability: str = Field(min_length=1, max_length=128)
+    version_spec: str = Field(default="*", max_length=64)
+    input: Any = None
+    constraints: dict[str, Any] = Field(default_factory=dict)
+    reply_by: float
+    deadline: float
+    risk: str = "low"
+    budget: float | None = None
+    semantics: Semantics = "at-least-once"
+
+    def permissions(self) -> tuple[tuple[str, str], ...]:
+        """The envelope checks this against the trust policy (added by the lead: wire hook)."""
+        return (("request", self.capability),)
+
+
+class Propose(_Payload):
+    """A bid. ``load`` is running/capacity at bid time (it lags: see strategies)."""
+
+    task_id: str
+    round: int = Field(ge=1)
+    price: float = Field(ge=0)
+    eta: float = Field(ge=0)
+    load: float = Field(ge=0)
+    running: int = Field(ge=0)
+    capacity: int = Field(ge=1)
+    confidence: float = Field(default=1.0, ge=0, le=1)
+    valid_until: float
+
+
+class Refuse(_Payload):
+    task_id: str
+    round: int = Field(ge=1)
+    reason: str = Field(max_length=64)
+    retry_after: float | None = None
+
+
+class Award(_Payload):
+    """One per round (to every proposer) or per re-award (new winner + superseded holder).
+
+    ``epoch`` is the fencing token. ``input`` travels only in re-awards: the
+    round's first award goes to every proposer, who all kept the cfp's input.
+    """
+
+    task_id: str
+    round: int = Field(ge=1)
+    epoch: int = Field(ge=1)
+    winner: str
+    backups: list[str] = Field(default_factory=list)
+    capability: str
+    semantics: Semantics
+    risk: str = "low"
+    deadline: float
+    lease: float = Field(gt=0)
+    has_input: bool = False
+    input: Any = None
+
+
+class Started(_Payload):
+    """After this, side effects may have happened (repeated while awaiting ``proceed``)."""
+
+    task_id: str
+    epoch: int = Field(ge=1)
+
+
+class Proceed(_Payload):
+    """At-most-once: the requester confirms the holder's ``started``; only now it runs."""
+
+    task_id: str
+    epoch: int = Field(ge=1)
+
+
+class Progress(_Payload):
+    """Renews the lease."""
+
+    task_id: str
+    epoch: int = Field(ge=1)
+    percent: float | None = Field(default=None, ge=0, le=100)
+    message: str | None = Field(default=None, max_length=256)
+
+
+class Result(_Payload):
+    task_id: str
+    epoch: int = Field(ge=1)
+    result: Any = None
+
+
+class Failure(_Payload):
+    task_id: str
+    epoch: int = Field(ge=1)
+    reason: str = Field(max_length=256)
+
+
+class Cancel(_Payload):
+    task_id: str
+    epoch: int = Field(ge=0)
+    reason: str = Field(max_length=64)
+
+
+CONTRACT_NET_PAYLOADS: dict[str, type[BaseModel]] = {
+    "cfp": Cfp,
+    "propose": Propose,
+    "refuse": Refuse,
+    "award": Award,
+    "started": Started,
+    "proceed": Proceed,
+    "progress": Progress,
+    "result": Result,
+    "failure": Failure,
+    "cancel": Cancel,
+}

@@ -1,0 +1,61 @@
+"""What a requester submits: ``TaskSpec``; what the executor advertises: ``Offer``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from protocols.contract_net.messages import Semantics
+from protocols.errors import LocalProtocolError
+
+__all__ = ["Offer", "TaskSpec"]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSpec:
+    """A unit of work to hand to a peer.
+
+    ``task_id`` is the idempotency key handed to the handler; leave it ``None``
+    and the agent draws one from its injected random generator.
+    Durations are seconds; ``deadline`` is absolute (the same clock as ``now``),
+    or ``None`` for ``now + timeout`` at submission.
+    """
+
+    capability: str
+    input: Any = None
+    version_spec: str = "*"
+    strategy: str = "least_loaded"
+    risk: str = "low"
+    budget: float | None = None
+    semantics: Semantics = "at-least-once"
+    constraints: dict[str, Any] = field(default_factory=dict)
+    reply_timeout: float = 1.0
+    lease: float = 6.0
+    timeout: float = 120.0
+    deadline: float | None = None
+    max_auctions: int = 3
+    task_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.capability:
+            raise LocalProtocolError("TaskSpec.capability is empty")
+        if self.semantics not in ("at-least-once", "at-most-once"):
+            raise LocalProtocolError(f"unknown semantics {self.semantics!r}")
+        if self.reply_timeout <= 0 or self.lease <= 0 or self.timeout <= 0:
+            raise LocalProtocolError("TaskSpec durations must be positive")
+        if self.max_auctions < 1:
+            raise LocalProtocolError("TaskSpec.max_auctions must be >= 1")
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """A capability this node executes: how many at once and its declared cost."""
+
+    capability: str
+    max_concurrency: int = 4
+    cost: float = 1.0
+    eta: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_concurrency < 1:
+            raise LocalProtocolError("Offer.max_concurrency must be >= 1")
