@@ -1,0 +1,290 @@
+"""The embedding API: a Parley node inside an asyncio program.
+
+::
+
+    from node import Node, LocalOrg
+
+    org = LocalOrg("acme")
+    node = Node.from_org(org, "worker-1", seeds=["tcp://127.0.0.1:7001"])
+
+    @node.capability("summarize", version="1.2", max_concurrency=4)
+    async def summarize(task):
+        task.progress(50, "halfway")
+        return {"summary": task.input["text"][:100]}
+
+    async with node:
+        result = await node.request("summarize", {"text": "..."}, timeout=30)
+        print(result.value, result.executor)
+
+``request`` raises ``ContractNetError`` (no bidders, attempts exhausted,
+outcome unknown, timeout) with the attempts that were made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from mesh.events import Event
+from node.core_adapter import build_core, capability_spec, task_spec
+from node.discovery import MdnsDiscovery
+from node.handlers import Handler
+from node.runtime import Result, Runtime
+from node.transport import TransportLimits
+from protocols.crypto import Ed25519Signer
+from protocols.errors import ContractNetError, LocalProtocolError
+from protocols.identity import NodeIdentity
+from protocols.trust import OrgPolicy, TrustStore, issue_certificate, parse_certificate
+
+__all__ = ["CapabilityDecl", "LocalOrg", "Node", "Result"]
+
+H = TypeVar("H", bound=Handler)
+
+
+class LocalOrg:
+    """An in-memory organization (root key from OS entropy): demos, tests, examples."""
+
+    def __init__(self, name: str, *, seed: bytes | None = None) -> None:
+        self.name = name
+        self.signer = Ed25519Signer(seed or os.urandom(32))
+
+    def policy(self) -> OrgPolicy:
+        return OrgPolicy(self.name, self.signer.public_key)
+
+    def issue(self, node_name: str, *, days: float = 1.0) -> tuple[NodeIdentity, bytes]:
+        ident = NodeIdentity.from_seed(os.urandom(32))
+        now = time.time()
+        cert = issue_certificate(
+            self.signer,
+            self.name,
+            ident.public_key,
+            node_name,
+            not_before=now - 60,
+            not_after=now + days * 86400,
+        )
+        return ident, cert
+
+
+@dataclass(frozen=True, slots=True)
+class CapabilityDecl:
+    name: str
+    version: str
+    max_concurrency: int
+    bid: float
+    handler: Handler
+
+
+class Node:
+    """A mesh node on the running event loop; use ``async with node:``."""
+
+    def __init__(
+        self,
+        identity: NodeIdentity,
+        certificate: bytes,
+        trust: TrustStore,
+        *,
+        listen: str = "tcp://127.0.0.1:*",
+        advertise: str | None = None,
+        seeds: Sequence[str] = (),
+        mdns: bool = False,
+        mdns_interfaces: Sequence[str] = ("127.0.0.1",),
+        preset: str = "lan",
+        limits: TransportLimits | None = None,
+        grace: float = 5.0,
+    ) -> None:
+        self.identity = identity
+        self.certificate = parse_certificate(certificate)
+        if self.certificate.node_key != identity.public_key:
+            raise LocalProtocolError("the certificate is for another key", code="config")
+        self._cert_bytes = certificate
+        self.trust = trust
+        self.listen = listen
+        self.advertise = advertise
+        self.seeds = tuple(seeds)
+        self.mdns = mdns
+        self.mdns_interfaces = tuple(mdns_interfaces)
+        self.preset = preset
+        self.limits = limits
+        self.grace = grace
+        self._decls: dict[str, CapabilityDecl] = {}
+        self.runtime: Runtime | None = None
+        self.discovery: MdnsDiscovery | None = None
+
+    @classmethod
+    def from_org(
+        cls, org: LocalOrg, name: str, *, trust: Sequence[LocalOrg] = (), **kwargs: Any
+    ) -> Node:
+        """A node certified by ``org`` that trusts ``org`` and the ``trust`` orgs."""
+        ident, cert = org.issue(name)
+        orgs = {o.name: o for o in (org, *trust)}
+        store = TrustStore(o.policy() for o in orgs.values())
+        return cls(ident, cert, store, **kwargs)
+
+    @property
+    def node_id(self) -> str:
+        return self.identity.node_id
+
+    @property
+    def endpoint(self) -> str:
+        return self._rt().endpoint
+
+    # -- capabilities --------------------------------------------------------
+
+    def capability(
+        self, name: str, *, version: str = "1.0", max_concurrency: int = 1, bid: float = 1.0
+    ) -> Callable[[H], H]:
+        """Decorator: serve ``name`` with an ``async def handler(task) -> JSON``."""
+
+        def register(fn: H) -> H:
+            self.add_capability(name, fn, version=version, max_concurrency=max_concurrency, bid=bid)
+            return fn
+
+        return register
+
+    def add_capability(
+        self,
+        name: str,
+        handler: Handler,
+        *,
+        version: str = "1.0",
+        max_concurrency: int = 1,
+        bid: float = 1.0,
+    ) -> None:
+        if self.runtime is not None:
+            raise LocalProtocolError("add capabilities before the node starts")
+        if name in self._decls:
+            raise LocalProtocolError(f"capability {name!r} registered twice")
+        self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler)
+
+    def capabilities(self) -> list[dict[str, Any]]:
+        """What this node offers."""
+        return [
+            {"name": d.name, "version": d.version, "max_concurrency": d.max_concurrency}
+            for d in self._decls.values()
+        ]
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.runtime is not None:
+            raise LocalProtocolError("node already started")
+        specs = [
+            capability_spec(d.name, d.version, d.max_concurrency, d.bid)
+            for d in self._decls.values()
+        ]
+        rng = random.Random(os.urandom(32))
+        factory = build_core(
+            self.identity, self._cert_bytes, self.trust, specs, rng=rng, preset=self.preset
+        )
+        self.runtime = Runtime(
+            factory,
+            listen=self.listen,
+            advertise=self.advertise,
+            limits=self.limits,
+            handlers={d.name: d.handler for d in self._decls.values()},
+        )
+        self.runtime.start(self.seeds)
+        if self.mdns:
+            self.discovery = MdnsDiscovery(
+                node_id=self.node_id,
+                org=self.certificate.org,
+                endpoint=self.runtime.endpoint,
+                interfaces=self.mdns_interfaces,
+                on_candidate=lambda ep, _props: self._rt().add_candidate(ep),
+            )
+            try:
+                await self.discovery.start()
+            except BaseException:
+                await self.runtime.stop(0)
+                raise
+
+    async def stop(self, grace: float | None = None) -> dict[str, int]:
+        out = {"finished": 0, "handed_back": 0}
+        if self.discovery is not None:
+            await self.discovery.close()
+            self.discovery = None
+        if self.runtime is not None and not self.runtime.closed:
+            out = await self.runtime.stop(self.grace if grace is None else grace)
+        return out
+
+    async def __aenter__(self) -> Node:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _rt(self) -> Runtime:
+        if self.runtime is None:
+            raise LocalProtocolError("the node is not started (use `async with node:`)")
+        return self.runtime
+
+    # -- requests ------------------------------------------------------------
+
+    def submit_nowait(self, capability: str, input: Any = None, **opts: Any) -> tuple[str, Any]:
+        """Start a request; returns (task id, future of Result)."""
+        spec = task_spec(capability, input, **opts)
+        return self._rt().submit(spec)
+
+    async def request(
+        self,
+        capability: str,
+        input: Any = None,
+        *,
+        strategy: str = "least_loaded",
+        timeout: float = 60.0,
+        risk: str = "low",
+        semantics: str = "at-least-once",
+        **opts: Any,
+    ) -> Result:
+        """Run ``capability`` on the best peer; the Result or a ``ContractNetError``."""
+        _task_id, fut = self.submit_nowait(
+            capability,
+            input,
+            strategy=strategy,
+            timeout=timeout,
+            risk=risk,
+            semantics=semantics,
+            **opts,
+        )
+        try:
+            return await asyncio.wait_for(fut, timeout + 2.0)
+        except TimeoutError:
+            raise ContractNetError(
+                f"{capability}: no result in {timeout}s", code="timeout"
+            ) from None
+
+    # -- views ---------------------------------------------------------------
+
+    def peers(self) -> list[dict[str, Any]]:
+        return [p.as_json() for p in self._rt().peers.values()]
+
+    def tasks(self) -> list[dict[str, Any]]:
+        return [t.as_json() for t in self._rt().tasks.values()]
+
+    def statistics(self) -> dict[str, int]:
+        return self._rt().statistics()
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Every core event from now on (a slow reader loses the oldest)."""
+        rt = self._rt()
+        q = rt.subscribe()
+        try:
+            while True:
+                yield await q.get()
+        finally:
+            rt.unsubscribe(q)
+
+    async def wait_for_peers(self, n: int, timeout: float = 10.0) -> bool:
+        """Wait (bounded) until at least ``n`` peers are known alive."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if sum(p.state == "alive" for p in self._rt().peers.values()) >= n:
+                return True
+            await asyncio.sleep(0.02)
+        return False

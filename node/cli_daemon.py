@@ -1,0 +1,225 @@
+"""Click commands of the daemon side: run, status, peers, tasks, submit, demo, bench.
+
+The lead's ``node/cli.py`` registers them on the ``mesh-node`` group with
+``register(group)``. Every ``MeshError`` becomes one line on stderr and exit
+status 1 (click's usage errors exit 2); never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from node.config import load_config
+from node.control import ControlClient
+from protocols.errors import ConfigError, MeshError
+
+__all__ = ["COMMANDS", "register"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"mesh-node: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _control_dir(config: str | None, control: str | None) -> Path:
+    if control:
+        return Path(control)
+    if config:
+        return load_config(config).control_dir
+    raise ConfigError("give --config node.toml or --control DIR")
+
+
+def _where(fn: F) -> F:
+    fn = click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")(fn)
+    fn = click.option("--control", type=click.Path(), help="The daemon's control directory.")(fn)
+    fn = click.option(
+        "--config", "-c", type=click.Path(), help="The daemon's node.toml (finds its control dir)."
+    )(fn)
+    return fn
+
+
+def _call(
+    config: str | None, control: str | None, req: dict[str, Any], timeout: float = 5.0
+) -> Any:
+    try:
+        reply = ControlClient(_control_dir(config, control)).call(req, timeout=timeout)
+    except MeshError as exc:
+        _fail(exc.message)
+    if not reply.get("ok"):
+        return reply
+    return reply
+
+
+@click.command()
+@click.option("--config", "-c", required=True, type=click.Path(), help="node.toml")
+@click.option("--log-json", is_flag=True, help="One JSON object per log line.")
+@click.option("--verbose", "-v", is_flag=True, help="Debug logs.")
+def run(config: str, log_json: bool, verbose: bool) -> None:
+    """Run a node until SIGTERM or SIGINT.
+
+    \b
+    Example:
+      mesh-node run --config node.toml
+    """
+    import logging
+
+    from node.daemon import run_daemon, setup_logging
+
+    setup_logging(json_logs=log_json, level=logging.DEBUG if verbose else logging.INFO)
+    try:
+        cfg = load_config(config)
+        code = asyncio.run(run_daemon(cfg))
+    except MeshError as exc:
+        _fail(exc.message)
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
+
+
+@click.command()
+@_where
+def status(config: str | None, control: str | None, as_json: bool) -> None:
+    """Show this node's identity, endpoint, peers and load."""
+    reply = _call(config, control, {"cmd": "status"})
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    click.echo(f"{reply['name']}  {reply['node_id']}  org {reply['org']}")
+    click.echo(f"  endpoint {reply['endpoint']}   up {reply['uptime_s']}s")
+    click.echo(f"  peers {reply['peers']}   running tasks {reply['running']}")
+    caps = ", ".join(f"{c['name']}@{c['version']}" for c in reply["capabilities"]) or "-"
+    click.echo(f"  capabilities {caps}")
+
+
+@click.command()
+@_where
+def peers(config: str | None, control: str | None, as_json: bool) -> None:
+    """List the peers this node knows."""
+    reply = _call(config, control, {"cmd": "peers"})
+    if as_json:
+        click.echo(json.dumps(reply["peers"], indent=2))
+        return
+    for p in reply["peers"]:
+        click.echo(f"{p['node_id'][:16]}  {p['org']:<12} {p['state']:<8} {p['endpoint']}")
+    if not reply["peers"]:
+        click.echo("(no peers)")
+
+
+@click.command()
+@_where
+def tasks(config: str | None, control: str | None, as_json: bool) -> None:
+    """List recent tasks (requested here or run here)."""
+    reply = _call(config, control, {"cmd": "tasks"})
+    if as_json:
+        click.echo(json.dumps(reply["tasks"], indent=2))
+        return
+    for t in reply["tasks"]:
+        click.echo(
+            f"{t['task_id'][:16]}  {t['role']:<9} {t['capability']:<14} {t['state']:<10} "
+            f"{t['winner'][:12]}"
+        )
+    if not reply["tasks"]:
+        click.echo("(no tasks)")
+
+
+@click.command()
+@click.argument("capability")
+@click.option("--input", "input_json", default="null", help="The task input, as JSON.")
+@click.option("--wait", is_flag=True, help="Wait for the result.")
+@click.option("--strategy", default=None, help="Award strategy (default least_loaded).")
+@click.option("--timeout", default=60.0, show_default=True, help="Seconds.")
+@_where
+def submit(
+    capability: str,
+    input_json: str,
+    wait: bool,
+    strategy: str | None,
+    timeout: float,
+    config: str | None,
+    control: str | None,
+    as_json: bool,
+) -> None:
+    """Submit a task through this node.
+
+    \b
+    Example:
+      mesh-node submit echo --input '{"text": "hi"}' --wait -c node.toml
+    """
+    try:
+        value = json.loads(input_json)
+    except ValueError:
+        _fail("--input is not valid JSON")
+    req = {"cmd": "submit", "capability": capability, "input": value, "wait": wait}
+    req["timeout"] = timeout
+    if strategy:
+        req["strategy"] = strategy
+    reply = _call(config, control, req, timeout=timeout + 5.0 if wait else 5.0)
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+    elif not reply.get("ok"):
+        click.echo(f"failed ({reply.get('code')}): {reply.get('error')}", err=True)
+        for a in reply.get("attempts", []):
+            click.echo(f"  tried {a}", err=True)
+    elif wait:
+        click.echo(json.dumps(reply["result"]))
+        click.echo(f"(task {reply['task_id'][:16]} ran on {reply['executor'][:16]})", err=True)
+    else:
+        click.echo(reply["task_id"])
+    if not reply.get("ok"):
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--tasks", "n_tasks", default=24, show_default=True, help="Tasks in the batch.")
+@click.option("--quiet", is_flag=True, help="No live table (for tests).")
+def demo(n_tasks: int, quiet: bool) -> None:
+    """A five-node, two-organization mesh on loopback, bidding live (under a minute)."""
+    from node.demo import run_demo
+
+    try:
+        sys.exit(asyncio.run(run_demo(n_tasks=n_tasks, live=not quiet)))
+    except MeshError as exc:
+        _fail(exc.message)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--quick", is_flag=True, help="Shorter runs (less precise).")
+def bench(as_json: bool, quick: bool) -> None:
+    """Measure verify rate, ingest rate and contract-net latency on loopback."""
+    from node.bench import run_bench
+
+    try:
+        out = run_bench(quick=quick, progress=not as_json)
+    except MeshError as exc:
+        _fail(exc.message)
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+
+
+COMMANDS = [run, status, peers, tasks, submit, demo, bench]
+
+
+def register(group: click.Group) -> None:
+    for cmd in COMMANDS:
+        group.add_command(cmd)
+
+
+@click.group()
+def main() -> None:
+    """Daemon commands (standalone entry for tests; `mesh-node` registers the same)."""
+
+
+register(main)
+
+if __name__ == "__main__":
+    main()

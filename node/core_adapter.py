@@ -1,0 +1,68 @@
+"""The one place where the shell builds core objects (MeshNodeCore, specs).
+
+Keeping it here means the shell depends on the core's constructor in one
+spot; everything else talks to it through ``node.runtime.CoreLike``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from protocols.capabilities.records import CapabilitySpec
+from protocols.contract_net.task import TaskSpec
+from protocols.crypto import Ed25519Verifier
+from protocols.errors import LocalProtocolError
+from protocols.identity import NodeIdentity
+from protocols.trust import TrustStore, parse_certificate
+
+__all__ = ["build_core", "capability_spec", "task_spec"]
+
+
+def capability_spec(name: str, version: str, max_concurrency: int, bid: float) -> CapabilitySpec:
+    return CapabilitySpec(
+        name=name, version=version, max_concurrency=max_concurrency, cost={"bid": float(bid)}
+    )
+
+
+def task_spec(capability: str, input: Any = None, **opts: Any) -> TaskSpec:
+    try:
+        return TaskSpec(capability=capability, input=input, **opts)
+    except TypeError as exc:
+        raise LocalProtocolError(f"bad request option: {exc}") from None
+
+
+def build_core(
+    identity: NodeIdentity,
+    certificate: bytes,
+    trust: TrustStore,
+    capabilities: Sequence[CapabilitySpec],
+    *,
+    rng: random.Random,
+    preset: str = "lan",
+) -> Callable[[str], Any]:
+    """A factory the Runtime calls once it knows its bound endpoint."""
+    from mesh.core import CoreConfig, MeshNodeCore
+
+    cert = parse_certificate(certificate)
+    presets = {"lan": CoreConfig.lan, "wan": CoreConfig.wan, "local": CoreConfig.local}
+    if preset not in presets:
+        raise LocalProtocolError(f"unknown preset {preset!r} (lan, wan, local)", code="config")
+    config = presets[preset]()
+
+    def make(endpoint: str) -> Any:
+        return MeshNodeCore(
+            config,
+            identity,
+            cert,
+            trust,
+            rng=rng,
+            verifier=Ed25519Verifier(),
+            endpoint=endpoint,
+            capabilities=list(capabilities),
+            now=time.time(),
+        )
+
+    return make

@@ -1,0 +1,269 @@
+"""``mesh-node run``: one node as a long-running process.
+
+Loads the config and the identity, certificate and trust files, starts the
+node and its control socket, logs what happens, and on SIGTERM or SIGINT
+stops bidding, finishes or hands back in-flight work within the grace period,
+announces its leave and returns 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from mesh.events import (
+    Event,
+    FrameRejected,
+    PeerDead,
+    PeerJoined,
+    PeerLeft,
+    TaskAssigned,
+    TaskAwarded,
+    TaskCompleted,
+    TaskFailed,
+    TaskReassigned,
+)
+from node.api import Node
+from node.config import DaemonConfig
+from node.control import ControlServer
+from node.handlers import make_handler
+from node.transport import TransportLimits
+from protocols.crypto import Ed25519Verifier
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
+from protocols.identity import NodeIdentity
+from protocols.trust import TrustStore
+
+__all__ = ["build_node", "load_files", "run_daemon", "setup_logging"]
+
+log = logging.getLogger("parley.daemon")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            out.update(extra)
+        return json.dumps(out, default=str)
+
+
+def setup_logging(*, json_logs: bool = False, level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if json_logs:
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger("parley")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def load_files(cfg: DaemonConfig) -> tuple[NodeIdentity, bytes, TrustStore]:
+    """Identity, certificate and trust store (file formats: ``node/files.py``)."""
+    from node import files
+
+    for what, path in (
+        ("identity key", cfg.identity),
+        ("certificate", cfg.certificate),
+        ("trust file", cfg.trust),
+    ):
+        if not path.exists():
+            raise ConfigError(f"{what} not found: {path}")
+    identity = files.load_identity(cfg.identity)
+    cert = files.read_certificate(cfg.certificate).raw
+    trust = files.load_trust_store(cfg.trust, Ed25519Verifier())
+    return identity, cert, trust
+
+
+def build_node(cfg: DaemonConfig) -> Node:
+    identity, cert, trust = load_files(cfg)
+    try:
+        node = Node(
+            identity,
+            cert,
+            trust,
+            listen=cfg.listen,
+            advertise=cfg.advertise,
+            seeds=cfg.seeds,
+            mdns=cfg.mdns.enabled,
+            mdns_interfaces=cfg.mdns.interfaces,
+            preset=cfg.preset,
+            limits=TransportLimits(max_frame=cfg.limits.max_frame, max_peers=cfg.limits.max_peers),
+            grace=cfg.limits.grace_seconds,
+        )
+    except LocalProtocolError as exc:
+        raise ConfigError(f"{cfg.certificate}: {exc.message}") from None
+    except MeshError as exc:
+        raise ConfigError(f"{cfg.certificate}: {exc.message}") from None
+    if trust.get(node.certificate.org) is None:
+        raise ConfigError(
+            f"certificate of org {node.certificate.org!r} is not in the trust file {cfg.trust}"
+        )
+    for cap in cfg.capabilities:
+        node.add_capability(
+            cap.name,
+            make_handler(cap),
+            version=cap.version,
+            max_concurrency=cap.max_concurrency,
+            bid=cap.bid,
+        )
+    return node
+
+
+class _Control:
+    """Answers control-socket requests for one node."""
+
+    def __init__(self, node: Node, cfg: DaemonConfig) -> None:
+        self.node = node
+        self.cfg = cfg
+        self.started = time.time()
+
+    async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
+        cmd = req.get("cmd")
+        node = self.node
+        if cmd == "status":
+            rt = node._rt()
+            return {
+                "ok": True,
+                "name": self.cfg.name,
+                "node_id": node.node_id,
+                "org": node.certificate.org,
+                "endpoint": node.endpoint,
+                "uptime_s": round(time.time() - self.started, 1),
+                "peers": len(rt.peers),
+                "running": len(rt.running),
+                "accepting": rt.accepting,
+                "capabilities": node.capabilities(),
+                "statistics": node.statistics(),
+            }
+        if cmd == "peers":
+            return {"ok": True, "peers": node.peers()}
+        if cmd == "tasks":
+            return {"ok": True, "tasks": node.tasks()}
+        if cmd == "submit":
+            return await self._submit(req)
+        return {"ok": False, "error": f"unknown command {cmd!r}", "code": "local-misuse"}
+
+    async def _submit(self, req: dict[str, Any]) -> dict[str, Any]:
+        capability = req.get("capability")
+        if not isinstance(capability, str) or not capability:
+            return {"ok": False, "error": "submit needs a capability", "code": "local-misuse"}
+        timeout = float(req.get("timeout", 60.0))
+        opts: dict[str, Any] = {"timeout": timeout}
+        if req.get("strategy"):
+            opts["strategy"] = str(req["strategy"])
+        task_id, fut = self.node.submit_nowait(capability, req.get("input"), **opts)
+        if not req.get("wait"):
+            return {"ok": True, "task_id": task_id}
+        try:
+            result = await asyncio.wait_for(fut, timeout + 2.0)
+        except TimeoutError:
+            return {
+                "ok": False,
+                "task_id": task_id,
+                "error": "no result in time",
+                "code": "timeout",
+            }
+        except ContractNetError as exc:
+            return {
+                "ok": False,
+                "task_id": task_id,
+                "error": exc.message,
+                "code": exc.code,
+                "attempts": list(exc.attempts),
+            }
+        return {
+            "ok": True,
+            "task_id": task_id,
+            "result": result.value,
+            "executor": result.executor,
+            "attempts": list(result.attempts),
+            "timings": result.timings,
+        }
+
+
+def _log_event(ev: Event, names: dict[str, str]) -> None:
+    def n(node_id: str) -> str:
+        return names.get(node_id, node_id[:10])
+
+    fields: dict[str, Any] = {"event": type(ev).__name__}
+    fields.update({k: getattr(ev, k) for k in getattr(ev, "__slots__", ())})
+    fields.pop("result", None)
+    fields.pop("input", None)
+    extra = {"fields": fields}
+    if isinstance(ev, PeerJoined):
+        log.info("peer joined %s (%s) at %s", n(ev.node_id), ev.org, ev.endpoint, extra=extra)
+    elif isinstance(ev, PeerDead | PeerLeft):
+        log.info("peer %s %s", n(ev.node_id), type(ev).__name__[4:].lower(), extra=extra)
+    elif isinstance(ev, TaskAwarded):
+        log.info("task %s awarded to %s", ev.task_id[:10], n(ev.winner), extra=extra)
+    elif isinstance(ev, TaskReassigned):
+        log.info("task %s moved to %s (%s)", ev.task_id[:10], n(ev.winner), ev.reason, extra=extra)
+    elif isinstance(ev, TaskCompleted):
+        log.info("task %s completed by %s", ev.task_id[:10], n(ev.executor), extra=extra)
+    elif isinstance(ev, TaskFailed):
+        log.warning("task %s failed: %s", ev.task_id[:10], ev.reason, extra=extra)
+    elif isinstance(ev, TaskAssigned):
+        log.info("running task %s (%s)", ev.task_id[:10], ev.capability, extra=extra)
+    elif isinstance(ev, FrameRejected):
+        log.debug("rejected a frame from %s: %s", ev.endpoint, ev.code, extra=extra)
+
+
+async def _watch(node: Node) -> None:
+    names: dict[str, str] = {}
+    async for ev in node.events():
+        _log_event(ev, names)
+
+
+async def run_daemon(cfg: DaemonConfig) -> int:
+    """Run until SIGTERM/SIGINT; returns the exit status."""
+    node = build_node(cfg)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    watcher = loop.create_task(_watch(node))
+    control: ControlServer | None = None
+    try:
+        control = ControlServer(cfg.control_dir, _Control(node, cfg))
+        control.start()
+        log.info(
+            "node %s (%s, org %s) listening on %s; control %s",
+            cfg.name,
+            node.node_id[:10],
+            node.certificate.org,
+            node.endpoint,
+            control.path,
+            extra={"fields": {"event": "ready", "node_id": node.node_id}},
+        )
+        await stop.wait()
+        log.info("stopping: no new bids, finishing in-flight work")
+    finally:
+        out = await node.stop()
+        log.info(
+            "left the mesh (%d finished, %d handed back)",
+            out["finished"],
+            out["handed_back"],
+            extra={"fields": {"event": "stopped", **out}},
+        )
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if control is not None:
+            await control.close()
+    return 0

@@ -1,0 +1,445 @@
+"""The asyncio loop around one sans-IO ``MeshNodeCore``.
+
+The shell owns the real clock (``time.time()``: the core needs unix seconds
+for envelope expiry), OS entropy (the core's ``random.Random`` is seeded from
+``os.urandom``), the ZeroMQ transport and the task handlers. It runs the loop
+of ``mesh/ports.py``: feed inbound frames, send what the core queued, react to
+its events, sleep until its timer. After every input, ``_pump`` runs once; it
+is never re-entered (inputs that arrive while pumping mark it dirty).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mesh.events import (
+    Event,
+    PeerAlive,
+    PeerDead,
+    PeerJoined,
+    PeerLeft,
+    PeerSuspected,
+    TaskAssigned,
+    TaskAwarded,
+    TaskBid,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskReassigned,
+)
+from node.handlers import Handler, HandlerFailed, Task
+from node.transport import TransportLimits, ZmqTransport
+from protocols.errors import ContractNetError, LocalProtocolError
+
+__all__ = ["CoreLike", "Result", "Runtime"]
+
+log = logging.getLogger("parley.node")
+_MAX_TASK_VIEWS = 1000
+_EVENT_QUEUE = 10_000
+
+
+class CoreLike(Protocol):
+    """The surface of ``mesh.core.MeshNodeCore`` the shell uses (docs/CONTRACTS.md)."""
+
+    def receive(self, frame: bytes, endpoint: str, now: float) -> None: ...
+    def frames_to_send(self, now: float) -> list[tuple[str, bytes]]: ...
+    def get_timer(self) -> float | None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def next_event(self) -> Event | None: ...
+    def join(self, seeds: Sequence[str], now: float) -> None: ...
+    def leave(self, now: float) -> None: ...
+    def submit(self, task: Any, now: float) -> str: ...
+    def complete(self, task_id: str, result: Any, now: float) -> None: ...
+    def fail(self, task_id: str, reason: str, now: float) -> None: ...
+    def statistics(self) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The committed result of a request."""
+
+    value: Any
+    executor: str
+    task_id: str
+    attempts: tuple[str, ...]
+    timings: dict[str, float]
+
+
+@dataclass(slots=True)
+class TaskView:
+    task_id: str
+    capability: str
+    role: str  # "requester" or "executor"
+    state: str
+    started: float
+    winner: str = ""
+    epoch: int = 0
+    bids: int = 0
+    refusals: int = 0
+    awarded_at: float | None = None
+    finished_at: float | None = None
+    reason: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+@dataclass(slots=True)
+class PeerView:
+    node_id: str
+    endpoint: str
+    org: str
+    state: str = "alive"
+    since: float = field(default_factory=time.time)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class Runtime:
+    """Drives a core on the running asyncio loop."""
+
+    def __init__(
+        self,
+        core_factory: Callable[[str], CoreLike],
+        *,
+        listen: str = "tcp://127.0.0.1:*",
+        advertise: str | None = None,
+        limits: TransportLimits | None = None,
+        handlers: dict[str, Handler] | None = None,
+    ) -> None:
+        self.transport = ZmqTransport(listen, self._on_frames, limits=limits, advertised=advertise)
+        self.endpoint = self.transport.endpoint
+        try:
+            self.core = core_factory(self.endpoint)
+        except BaseException:
+            self.transport.close()
+            raise
+        self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.peers: dict[str, PeerView] = {}
+        self.tasks: OrderedDict[str, TaskView] = OrderedDict()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._waiters: dict[str, asyncio.Future[Result]] = {}
+        self._subscribers: list[asyncio.Queue[Event]] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._pumping = False
+        self._dirty = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._joined: dict[str, float] = {}
+        self.accepting = True
+        self.closed = False
+        self.counters: dict[str, int] = {"runtime.handler_errors": 0, "runtime.pump": 0}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, seeds: Sequence[str] = ()) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.transport.start(self._loop)
+        if seeds:
+            self.core.join(list(seeds), time.time())
+        self._pump()
+
+    def add_candidate(self, endpoint: str, *, min_interval: float = 5.0) -> None:
+        """A join candidate from discovery (or the user); re-knocks at most every few s."""
+        now = time.time()
+        if endpoint == self.endpoint or self.closed:
+            return
+        if now - self._joined.get(endpoint, -1e9) < min_interval:
+            return
+        self._joined[endpoint] = now
+        self.core.join([endpoint], now)
+        self._pump()
+
+    async def stop(self, grace: float = 5.0) -> dict[str, int]:
+        """Stop bidding, finish (or hand back) in-flight work, announce leave, close."""
+        if self.closed:
+            return {"finished": 0, "handed_back": 0}
+        self.accepting = False
+        stop_bidding = getattr(self.core, "stop_bidding", None)
+        if callable(stop_bidding):
+            stop_bidding(time.time())
+            self._pump()
+        pending = list(self.running.values())
+        finished = handed_back = 0
+        if pending:
+            _done, not_done = await asyncio.wait(pending, timeout=grace)
+            for t in not_done:
+                t.cancel()
+            for task_id in [k for k, v in self.running.items() if v in not_done]:
+                self.core.fail(task_id, "executor shutting down", time.time())
+                handed_back += 1
+            finished = len(pending) - handed_back
+            self._pump()
+        self.core.leave(time.time())
+        self._pump()
+        for fut in self._waiters.values():
+            if not fut.done():
+                fut.set_exception(ContractNetError("node stopped", code="cancelled"))
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.flush_and_close(linger_ms=300)
+        return {"finished": finished, "handed_back": handed_back}
+
+    # -- inputs ------------------------------------------------------------
+
+    def _on_frames(self, batch: list[tuple[str, bytes]]) -> None:
+        now = time.time()
+        receive = self.core.receive
+        for endpoint, frame in batch:
+            receive(frame, endpoint, now)
+        self._pump()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        if self.closed:
+            return
+        self.core.handle_timer(time.time())
+        self.transport.poke()
+        self._pump()
+
+    def submit(self, spec: Any) -> tuple[str, asyncio.Future[Result]]:
+        if self.closed:
+            raise LocalProtocolError("node is stopped", code="closed")
+        now = time.time()
+        task_id = self.core.submit(spec, now)
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiters[task_id] = fut
+        self._remember(TaskView(task_id, spec.capability, "requester", "bidding", now))
+        self._pump()
+        return task_id, fut
+
+    # -- the pump ----------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._pumping:
+            self._dirty = True
+            return
+        self._pumping = True
+        try:
+            for _ in range(100):  # bounded: events may queue more frames
+                self._dirty = False
+                self.counters["runtime.pump"] += 1
+                now = time.time()
+                for endpoint, frame in self.core.frames_to_send(now):
+                    self.transport.send(endpoint, frame)
+                while (ev := self.core.next_event()) is not None:
+                    self._dispatch(ev)
+                if not self._dirty:
+                    break
+            self._arm_timer()
+        finally:
+            self._pumping = False
+
+    def _arm_timer(self) -> None:
+        if self.closed or self._loop is None:
+            return
+        at = self.core.get_timer()
+        if at is None or at == self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(max(0.0, at - time.time()), self._on_timer)
+
+    # -- events ------------------------------------------------------------
+
+    def subscribe(self) -> asyncio.Queue[Event]:
+        q: asyncio.Queue[Event] = asyncio.Queue(_EVENT_QUEUE)
+        self._subscribers.append(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[Event]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(q)
+
+    def _dispatch(self, ev: Event) -> None:
+        for q in self._subscribers:
+            if q.full():
+                q.get_nowait()  # drop the oldest: a slow reader never stalls the node
+            q.put_nowait(ev)
+        handler = _HANDLERS.get(type(ev))
+        if handler is not None:
+            handler(self, ev)
+
+    def _remember(self, view: TaskView) -> None:
+        self.tasks[view.task_id] = view
+        self.tasks.move_to_end(view.task_id)
+        while len(self.tasks) > _MAX_TASK_VIEWS:
+            self.tasks.popitem(last=False)
+
+    def _on_peer(self, ev: Event) -> None:
+        if isinstance(ev, PeerJoined):
+            self.peers[ev.node_id] = PeerView(ev.node_id, ev.endpoint, ev.org)
+            return
+        node_id: str = ev.node_id  # type: ignore[attr-defined]
+        peer = self.peers.get(node_id)
+        if peer is None:
+            return
+        state = {PeerSuspected: "suspect", PeerAlive: "alive", PeerDead: "dead", PeerLeft: "left"}
+        peer.state = state[type(ev)]
+        peer.since = time.time()
+        if isinstance(ev, PeerDead | PeerLeft):
+            self.transport.forget(peer.endpoint)
+            self.peers.pop(node_id, None)
+
+    def _on_bid(self, ev: TaskBid) -> None:
+        view = self.tasks.get(ev.task_id)
+        if view is not None:
+            if ev.accepted:
+                view.bids += 1
+            else:
+                view.refusals += 1
+
+    def _on_award(self, ev: TaskAwarded | TaskReassigned) -> None:
+        view = self.tasks.get(ev.task_id)
+        if view is not None:
+            view.state = "awarded"
+            view.winner = ev.winner
+            view.epoch = ev.epoch
+            view.awarded_at = view.awarded_at or time.time()
+
+    def _on_outcome(self, ev: TaskCompleted | TaskFailed | TaskOutcomeUnknown) -> None:
+        view = self.tasks.get(ev.task_id)
+        now = time.time()
+        if view is not None:
+            view.finished_at = now
+        fut = self._waiters.pop(ev.task_id, None)
+        if isinstance(ev, TaskCompleted):
+            if view is not None:
+                view.state, view.winner = "completed", ev.executor
+            if fut is not None and not fut.done():
+                timings = {"total_s": now - view.started} if view is not None else {}
+                if view is not None and view.awarded_at is not None:
+                    timings["award_s"] = view.awarded_at - view.started
+                fut.set_result(
+                    Result(ev.result, ev.executor, ev.task_id, tuple(ev.attempts), timings)
+                )
+            return
+        if isinstance(ev, TaskFailed):
+            code = _failure_code(ev.reason)
+            err = ContractNetError(ev.reason, code=code, attempts=tuple(ev.attempts))
+        else:
+            err = ContractNetError(
+                f"outcome unknown: {ev.reason}", code="outcome-unknown", attempts=(ev.executor,)
+            )
+        if view is not None:
+            view.state, view.reason = err.code, ev.reason
+        if fut is not None and not fut.done():
+            fut.set_exception(err)
+
+    # -- executor side -----------------------------------------------------
+
+    def _on_assigned(self, ev: TaskAssigned) -> None:
+        old = self.running.pop(ev.task_id, None)
+        if old is not None:
+            old.cancel()  # a newer epoch of the same task supersedes ours
+        handler = self.handlers.get(ev.capability)
+        now = time.time()
+        if handler is None or not self.accepting:
+            why = "no handler" if handler is None else "executor shutting down"
+            self.core.fail(ev.task_id, why, now)
+            self._dirty = True
+            return
+        task = Task(
+            ev.task_id,
+            ev.capability,
+            ev.input,
+            ev.deadline,
+            requester=ev.requester,
+            epoch=ev.epoch,
+            semantics=ev.semantics,
+            risk=ev.risk,
+        )
+        task._progress = lambda p, m, tid=ev.task_id: self._progress(tid, p, m)
+        self._remember(TaskView(ev.task_id, ev.capability, "executor", "running", now))
+        assert self._loop is not None
+        at = self._loop.create_task(self._run(handler, task))
+        self.running[ev.task_id] = at
+
+    def _progress(self, task_id: str, percent: float | None, message: str | None) -> None:
+        report = getattr(self.core, "report_progress", None)
+        if callable(report) and task_id in self.running and not self.closed:
+            report(task_id, time.time(), percent=percent, message=message)
+            self._pump()
+
+    async def _run(self, handler: Handler, task: Task) -> None:
+        outcome: tuple[bool, Any]
+        try:
+            value = await asyncio.wait_for(handler(task), max(0.01, task.remaining()))
+            outcome = (True, value)
+        except asyncio.CancelledError:
+            if self.running.get(task.task_id) is asyncio.current_task():
+                self.running.pop(task.task_id, None)
+            raise
+        except TimeoutError:
+            outcome = (False, "handler missed the deadline")
+        except HandlerFailed as exc:
+            outcome = (False, exc.reason)
+        except Exception as exc:  # a handler bug fails its task, never the node
+            self.counters["runtime.handler_errors"] += 1
+            log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
+            outcome = (False, f"{type(exc).__name__}: {exc}"[:300])
+        if self.running.get(task.task_id) is not asyncio.current_task() or self.closed:
+            return  # superseded or cancelled meanwhile
+        del self.running[task.task_id]
+        view = self.tasks.get(task.task_id)
+        if view is not None:
+            view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
+        if outcome[0]:
+            self.core.complete(task.task_id, outcome[1], time.time())
+        else:
+            self.core.fail(task.task_id, str(outcome[1]), time.time())
+        self._pump()
+
+    def _on_cancelled(self, ev: TaskCancelled) -> None:
+        t = self.running.pop(ev.task_id, None)
+        if t is not None:
+            t.cancel()
+        view = self.tasks.get(ev.task_id)
+        if view is not None and view.role == "executor":
+            view.state, view.reason = "cancelled", ev.reason
+
+    # -- views -------------------------------------------------------------
+
+    def statistics(self) -> dict[str, int]:
+        stats = dict(self.core.statistics())
+        stats.update(self.transport.counters)
+        stats.update(self.counters)
+        stats["runtime.running"] = len(self.running)
+        stats["runtime.peers"] = len(self.peers)
+        return stats
+
+
+def _failure_code(reason: str) -> str:
+    for code in ("no-bidders", "lease-expired", "attempts-exhausted", "timeout", "cancelled"):
+        if code in reason:
+            return code
+    return "task-failed"
+
+
+_HANDLERS: dict[type[Event], Callable[[Runtime, Any], None]] = {
+    PeerJoined: Runtime._on_peer,
+    PeerSuspected: Runtime._on_peer,
+    PeerAlive: Runtime._on_peer,
+    PeerDead: Runtime._on_peer,
+    PeerLeft: Runtime._on_peer,
+    TaskBid: Runtime._on_bid,
+    TaskAwarded: Runtime._on_award,
+    TaskReassigned: Runtime._on_award,
+    TaskCompleted: Runtime._on_outcome,
+    TaskFailed: Runtime._on_outcome,
+    TaskOutcomeUnknown: Runtime._on_outcome,
+    TaskAssigned: Runtime._on_assigned,
+    TaskCancelled: Runtime._on_cancelled,
+}

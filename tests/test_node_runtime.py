@@ -1,0 +1,172 @@
+"""The asyncio runtime around a core, with a tiny fake core (the real one is
+exercised by the process tests). The fake executes its own tasks and echoes
+frames, which covers the pump, timers, handlers, cancellation and stop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from mesh.events import Event, TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed
+from node.handlers import HandlerFailed, Task
+from node.runtime import Runtime
+from protocols.contract_net.task import TaskSpec
+from protocols.errors import ContractNetError
+
+
+def aio(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(asyncio.wait_for(fn(*args, **kwargs), 30))
+
+    return run
+
+
+class FakeCore:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.events: list[Event] = []
+        self.outbox: list[tuple[str, bytes]] = []
+        self.received: list[tuple[bytes, str]] = []
+        self.timer: float | None = time.time() + 0.05
+        self.timers = 0
+        self.ids = itertools.count()
+        self.failed: dict[str, str] = {}
+        self.left = False
+
+    def receive(self, frame: bytes, endpoint: str, now: float) -> None:
+        self.received.append((frame, endpoint))
+
+    def frames_to_send(self, now: float) -> list[tuple[str, bytes]]:
+        out, self.outbox = self.outbox, []
+        return out
+
+    def get_timer(self) -> float | None:
+        return self.timer
+
+    def handle_timer(self, now: float) -> None:
+        self.timers += 1
+        self.timer = now + 0.05 if self.timers < 3 else None
+
+    def next_event(self) -> Event | None:
+        return self.events.pop(0) if self.events else None
+
+    def join(self, seeds: Sequence[str], now: float) -> None:
+        for s in seeds:
+            self.outbox.append((s, b"hello"))
+
+    def leave(self, now: float) -> None:
+        self.left = True
+
+    def submit(self, task: Any, now: float) -> str:
+        tid = f"t{next(self.ids)}"
+        self.events.append(
+            TaskAssigned(tid, "me", task.capability, task.input, 1, now + 5, "at-least-once", "low")
+        )
+        return tid
+
+    def complete(self, task_id: str, result: Any, now: float) -> None:
+        self.events.append(TaskCompleted(task_id, "me", 1, result, ("me",)))
+
+    def fail(self, task_id: str, reason: str, now: float) -> None:
+        self.failed[task_id] = reason
+        self.events.append(TaskFailed(task_id, reason, ("me",)))
+
+    def statistics(self) -> dict[str, int]:
+        return {"frames_in": len(self.received)}
+
+
+async def double(task: Task) -> Any:
+    task.progress(50, "half")
+    return task.input * 2
+
+
+async def broken(task: Task) -> Any:
+    raise HandlerFailed("no can do")
+
+
+async def slow(task: Task) -> Any:
+    await asyncio.sleep(10)
+    return "late"
+
+
+def _runtime(cores: list[FakeCore]) -> Runtime:
+    def make(endpoint: str) -> FakeCore:
+        cores.append(FakeCore(endpoint))
+        return cores[-1]
+
+    handlers = {"double": double, "broken": broken, "slow": slow}
+    return Runtime(make, handlers=handlers)  # type: ignore[arg-type]
+
+
+@aio
+async def test_request_runs_handler_and_resolves() -> None:
+    cores: list[FakeCore] = []
+    rt = _runtime(cores)
+    rt.start()
+    try:
+        _, fut = rt.submit(TaskSpec("double", 21))
+        result = await fut
+        assert result.value == 42 and result.executor == "me"
+        _, fut = rt.submit(TaskSpec("broken", 1))
+        try:
+            await fut
+            raise AssertionError("expected a failure")
+        except ContractNetError as exc:
+            assert "no can do" in exc.message
+        _, fut = rt.submit(TaskSpec("missing", 1))
+        try:
+            await fut
+        except ContractNetError as exc:
+            assert exc.message == "no handler"
+        for _ in range(100):
+            if cores[0].timers >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert cores[0].timers == 3
+        assert rt.tasks["t0"].state == "completed"
+    finally:
+        await rt.stop(0)
+    assert cores[0].left
+
+
+@aio
+async def test_frames_between_runtimes_and_cancel() -> None:
+    cores: list[FakeCore] = []
+    a = _runtime(cores)
+    b = _runtime(cores)
+    a.start()
+    b.start([a.endpoint])
+    try:
+        for _ in range(200):
+            if cores[0].received:
+                break
+            await asyncio.sleep(0.01)
+        assert cores[0].received == [(b"hello", b.endpoint)]
+        tid, _fut = a.submit(TaskSpec("slow", 0))
+        await asyncio.sleep(0.05)
+        assert tid in a.running
+        cores[0].events.append(TaskCancelled(tid, 1, "superseded"))
+        a._pump()
+        assert tid not in a.running
+        assert a.tasks[tid].state == "cancelled"
+    finally:
+        await a.stop(0)
+        await b.stop(0)
+
+
+@aio
+async def test_stop_hands_back_unfinished_work() -> None:
+    cores: list[FakeCore] = []
+    rt = _runtime(cores)
+    rt.start()
+    tid, _fut = rt.submit(TaskSpec("slow", 0))
+    await asyncio.sleep(0.05)
+    out = await rt.stop(0.1)
+    assert out == {"finished": 0, "handed_back": 1}
+    assert cores[0].failed[tid] == "executor shutting down"
+    assert cores[0].left
