@@ -1,0 +1,632 @@
+"""GossipAgent: SWIM + Lifeguard membership and signed capability records, sans-IO.
+
+The core (``mesh/core.py``) dispatches opened frames of the membership kinds to
+``on_message`` and drives ``get_timer``/``handle_timer``. Everything the agent
+sends goes through its ``GossipContext``; time comes in as ``now`` and
+randomness from ``ctx.rng``. See ``docs/membership.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from mesh.events import (
+    CapabilitiesChanged,
+    PeerAlive,
+    PeerDead,
+    PeerJoined,
+    PeerLeft,
+    PeerSuspected,
+)
+from mesh.ports import GOSSIP, AgentContext
+from protocols.capabilities.index import CapabilityIndex
+from protocols.capabilities.records import (
+    RECORD_KIND,
+    CapabilityRecord,
+    CapabilitySpec,
+    RecordCache,
+    RecordInfo,
+)
+from protocols.errors import RemoteProtocolError
+from protocols.membership import timing
+from protocols.membership.awareness import Awareness
+from protocols.membership.config import MembershipConfig
+from protocols.membership.messages import (
+    MEMBERSHIP_PAYLOADS,
+    Ack,
+    Claim,
+    Gossip,
+    IndirectAck,
+    Nack,
+    Ping,
+    PingReq,
+    PushPull,
+    PushPullRecords,
+    PushPullReply,
+)
+from protocols.membership.probe import ProbeOrder
+from protocols.membership.pushpull import claims_in, compare_digests
+from protocols.membership.queue import TransmitLimitedQueue
+from protocols.membership.state import SUSPECT, MemberTable, Outcome
+from protocols.membership.suspicion import Suspicion
+
+__all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "OpenedFrame"]
+
+#: Kinds the core dispatches to this agent.
+GOSSIP_KINDS: frozenset[str] = frozenset(MEMBERSHIP_PAYLOADS)
+
+
+class OpenedFrame(Protocol):
+    """What the agent reads of an opened envelope (``protocols.envelope.Opened``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def org(self) -> str: ...
+    @property
+    def payload(self) -> BaseModel: ...
+    @property
+    def certificate(self) -> Any: ...
+
+
+class OfferPolicy(Protocol):
+    """``TrustStore.check_offer``: raises ``RemoteProtocolError(code="not-permitted")``."""
+
+    def check_offer(self, certificate: Any, capability: str) -> None: ...
+
+
+class GossipContext(AgentContext, Protocol):
+    """``AgentContext`` plus sealing without queueing, opening nested frames, trust."""
+
+    def seal(
+        self,
+        kind: str,
+        payload: BaseModel,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        ttl: float | None = None,
+    ) -> bytes: ...
+
+    def open(self, frame: bytes, now: float) -> OpenedFrame: ...
+
+    @property
+    def trust(self) -> OfferPolicy: ...
+
+
+class _Probe:
+    """The one probe in flight (SWIM probes one member per period)."""
+
+    __slots__ = ("direct_deadline", "end", "expected_nacks", "indirect", "nacks", "seq", "target")
+
+    def __init__(self, target: str, seq: int, direct_deadline: float, end: float) -> None:
+        self.target = target
+        self.seq = seq
+        self.direct_deadline = direct_deadline
+        self.end = end
+        self.indirect = False
+        self.expected_nacks = 0
+        self.nacks = 0
+
+
+Update = bytes | Claim
+
+
+class GossipAgent:
+    """Membership, failure detection and capability records of one node."""
+
+    def __init__(
+        self,
+        ctx: GossipContext,
+        config: MembershipConfig,
+        *,
+        endpoints: str | Sequence[str],
+        capabilities: Sequence[CapabilitySpec],
+        now: float,
+        org: str = "",
+        load: float = 0.0,
+        incarnation: int = 0,
+        record_cache: RecordCache | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self.config = config
+        self.node_id = ctx.node_id
+        self.org = org
+        self._endpoints = [endpoints] if isinstance(endpoints, str) else list(endpoints)
+        self._capabilities = list(capabilities)
+        self._load = load
+        self.incarnation = incarnation
+        self._seq = 0
+        self._cache = record_cache if record_cache is not None else RecordCache(1 << 16)
+        self.members = MemberTable(self.node_id, config.dead_reclaim_time)
+        self.index = CapabilityIndex()
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self._queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
+        self._order = ProbeOrder()
+        self._suspicions: dict[str, Suspicion] = {}
+        self._seen: dict[bytes, None] = {}
+        self._indirect: dict[int, tuple[str, int, str, float]] = {}
+        self._probe: _Probe | None = None
+        self._ping_seq = 0
+        self._left = False
+        rng = ctx.rng
+        self._next_probe = now + rng.uniform(0, config.probe_interval)
+        self._next_gossip = now + rng.uniform(0, config.gossip_interval)
+        self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
+        self._refresh_at = now
+        self.own: RecordInfo = self._resign(now, leaving=False)
+
+    # --- commands -------------------------------------------------------------
+
+    def join(self, seeds: Sequence[str], now: float) -> None:
+        """Push-pull with every seed endpoint (recipient GOSSIP: their ids are unknown)."""
+        for seed in seeds:
+            if seed in self._endpoints:
+                continue
+            payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
+            self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=seed)
+            self._ctx.count("push_pull_sent")
+
+    def leave(self, now: float) -> None:
+        """Sign a final ``leaving`` record at a higher incarnation and push it out now."""
+        if self._left:
+            return
+        self.incarnation += 1
+        self._resign(now, leaving=True)
+        self._left = True
+        self._probe = None
+        self._gossip(now, fanout=2 * max(1, self.config.gossip_nodes))
+
+    def update_load(self, load: float, now: float) -> None:
+        """New load figure: bump seq, re-sign and disseminate our record."""
+        self._load = load
+        self._resign(now, leaving=self._left)
+
+    def update_capabilities(self, capabilities: Sequence[CapabilitySpec], now: float) -> None:
+        self._capabilities = list(capabilities)
+        self._resign(now, leaving=self._left)
+
+    # --- accessors ---------------------------------------------------------
+
+    def endpoint_of(self, node_id: str) -> str | None:
+        member = self.members.get(node_id)
+        return None if member is None else member.info.endpoint
+
+    def alive_ids(self) -> list[str]:
+        """Alive or suspect members other than us, sorted."""
+        return sorted(
+            m.node_id for m in self.members if m.status <= SUSPECT and m.node_id != self.node_id
+        )
+
+    def statistics(self) -> dict[str, int]:
+        return {
+            "members": len(self.members),
+            "members_live": self.members.count_live(),
+            "suspicions": len(self._suspicions),
+            "queue": len(self._queue),
+            "awareness": self.awareness.score,
+        }
+
+    # --- timers -------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        times = [self._refresh_at]
+        if self._queue:
+            times.append(self._next_gossip)
+        if not self._left:
+            times.append(self._next_probe)
+            if self.config.push_pull_interval > 0:
+                times.append(self._next_push_pull)
+            probe = self._probe
+            if probe is not None:
+                times.append(probe.end if probe.indirect else probe.direct_deadline)
+            times.extend(s.deadline() for s in self._suspicions.values())
+            times.extend(entry[3] for entry in self._indirect.values())
+        return min(times)
+
+    def handle_timer(self, now: float) -> None:
+        if now >= self._refresh_at:
+            self._resign(now, leaving=self._left)
+        if now >= self._next_gossip:
+            if self._queue:
+                self._gossip(now, self.config.gossip_nodes)
+            self._next_gossip = now + self.config.gossip_interval
+        if self._left:
+            return
+        self._expire_suspicions(now)
+        self._expire_indirect(now)
+        self._advance_probe(now)
+        if now >= self._next_probe:
+            self._start_probe(now)
+        if self.config.push_pull_interval > 0 and now >= self._next_push_pull:
+            self._push_pull(now)
+
+    def _expire_suspicions(self, now: float) -> None:
+        expired = [nid for nid, s in self._suspicions.items() if s.deadline() <= now]
+        for node_id in expired:
+            suspicion = self._suspicions.pop(node_id)
+            self._ctx.count("suspicion_timeouts")
+            claim = Claim(
+                node=node_id, incarnation=suspicion.incarnation, status="dead", by=self.node_id
+            )
+            self._apply_claim(claim, now)
+
+    def _expire_indirect(self, now: float) -> None:
+        due = [seq for seq, entry in self._indirect.items() if entry[3] <= now]
+        for seq in due:
+            requester, req_seq, target, _ = self._indirect.pop(seq)
+            self._send(requester, "nack", Nack(seq=req_seq, target=target), now)
+
+    # --- probing (SWIM + Lifeguard) ------------------------------------------
+
+    def _live(self, node_id: str) -> bool:
+        member = self.members.get(node_id)
+        return member is not None and member.status <= SUSPECT and node_id != self.node_id
+
+    def _start_probe(self, now: float) -> None:
+        cfg = self.config
+        interval = self.awareness.scale(cfg.probe_interval)
+        self._next_probe = now + interval
+        target = self._order.next(self._live, self._ctx.rng)
+        if target is None:
+            self._probe = None
+            return
+        self._ping_seq += 1
+        direct = now + min(self.awareness.scale(cfg.probe_timeout), interval)
+        self._probe = _Probe(target, self._ping_seq, direct, now + interval)
+        records, claims = self._piggyback(target)
+        ping = Ping(seq=self._ping_seq, target=target, records=records, claims=claims)
+        self._send(target, "ping", ping, now)
+        self._ctx.count("probes_sent")
+
+    def _advance_probe(self, now: float) -> None:
+        probe = self._probe
+        if probe is None:
+            return
+        if not probe.indirect and now >= probe.direct_deadline:
+            probe.indirect = True
+            peers = self._order.sample(
+                self.config.indirect_checks, self._live, self._ctx.rng, exclude=probe.target
+            )
+            probe.expected_nacks = len(peers)
+            for peer in peers:
+                records, claims = self._piggyback(peer)
+                req = PingReq(seq=probe.seq, target=probe.target, records=records, claims=claims)
+                self._send(peer, "ping-req", req, now)
+            self._ctx.count("indirect_probes")
+        if probe.indirect and now >= probe.end:
+            self._probe = None
+            self.awareness.apply_delta(
+                timing.probe_failure_delta(probe.expected_nacks, probe.nacks)
+            )
+            self._ctx.count("probes_failed")
+            member = self.members.get(probe.target)
+            if member is not None and member.status <= SUSPECT:
+                claim = Claim(
+                    node=probe.target,
+                    incarnation=member.incarnation,
+                    status="suspect",
+                    by=self.node_id,
+                )
+                self._apply_claim(claim, now)
+
+    def _probe_succeeded(self, now: float) -> None:
+        self._probe = None
+        self.awareness.apply_delta(-1)
+
+    # --- dissemination -------------------------------------------------------
+
+    def _retransmit_limit(self) -> int:
+        return timing.retransmit_limit(self.config.retransmit_mult, len(self.members))
+
+    def _piggyback(self, to: str | None) -> tuple[list[bytes], list[Claim]]:
+        # Never tell a node its own record; do tell it claims about itself (it refutes).
+        skip = to if to is not None and isinstance(self._queue.get(to), bytes) else None
+        updates = self._queue.take(self.config.max_piggyback, self._retransmit_limit(), skip=skip)
+        records = [u for u in updates if isinstance(u, bytes)]
+        claims = [u for u in updates if isinstance(u, Claim)]
+        return records, claims
+
+    def _gossip(self, now: float, fanout: int) -> None:
+        for peer in self._order.sample(fanout, self._live, self._ctx.rng):
+            records, claims = self._piggyback(peer)
+            if not records and not claims:
+                break
+            self._send(peer, "gossip", Gossip(records=records, claims=claims), now)
+            self._ctx.count("gossip_sent")
+
+    def _push_pull(self, now: float) -> None:
+        n = self.members.count_live()
+        self._next_push_pull = now + timing.push_pull_scale(self.config.push_pull_interval, n)
+        peers = self._order.sample(1, self._live, self._ctx.rng)
+        if peers:
+            payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
+            self._send(peers[0], "push-pull", payload, now)
+            self._ctx.count("push_pull_sent")
+
+    def _send(self, node_id: str, kind: str, payload: BaseModel, now: float) -> None:
+        endpoint = self.endpoint_of(node_id)
+        if endpoint is None:
+            self._ctx.count("send_unknown_endpoint")
+            return
+        self._ctx.send(kind, payload, node_id, now, endpoint=endpoint)
+
+    # --- our own record -----------------------------------------------------
+
+    def _resign(self, now: float, *, leaving: bool) -> RecordInfo:
+        self._seq += 1
+        record = CapabilityRecord(
+            node_id=self.node_id,
+            endpoints=self._endpoints,
+            capabilities=self._capabilities,
+            load=self._load,
+            incarnation=self.incarnation,
+            seq=self._seq,
+            leaving=leaving,
+        )
+        frame = self._ctx.seal(RECORD_KIND, record, GOSSIP, now, ttl=self.config.record_ttl)
+        digest = hashlib.sha256(frame).digest()
+        info = RecordInfo(record, self.org, frame, digest)
+        self._remember(digest)
+        self.own = info
+        self.members.set_self(info, now)
+        self.index.upsert(info, alive=not leaving)
+        self._queue.put(self.node_id, frame)
+        self._refresh_at = now + self.config.record_ttl / 2
+        return info
+
+    def _refute(self, incarnation: int, now: float) -> None:
+        self.incarnation = max(self.incarnation, incarnation) + 1
+        self.awareness.apply_delta(1)
+        self._ctx.count("refutations")
+        self._resign(now, leaving=self._left)
+
+    # --- inbound ------------------------------------------------------------
+
+    def on_message(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        handler = _HANDLERS.get(msg.kind)
+        if handler is None:
+            self._ctx.count("dropped.unknown-kind")
+            return
+        handler(self, msg, endpoint, now)
+
+    def _absorb(self, records: Sequence[bytes], claims: Sequence[Claim], now: float) -> None:
+        for frame in records:
+            self.absorb_record(frame, now)
+        for claim in claims:
+            self._apply_claim(claim, now)
+
+    def _on_ping(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        ping = msg.payload
+        assert isinstance(ping, Ping)
+        self._absorb(ping.records, ping.claims, now)
+        if ping.target != self.node_id:
+            self._ctx.count("dropped.wrong-recipient")
+            return
+        records, claims = self._piggyback(msg.sender)
+        ack = Ack(seq=ping.seq, records=records, claims=claims)
+        to = self.endpoint_of(msg.sender) or endpoint
+        self._ctx.send("ack", ack, msg.sender, now, endpoint=to)
+
+    def _on_ack(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        ack = msg.payload
+        assert isinstance(ack, Ack)
+        self._absorb(ack.records, ack.claims, now)
+        probe = self._probe
+        if probe is not None and ack.seq == probe.seq and msg.sender == probe.target:
+            self._probe_succeeded(now)
+            return
+        entry = self._indirect.get(ack.seq)
+        if entry is not None and entry[2] == msg.sender:
+            del self._indirect[ack.seq]
+            self._send(entry[0], "indirect-ack", IndirectAck(seq=entry[1], target=entry[2]), now)
+
+    def _on_ping_req(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        req = msg.payload
+        assert isinstance(req, PingReq)
+        self._absorb(req.records, req.claims, now)
+        if self.endpoint_of(req.target) is None or req.target == self.node_id:
+            return
+        self._ping_seq += 1
+        deadline = now + self.config.probe_timeout
+        self._indirect[self._ping_seq] = (msg.sender, req.seq, req.target, deadline)
+        records, claims = self._piggyback(req.target)
+        ping = Ping(seq=self._ping_seq, target=req.target, records=records, claims=claims)
+        self._send(req.target, "ping", ping, now)
+
+    def _on_indirect_ack(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        ind = msg.payload
+        assert isinstance(ind, IndirectAck)
+        probe = self._probe
+        if probe is not None and ind.seq == probe.seq and ind.target == probe.target:
+            self._probe_succeeded(now)
+
+    def _on_nack(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        nack = msg.payload
+        assert isinstance(nack, Nack)
+        probe = self._probe
+        if probe is not None and nack.seq == probe.seq and nack.target == probe.target:
+            probe.nacks += 1
+
+    def _on_gossip(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        gossip = msg.payload
+        assert isinstance(gossip, Gossip)
+        self._absorb(gossip.records, gossip.claims, now)
+
+    def _on_push_pull(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        req = msg.payload
+        assert isinstance(req, PushPull)
+        self._absorb(req.records, (), now)
+        self._absorb_digest_claims(req.digest, msg.sender, now)
+        send, want = compare_digests(self.members.digest(), req.digest, self.node_id)
+        records = [self._frame_of(node_id) for node_id in send]
+        non_alive = [e for e in self.members.digest() if e[3] != 0 and e[0] != self.node_id]
+        reply = PushPullReply(records=records, want=want, digest=non_alive)
+        to = self.endpoint_of(msg.sender)
+        if to is None:
+            self._ctx.count("push_pull_unknown_sender")
+            return
+        self._ctx.send("push-pull-reply", reply, msg.sender, now, endpoint=to)
+        self._ctx.count("push_pull_answered")
+
+    def _on_push_pull_reply(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        reply = msg.payload
+        assert isinstance(reply, PushPullReply)
+        self._absorb(reply.records, (), now)
+        self._absorb_digest_claims(reply.digest, msg.sender, now)
+        records = [self._frame_of(nid) for nid in reply.want if self.members.get(nid) is not None]
+        if records:
+            self._send(msg.sender, "push-pull-records", PushPullRecords(records=records), now)
+
+    def _on_push_pull_records(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        body = msg.payload
+        assert isinstance(body, PushPullRecords)
+        self._absorb(body.records, (), now)
+
+    def _on_record(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        """A record sent as a top-level frame (already opened by the core)."""
+        self._ctx.count("records_verified")
+        self._accept_record(msg, getattr(msg, "frame", b""), now)
+
+    def _frame_of(self, node_id: str) -> bytes:
+        member = self.members.get(node_id)
+        assert member is not None
+        return member.info.frame
+
+    def _absorb_digest_claims(
+        self, digest: Sequence[tuple[str, int, int, int]], sender: str, now: float
+    ) -> None:
+        for node_id, inc, status in claims_in(digest):
+            claim = Claim.model_validate(
+                {"node": node_id, "incarnation": inc, "status": status, "by": sender}
+            )
+            self._apply_claim(claim, now)
+
+    # --- records and claims -------------------------------------------------
+
+    def _remember(self, digest: bytes) -> None:
+        seen = self._seen
+        seen[digest] = None
+        cap = max(self.config.seen_cache_size, 4 * len(self.members))
+        while len(seen) > cap:
+            del seen[next(iter(seen))]
+
+    def absorb_record(self, frame: bytes, now: float) -> None:
+        """Deduplicate by digest, then verify once, then apply a gossiped record frame."""
+        digest = hashlib.sha256(frame).digest()
+        if digest in self._seen:
+            self._ctx.count("records_duplicate_skipped")
+            return
+        self._remember(digest)
+        try:
+            opened = self._ctx.open(frame, now)
+        except RemoteProtocolError as err:
+            self._ctx.count(f"dropped.{err.code}")
+            return
+        self._ctx.count("records_verified")
+        self._accept_record(opened, frame, now, digest)
+
+    def _accept_record(
+        self, opened: OpenedFrame, frame: bytes, now: float, digest: bytes | None = None
+    ) -> None:
+        record = opened.payload
+        if opened.kind != RECORD_KIND or not isinstance(record, CapabilityRecord):
+            self._ctx.count("dropped.unexpected-message")
+            return
+        if record.node_id != opened.sender:
+            self._ctx.count("dropped.malformed")
+            return
+        try:
+            for cap in record.capabilities:
+                self._ctx.trust.check_offer(opened.certificate, cap.name)
+        except RemoteProtocolError as err:
+            self._ctx.count(f"dropped.{err.code}")
+            return
+        if digest is None:
+            digest = hashlib.sha256(frame).digest()
+        info = self._cache.intern(RecordInfo(record, opened.org, frame, digest))
+        if record.node_id == self.node_id:
+            self._own_record_seen(info, now)
+            return
+        self._apply_record(info, now)
+
+    def _own_record_seen(self, info: RecordInfo, now: float) -> None:
+        """Our id with a newer record than ours: we restarted; move past it."""
+        if info.version > self.own.version:
+            self.incarnation = info.record.incarnation + 1
+            self._seq = info.record.seq
+            self._ctx.count("own_record_superseded")
+            self._resign(now, leaving=self._left)
+
+    def _apply_record(self, info: RecordInfo, now: float) -> None:
+        node_id = info.node_id
+        outcome = self.members.apply_record(info, now)
+        if outcome == Outcome.STALE:
+            self._ctx.count("dropped.stale-record")
+            return
+        member = self.members.get(node_id)
+        assert member is not None
+        rec = info.record
+        ctx = self._ctx
+        if outcome == Outcome.JOINED:
+            self._order.add(node_id, ctx.rng)
+            ctx.emit(PeerJoined(node_id=node_id, endpoint=info.endpoint, org=info.org))
+        elif outcome == Outcome.ALIVE:
+            self._suspicions.pop(node_id, None)
+            self._order.add(node_id, ctx.rng)
+            ctx.emit(PeerAlive(node_id=node_id, incarnation=rec.incarnation))
+        elif outcome == Outcome.LEFT:
+            self._suspicions.pop(node_id, None)
+            ctx.emit(PeerLeft(node_id=node_id))
+        self.index.upsert(info, alive=member.status <= SUSPECT)
+        ctx.emit(CapabilitiesChanged(node_id=node_id, incarnation=rec.incarnation, seq=rec.seq))
+        self._queue.put(node_id, info.frame)
+
+    def _apply_claim(self, claim: Claim, now: float) -> None:
+        outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
+        if outcome == Outcome.REFUTE:
+            self._refute(claim.incarnation, now)
+        elif outcome == Outcome.SUSPECTED:
+            self._start_suspicion(claim, now)
+        elif outcome == Outcome.CONFIRMED:
+            suspicion = self._suspicions.get(claim.node)
+            if suspicion is not None and suspicion.confirm(claim.by):
+                self._ctx.count("suspicion_confirmations")
+                self._queue.put(claim.node, claim)
+        elif outcome == Outcome.DEAD:
+            self._suspicions.pop(claim.node, None)
+            self.index.set_alive(claim.node, False)
+            self._ctx.emit(PeerDead(node_id=claim.node, incarnation=claim.incarnation))
+            self._queue.put(claim.node, claim)
+
+    def _start_suspicion(self, claim: Claim, now: float) -> None:
+        cfg = self.config
+        n = self.members.count_live()
+        k = timing.suspicion_confirmations_needed(cfg.suspicion_mult, n)
+        min_t = timing.suspicion_min_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
+        max_t = timing.suspicion_max_timeout(cfg.suspicion_max_timeout_mult, min_t)
+        self._suspicions[claim.node] = Suspicion(claim.by, claim.incarnation, k, min_t, max_t, now)
+        self._ctx.count("suspicions_started")
+        self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
+        self._queue.put(claim.node, claim)
+
+
+_Handler = Callable[[GossipAgent, OpenedFrame, str, float], None]
+_HANDLERS: dict[str, _Handler] = {
+    "ping": GossipAgent._on_ping,
+    "ack": GossipAgent._on_ack,
+    "ping-req": GossipAgent._on_ping_req,
+    "indirect-ack": GossipAgent._on_indirect_ack,
+    "nack": GossipAgent._on_nack,
+    "gossip": GossipAgent._on_gossip,
+    "push-pull": GossipAgent._on_push_pull,
+    "push-pull-reply": GossipAgent._on_push_pull_reply,
+    "push-pull-records": GossipAgent._on_push_pull_records,
+    RECORD_KIND: GossipAgent._on_record,
+}

@@ -1,0 +1,149 @@
+"""Capability index: who offers what, alive or not, at what load.
+
+Kept up to date by the gossip agent from verified records and member status.
+``find`` is the query of the contract net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+from protocols.capabilities.records import RecordInfo
+from protocols.capabilities.versions import matches
+
+__all__ = ["Candidate", "CapabilityIndex"]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One node able to run one capability (a row of ``CapabilityIndex.find``)."""
+
+    node_id: str
+    endpoint: str
+    org: str
+    alive: bool
+    load: float
+    capability: str
+    version: str
+    max_concurrency: int
+    cost: MappingProxyType[str, float]
+    incarnation: int
+    seq: int
+
+
+class CapabilityIndex:
+    """``capability name -> {node id -> record}`` plus each node's liveness."""
+
+    __slots__ = ("_alive", "_by_capability", "_records")
+
+    def __init__(self) -> None:
+        self._records: dict[str, RecordInfo] = {}
+        self._alive: dict[str, bool] = {}
+        self._by_capability: dict[str, dict[str, None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._records
+
+    def record(self, node_id: str) -> RecordInfo | None:
+        return self._records.get(node_id)
+
+    def upsert(self, info: RecordInfo, alive: bool) -> None:
+        """Replace ``info.node_id``'s record (the caller checked it is newer)."""
+        node_id = info.node_id
+        self._drop_names(node_id)
+        self._records[node_id] = info
+        self._alive[node_id] = alive
+        for cap in info.record.capabilities:
+            self._by_capability.setdefault(cap.name, {})[node_id] = None
+
+    def set_alive(self, node_id: str, alive: bool) -> None:
+        if node_id in self._records:
+            self._alive[node_id] = alive
+
+    def remove(self, node_id: str) -> None:
+        self._drop_names(node_id)
+        self._records.pop(node_id, None)
+        self._alive.pop(node_id, None)
+
+    def _drop_names(self, node_id: str) -> None:
+        old = self._records.get(node_id)
+        if old is None:
+            return
+        for cap in old.record.capabilities:
+            holders = self._by_capability.get(cap.name)
+            if holders is not None:
+                holders.pop(node_id, None)
+                if not holders:
+                    del self._by_capability[cap.name]
+
+    def capabilities(self) -> list[str]:
+        """Every capability name offered by some known node, sorted."""
+        return sorted(self._by_capability)
+
+    def find(
+        self,
+        capability: str,
+        version_spec: str = "*",
+        *,
+        include_dead: bool = False,
+        exclude: frozenset[str] = frozenset(),
+    ) -> list[Candidate]:
+        """Nodes offering ``capability`` at a version matching ``version_spec``.
+
+        Order is deterministic: alive before not alive, then lowest load, then
+        node id. Dead, suspected-then-dead and departed nodes are left out unless
+        ``include_dead``; suspected nodes count as alive (SWIM: not dead yet).
+        """
+        out: list[Candidate] = []
+        for node_id in self._by_capability.get(capability, {}):
+            if node_id in exclude:
+                continue
+            alive = self._alive.get(node_id, False)
+            if not alive and not include_dead:
+                continue
+            out.extend(self._rows(node_id, capability, version_spec, alive))
+        out.sort(key=lambda c: (not c.alive, c.load, c.node_id, c.version))
+        return out
+
+    def _rows(self, node_id: str, capability: str, spec: str, alive: bool) -> Iterator[Candidate]:
+        info = self._records[node_id]
+        rec = info.record
+        for cap in rec.capabilities:
+            if cap.name != capability or not matches(spec, cap.version):
+                continue
+            yield Candidate(
+                node_id=node_id,
+                endpoint=info.endpoint,
+                org=info.org,
+                alive=alive,
+                load=rec.load,
+                capability=cap.name,
+                version=cap.version,
+                max_concurrency=cap.max_concurrency,
+                cost=MappingProxyType(dict(cap.cost)),
+                incarnation=rec.incarnation,
+                seq=rec.seq,
+            )
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """A plain, sorted view for ``inspect`` output and tests."""
+        rows: list[dict[str, Any]] = []
+        for node_id in sorted(self._records):
+            rec = self._records[node_id].record
+            rows.append(
+                {
+                    "node_id": node_id,
+                    "alive": self._alive.get(node_id, False),
+                    "load": rec.load,
+                    "incarnation": rec.incarnation,
+                    "seq": rec.seq,
+                    "capabilities": [f"{c.name}@{c.version}" for c in rec.capabilities],
+                }
+            )
+        return rows

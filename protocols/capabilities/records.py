@@ -1,0 +1,111 @@
+"""Signed capability records: what a node offers, where, at what load.
+
+A record is the payload of an envelope of kind ``record`` addressed to
+``gossip``. Its node signs it once; every other node forwards the frame bytes
+unchanged. A receiver deduplicates by ``sha256(frame)`` *before* verifying,
+then keeps only the newest ``(incarnation, seq)`` per node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["RECORD_KIND", "CapabilityRecord", "CapabilitySpec", "RecordCache", "RecordInfo"]
+
+RECORD_KIND = "record"
+
+
+class CapabilitySpec(BaseModel):
+    """One capability a node offers.
+
+    ``cost`` holds free-form numeric hints (e.g. ``{"usd_per_call": 0.01,
+    "latency_s": 2.0}``) that bidding strategies may use.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    version: str = Field(default="1.0", min_length=1, max_length=32)
+    description: str = Field(default="", max_length=1024)
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    max_concurrency: int = Field(default=1, ge=1)
+    cost: dict[str, float] = Field(default_factory=dict)
+
+
+class CapabilityRecord(BaseModel):
+    """Payload of kind ``record``.
+
+    ``load`` is the fraction of capacity in use (0.0 idle … 1.0 full, may exceed 1
+    when queued). ``leaving`` marks the final record of a node that leaves
+    gracefully. ``node_id`` must equal the envelope's sender.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    node_id: str = Field(min_length=1, max_length=128)
+    endpoints: list[str] = Field(max_length=8)
+    capabilities: list[CapabilitySpec] = Field(max_length=256)
+    load: float = Field(default=0.0, ge=0.0)
+    incarnation: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    leaving: bool = False
+
+
+class RecordInfo:
+    """A verified record as kept in the member table and the index (lean, shared).
+
+    ``frame`` is the exact signed envelope, forwarded as it is.
+    """
+
+    __slots__ = ("digest", "frame", "org", "record")
+
+    def __init__(self, record: CapabilityRecord, org: str, frame: bytes, digest: bytes) -> None:
+        self.record = record
+        self.org = org
+        self.frame = frame
+        self.digest = digest
+
+    @property
+    def node_id(self) -> str:
+        return self.record.node_id
+
+    @property
+    def version(self) -> tuple[int, int]:
+        """``(incarnation, seq)``: records only move forward in this order."""
+        return (self.record.incarnation, self.record.seq)
+
+    @property
+    def endpoint(self) -> str:
+        return self.record.endpoints[0] if self.record.endpoints else ""
+
+    def __repr__(self) -> str:
+        return f"RecordInfo({self.node_id!r}, inc={self.record.incarnation}, seq={self.record.seq})"
+
+
+class RecordCache:
+    """Interns verified records by digest so many nodes in one process share one copy.
+
+    Records are immutable, so sharing the parsed object is safe; each node still
+    runs its own verification and trust checks. Bounded: the oldest entries go.
+    """
+
+    __slots__ = ("_entries", "_max")
+
+    def __init__(self, max_entries: int = 1 << 20) -> None:
+        self._entries: dict[bytes, RecordInfo] = {}
+        self._max = max_entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def intern(self, info: RecordInfo) -> RecordInfo:
+        found = self._entries.get(info.digest)
+        if found is not None:
+            return found
+        if len(self._entries) >= self._max:
+            del self._entries[next(iter(self._entries))]
+        self._entries[info.digest] = info
+        return info

@@ -1,0 +1,137 @@
+"""Payload models of the membership kinds (``MEMBERSHIP_PAYLOADS``).
+
+Every model is frozen with ``extra="forbid"`` and carries only msgpack types.
+``records`` fields hold complete signed ``record`` envelopes (bytes), forwarded
+unchanged; ``claims`` hold suspect/dead claims about *other* nodes, vouched for
+by the signer of the carrying frame. Alive-ness and refutation never travel as
+claims: they travel as the node's own newly signed record.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from protocols.capabilities.records import RECORD_KIND, CapabilityRecord
+
+__all__ = [
+    "MAX_CLAIMS",
+    "MAX_DIGEST",
+    "MAX_RECORDS",
+    "MEMBERSHIP_PAYLOADS",
+    "Ack",
+    "Claim",
+    "DigestEntry",
+    "Gossip",
+    "IndirectAck",
+    "Nack",
+    "Ping",
+    "PingReq",
+    "PushPull",
+    "PushPullRecords",
+    "PushPullReply",
+]
+
+MAX_RECORDS = 64
+MAX_CLAIMS = 64
+MAX_DIGEST = 100_000
+
+#: Status codes used in claims and digests.
+ClaimStatus = Literal["suspect", "dead"]
+
+
+class _Payload(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Claim(_Payload):
+    """``by`` suspects (or declared dead) ``node`` at ``incarnation``."""
+
+    node: str = Field(min_length=1, max_length=128)
+    incarnation: int = Field(ge=0)
+    status: ClaimStatus
+    by: str = Field(min_length=1, max_length=128)
+
+
+class _Piggyback(_Payload):
+    records: list[bytes] = Field(default_factory=list, max_length=MAX_RECORDS)
+    claims: list[Claim] = Field(default_factory=list, max_length=MAX_CLAIMS)
+
+
+class Ping(_Piggyback):
+    """Direct probe. ``target`` is the node id the prober means to reach."""
+
+    seq: int = Field(ge=0)
+    target: str
+
+
+class Ack(_Piggyback):
+    """Answer to a ``ping`` with the same ``seq``."""
+
+    seq: int = Field(ge=0)
+
+
+class PingReq(_Piggyback):
+    """Ask the recipient to ping ``target`` for us and report with ``indirect-ack`` or ``nack``."""
+
+    seq: int = Field(ge=0)
+    target: str
+
+
+class IndirectAck(_Payload):
+    """``target`` answered the ping we sent on the requester's behalf (its ``seq``)."""
+
+    seq: int = Field(ge=0)
+    target: str
+
+
+class Nack(_Payload):
+    """``target`` did not answer our ping within the probe timeout (Lifeguard)."""
+
+    seq: int = Field(ge=0)
+    target: str
+
+
+class Gossip(_Piggyback):
+    """Fanout push of fresh updates, every ``gossip_interval``, no answer expected."""
+
+
+#: ``(node id, incarnation, seq, status)``; status 0 alive, 1 suspect, 2 dead, 3 left.
+DigestEntry = tuple[str, int, int, int]
+
+
+class PushPull(_Payload):
+    """Anti-entropy request: the sender's digest and its own record (``join`` on first contact)."""
+
+    digest: list[DigestEntry] = Field(max_length=MAX_DIGEST)
+    records: list[bytes] = Field(default_factory=list, max_length=MAX_RECORDS)
+    join: bool = False
+
+
+class PushPullReply(_Payload):
+    """Records the requester lacks or has older, and the node ids whose records we want."""
+
+    records: list[bytes] = Field(default_factory=list, max_length=MAX_DIGEST)
+    want: list[str] = Field(default_factory=list, max_length=MAX_DIGEST)
+    digest: list[DigestEntry] = Field(default_factory=list, max_length=MAX_DIGEST)
+
+
+class PushPullRecords(_Payload):
+    """Third leg of a push-pull: the records the peer asked for."""
+
+    records: list[bytes] = Field(default_factory=list, max_length=MAX_DIGEST)
+
+
+MEMBERSHIP_PAYLOADS: dict[str, type[BaseModel]] = {
+    RECORD_KIND: CapabilityRecord,
+    "ping": Ping,
+    "ack": Ack,
+    "ping-req": PingReq,
+    "indirect-ack": IndirectAck,
+    "nack": Nack,
+    "gossip": Gossip,
+    "push-pull": PushPull,
+    "push-pull-reply": PushPullReply,
+    "push-pull-records": PushPullRecords,
+}

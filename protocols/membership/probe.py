@@ -1,0 +1,80 @@
+"""Probe target selection as in SWIM: round-robin over a shuffled member list.
+
+Each full pass reshuffles the list with the node's own ``random.Random``; a new
+member is inserted at a random position so it is probed within one pass.
+Peers for indirect probes, gossip and push-pull are drawn from the same list.
+Everything is deterministic given the rng (no set or hash order).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+__all__ = ["ProbeOrder"]
+
+
+class ProbeOrder:
+    __slots__ = ("_ids", "_index", "_known")
+
+    def __init__(self) -> None:
+        self._ids: list[str] = []
+        self._known: dict[str, None] = {}
+        self._index = 0
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def add(self, node_id: str, rng: random.Random) -> None:
+        if node_id in self._known:
+            return
+        self._known[node_id] = None
+        pos = rng.randint(0, len(self._ids))
+        self._ids.insert(pos, node_id)
+        if pos < self._index:
+            self._index += 1
+
+    def remove(self, node_id: str) -> None:
+        if node_id not in self._known:
+            return
+        del self._known[node_id]
+        pos = self._ids.index(node_id)
+        del self._ids[pos]
+        if pos < self._index:
+            self._index -= 1
+
+    def next(self, eligible: Callable[[str], bool], rng: random.Random) -> str | None:
+        """The next eligible id in round-robin order, reshuffling after each pass."""
+        for _ in range(len(self._ids) + 1):
+            if self._index >= len(self._ids):
+                rng.shuffle(self._ids)
+                self._index = 0
+                if not self._ids:
+                    return None
+            node_id = self._ids[self._index]
+            self._index += 1
+            if eligible(node_id):
+                return node_id
+        return None
+
+    def sample(
+        self, k: int, eligible: Callable[[str], bool], rng: random.Random, exclude: str = ""
+    ) -> list[str]:
+        """Up to ``k`` distinct eligible ids at random (a few draws, then a scan)."""
+        ids = self._ids
+        if k <= 0 or not ids:
+            return []
+        out: list[str] = []
+        for _ in range(4 * k):
+            node_id = ids[rng.randrange(len(ids))]
+            if node_id != exclude and node_id not in out and eligible(node_id):
+                out.append(node_id)
+                if len(out) == k:
+                    return out
+        rest = [i for i in ids if i != exclude and i not in out and eligible(i)]
+        if rest:
+            out.extend(rng.sample(rest, min(k - len(out), len(rest))))
+        return out

@@ -1,0 +1,57 @@
+"""Push-pull anti-entropy, the pure part: compare two digests.
+
+A digest entry is ``(node id, record incarnation, record seq, status)``. The
+requester sends its digest; the responder answers with the records the
+requester lacks or holds older, the ids whose records it wants itself, and its
+non-alive statuses (as suspect/dead claims). A third message carries the wanted
+records. This joins newcomers (the digest of a newcomer is just itself) and
+heals partitions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from protocols.membership.state import DEAD, SUSPECT
+
+__all__ = ["claims_in", "compare_digests"]
+
+Entry = tuple[str, int, int, int]
+
+
+def compare_digests(
+    ours: Sequence[Entry], theirs: Iterable[Entry], self_id: str
+) -> tuple[list[str], list[str]]:
+    """``(ids to send them, ids to ask them for)``, each in our/their digest order.
+
+    We send a record when they lack it or hold an older ``(incarnation, seq)``;
+    we ask for one when they hold a newer version or one we lack. Our own id is
+    never asked for (we are the authority on our record).
+    """
+    their_versions: dict[str, tuple[int, int]] = {}
+    for node_id, inc, seq, _status in theirs:
+        their_versions[node_id] = (inc, seq)
+    send: list[str] = []
+    ours_versions: dict[str, tuple[int, int]] = {}
+    for node_id, inc, seq, _status in ours:
+        ours_versions[node_id] = (inc, seq)
+        theirs_v = their_versions.get(node_id)
+        if theirs_v is None or theirs_v < (inc, seq):
+            send.append(node_id)
+    want = [
+        node_id
+        for node_id, version in their_versions.items()
+        if node_id != self_id and version > ours_versions.get(node_id, (-1, -1))
+    ]
+    return send, want
+
+
+def claims_in(digest: Iterable[Entry]) -> list[tuple[str, int, str]]:
+    """The suspect/dead statuses of a digest as ``(node, incarnation, status)`` claims."""
+    out: list[tuple[str, int, str]] = []
+    for node_id, inc, _seq, status in digest:
+        if status == SUSPECT:
+            out.append((node_id, inc, "suspect"))
+        elif status == DEAD:
+            out.append((node_id, inc, "dead"))
+    return out

@@ -1,0 +1,186 @@
+"""The member table: one lean entry per known node and the SWIM transition rules.
+
+Rules (checked by ``tests/test_membership_state.py``, a Hypothesis state machine):
+
+* a record is accepted only if its ``(incarnation, seq)`` is newer than the known
+  record's (records only move forward), except that the id of a node dead or
+  gone for ``dead_reclaim_time`` may be reclaimed by any record;
+* a higher-incarnation record makes a suspect, dead or departed node alive
+  again; a record at the *same* incarnation updates the data but never the
+  status (alive at the same incarnation after dead stays dead; a suspicion is
+  refuted only by a higher incarnation);
+* a suspect claim at an incarnation ≥ the known one suspects an alive or
+  suspect node; a dead claim at such an incarnation kills it;
+* a claim about ourselves is never applied: the caller must refute it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from protocols.capabilities.records import RecordInfo
+
+__all__ = [
+    "ALIVE",
+    "DEAD",
+    "LEFT",
+    "STATUS_NAMES",
+    "SUSPECT",
+    "Member",
+    "MemberTable",
+    "Outcome",
+]
+
+ALIVE = 0
+SUSPECT = 1
+DEAD = 2
+LEFT = 3
+STATUS_NAMES = ("alive", "suspect", "dead", "left")
+_CLAIM_STATUS = {"suspect": SUSPECT, "dead": DEAD}
+
+
+class Outcome:
+    """What ``apply_record`` / ``apply_claim`` did (plain string constants)."""
+
+    JOINED = "joined"  # first record of an unknown node
+    UPDATED = "updated"  # newer record, status unchanged
+    ALIVE = "alive"  # suspect/dead/left node is alive again (higher incarnation or reclaim)
+    LEFT = "left"  # final record of a graceful leave
+    STALE = "stale"  # not newer than what we know
+    SUSPECTED = "suspected"  # alive (or older-incarnation suspect) node now suspected
+    CONFIRMED = "confirmed"  # suspect claim at the incarnation already suspected
+    DEAD = "dead"  # node now dead
+    IGNORED = "ignored"  # claim about a node already dead or gone
+    UNKNOWN = "unknown"  # claim about a node we have no record of
+    REFUTE = "refute"  # claim about ourselves: the caller must refute it
+
+
+class Member:
+    """One row; ``since`` is when the status last changed (virtual seconds)."""
+
+    __slots__ = ("incarnation", "info", "node_id", "since", "status")
+
+    def __init__(self, node_id: str, incarnation: int, status: int, info: RecordInfo, now: float):
+        self.node_id = node_id
+        self.incarnation = incarnation
+        self.status = status
+        self.info = info
+        self.since = now
+
+    @property
+    def status_name(self) -> str:
+        return STATUS_NAMES[self.status]
+
+    def __repr__(self) -> str:
+        return f"Member({self.node_id!r}, {self.status_name}, inc={self.incarnation})"
+
+
+class MemberTable:
+    """Members by node id, in insertion order (never hash order)."""
+
+    __slots__ = ("_members", "dead_reclaim_time", "self_id")
+
+    def __init__(self, self_id: str, dead_reclaim_time: float) -> None:
+        self.self_id = self_id
+        self.dead_reclaim_time = dead_reclaim_time
+        self._members: dict[str, Member] = {}
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __contains__(self, node_id: str) -> bool:
+        return node_id in self._members
+
+    def __iter__(self) -> Iterator[Member]:
+        return iter(self._members.values())
+
+    def get(self, node_id: str) -> Member | None:
+        return self._members.get(node_id)
+
+    def ids(self) -> list[str]:
+        return list(self._members)
+
+    def count_live(self) -> int:
+        """Members alive or suspect (including ourselves)."""
+        return sum(1 for m in self._members.values() if m.status <= SUSPECT)
+
+    def set_self(self, info: RecordInfo, now: float) -> None:
+        """Install our own (newly signed) record; we are alive at its incarnation."""
+        rec = info.record
+        member = self._members.get(self.self_id)
+        status = LEFT if rec.leaving else ALIVE
+        if member is None:
+            self._members[self.self_id] = Member(self.self_id, rec.incarnation, status, info, now)
+            return
+        member.info = info
+        member.incarnation = rec.incarnation
+        if member.status != status:
+            member.status = status
+            member.since = now
+
+    def apply_record(self, info: RecordInfo, now: float) -> str:
+        """Apply a verified record about another node; returns an ``Outcome``."""
+        rec = info.record
+        assert info.node_id != self.self_id, "our own record is installed with set_self"
+        member = self._members.get(info.node_id)
+        status = LEFT if rec.leaving else ALIVE
+        if member is None:
+            self._members[info.node_id] = Member(info.node_id, rec.incarnation, status, info, now)
+            return Outcome.LEFT if rec.leaving else Outcome.JOINED
+        reclaim = self.dead_reclaim_time > 0 and now - member.since >= self.dead_reclaim_time
+        if member.status >= DEAD and reclaim and member.info is not info:
+            member.info = info
+            member.incarnation = rec.incarnation
+            member.status = status
+            member.since = now
+            return Outcome.LEFT if rec.leaving else Outcome.ALIVE
+        if info.version <= member.info.version:
+            return Outcome.STALE
+        member.info = info
+        inc = rec.incarnation
+        same_alive = inc == member.incarnation and member.status == ALIVE
+        if rec.leaving and member.status != LEFT and (inc > member.incarnation or same_alive):
+            member.incarnation = inc
+            member.status = LEFT
+            member.since = now
+            return Outcome.LEFT
+        if inc > member.incarnation:
+            member.incarnation = inc
+            if member.status != status:
+                member.status = status
+                member.since = now
+                return Outcome.LEFT if rec.leaving else Outcome.ALIVE
+        return Outcome.UPDATED
+
+    def apply_claim(self, node_id: str, incarnation: int, status: str, now: float) -> str:
+        """Apply a suspect or dead claim; returns an ``Outcome``."""
+        if node_id == self.self_id:
+            member = self._members.get(node_id)
+            known = member.incarnation if member is not None else 0
+            return Outcome.REFUTE if incarnation >= known else Outcome.STALE
+        member = self._members.get(node_id)
+        if member is None:
+            return Outcome.UNKNOWN
+        if member.status >= DEAD:
+            return Outcome.IGNORED
+        if incarnation < member.incarnation:
+            return Outcome.STALE
+        new_status = _CLAIM_STATUS[status]
+        same = incarnation == member.incarnation
+        if new_status == SUSPECT and member.status == SUSPECT and same:
+            return Outcome.CONFIRMED
+        member.incarnation = incarnation
+        member.status = new_status
+        member.since = now
+        return Outcome.DEAD if new_status == DEAD else Outcome.SUSPECTED
+
+    def remove(self, node_id: str) -> None:
+        assert node_id != self.self_id
+        self._members.pop(node_id, None)
+
+    def digest(self) -> list[tuple[str, int, int, int]]:
+        """``(node id, incarnation, seq, status)`` per member, for push-pull."""
+        return [
+            (m.node_id, m.info.record.incarnation, m.info.record.seq, m.status)
+            for m in self._members.values()
+        ]
