@@ -519,6 +519,7 @@ class ContractAgent:
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.REAUCTION)
         rec.holder = ""
         rec.backups = []
+        rec.excluded = []  # a new auction gives everyone alive a fresh chance
         self._ctx.count("contract.reauction")
         self._start_round(rec, now)
 

@@ -1,0 +1,293 @@
+"""ContractAgent end to end over the in-memory FakeNet (no wire)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from test_contracts_fakes import CAP, FakeNet, Msg, make_net, offer
+
+from mesh.events import (
+    TaskAssigned,
+    TaskAwarded,
+    TaskBid,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskReassigned,
+    TaskStaleResult,
+)
+from protocols.contract_net import Offer, ReqState, TaskSpec
+from protocols.contract_net.messages import Award, Result
+from protocols.errors import LocalProtocolError, RemoteProtocolError
+
+
+def completed(net: FakeNet) -> dict[str, TaskCompleted]:
+    return {e.task_id: e for _, e in net.events(TaskCompleted)}
+
+
+def test_happy_path_message_and_signature_counts() -> None:
+    n = 5
+    net = make_net(executors=n)
+    task_id = net.submit("req", TaskSpec(CAP, input="text"))
+    # negotiation: n cfp copies, n replies, n award copies; n + 2 signatures
+    assert (net.copies["cfp"], net.copies["propose"], net.copies["award"]) == (n, n, n)
+    before_exec = net.signatures["cfp"] + net.signatures["propose"] + net.signatures["award"]
+    assert before_exec == n + 2
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.epoch == 1 and awarded.bidders == n and len(awarded.backups) == n - 1
+    net.run_until(5.0)
+    done = completed(net)
+    assert list(done) == [task_id]
+    assert done[task_id].executor == awarded.winner
+    assert done[task_id].result == f"done:{task_id}"
+    # execution: started, result (heartbeats only if the work outlasts lease/3)
+    assert net.copies["started"] == 1 and net.copies["result"] == 1
+    assert net.agents["req"].task_state(task_id) is ReqState.COMPLETED
+    assert len([e for _, e in net.events(TaskBid) if e.accepted]) == n
+
+
+def test_task_id_is_idempotency_key_and_duplicate_submit_is_misuse() -> None:
+    net = make_net(executors=1)
+    net.submit("req", TaskSpec(CAP, task_id="job-1"))
+    with pytest.raises(LocalProtocolError):
+        net.agents["req"].submit(TaskSpec(CAP, task_id="job-1"), net.now)
+    ((_, assigned),) = net.events(TaskAssigned)
+    assert assigned.task_id == "job-1"
+
+
+def test_executor_refuses_when_full_with_retry_after() -> None:
+    net = FakeNet(auto_work=False)
+    net.add("req")
+    net.add("x00", [Offer(CAP, max_concurrency=1, eta=0.5)])
+    net.submit("req", TaskSpec(CAP))
+    net.submit("req", TaskSpec(CAP, max_auctions=1))
+    refusals = [e for _, e in net.events(TaskBid) if not e.accepted]
+    assert len(refusals) == 1
+    net.run_until(3.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert "no-bidders" in failed.reason
+    assert "refused: full" in failed.attempts[0]
+    assert net.agents["x00"].executor.running(CAP) == 1
+
+
+def test_no_candidates_fails_after_bounded_auctions_listing_attempts() -> None:
+    net = make_net(executors=0)
+    net.submit("req", TaskSpec(CAP, max_auctions=3, reply_timeout=0.5))
+    net.run_until(10.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert failed.reason == "attempts exhausted: no-bidders"
+    assert len(failed.attempts) == 3
+    assert all("0 invited" in a for a in failed.attempts)
+
+
+def test_late_bid_is_rejected_and_counted() -> None:
+    net = make_net(executors=2)
+    net.agents["req"].submit(TaskSpec(CAP, reply_timeout=1.0), net.now)
+    # hold the replies: deliver cfps only, then let reply-by pass
+    cfps = [p for p in net.queue if p.kind == "cfp"]
+    net.queue = []
+    for p in cfps:
+        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.5)
+    held = list(net.queue)
+    net.queue = []
+    net.now = 1.0
+    net.agents["req"].handle_timer(1.0)  # auction closes with no bids
+    for p in held:
+        net.agents["req"].on_message(Msg(p.kind, p.sender, p.payload, None, 0.5), "", 1.1)
+    assert net.ctxs["req"].counters["contract.late_bid"] == 2
+    assert not net.events(TaskAwarded)
+
+
+def test_winner_dead_reawards_to_backup_without_new_auction() -> None:
+    net = make_net(executors=3, work_time=10.0)
+    task_id = net.submit("req", TaskSpec(CAP, lease=30.0, timeout=100.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    net.crash(awarded.winner)
+    net.run_until(30.0)
+    ((_, moved),) = net.events(TaskReassigned)
+    assert moved.new_auction is False and moved.reason == "peer-dead"
+    assert moved.winner == awarded.backups[0] and moved.epoch == 2
+    assert net.signatures["cfp"] == 1  # no new auction
+    done = completed(net)[task_id]
+    assert (done.executor, done.epoch) == (awarded.backups[0], 2)
+    assert done.attempts == (f"epoch 1 {awarded.winner}: peer-dead",)
+
+
+def test_missed_lease_reawards_and_fences_the_old_holder() -> None:
+    net = make_net(executors=2, work_time=100.0)
+    task_id = net.submit("req", TaskSpec(CAP, lease=3.0, timeout=500.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    old = awarded.winner
+    # the old holder's heartbeats get lost: drop every frame it sends to the requester
+    original = net.deliver_one
+
+    def lossy(index: int = 0) -> None:
+        if net.queue[index].sender == old and net.queue[index].kind == "progress":
+            net.queue.pop(index)
+            return
+        original(index)
+
+    net.deliver_one = lossy  # type: ignore[method-assign]
+    net.run_until(4.0)
+    ((_, moved),) = net.events(TaskReassigned)
+    assert moved.reason == "lease-expired" and moved.previous == old
+    # the re-award went to the old holder as a fencing notice: it was cancelled
+    cancelled = [e for n, e in net.events(TaskCancelled) if n == old]
+    assert cancelled and cancelled[0].reason == "superseded"
+    assert net.agents[old].complete(task_id, "late", net.now) is False
+    net.run_until(200.0)
+    assert completed(net)[task_id].executor == moved.winner
+
+
+def test_stale_result_is_rejected_counted_and_reported() -> None:
+    net = make_net(executors=2, auto_work=False)
+    task_id = net.submit("req", TaskSpec(CAP, lease=100.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    net.agents[awarded.winner].fail(task_id, "oops", net.now)
+    net.pump()
+    ((_, moved),) = net.events(TaskReassigned)
+    assert moved.epoch == 2
+    # a forged/replayed result from the old holder with epoch 1 is stale
+    stale = Result(task_id=task_id, epoch=1, result="x")
+    net.agents["req"].on_message(Msg("result", awarded.winner, stale, None, 0.0), "", net.now)
+    ((_, ev),) = net.events(TaskStaleResult)
+    assert (ev.executor, ev.epoch, ev.current_epoch) == (awarded.winner, 1, 2)
+    assert net.ctxs["req"].counters["contract.stale_result"] == 1
+    assert not net.events(TaskCompleted)
+
+
+def test_duplicate_award_gives_no_second_assignment() -> None:
+    net = make_net(executors=1, auto_work=False)
+    net.submit("req", TaskSpec(CAP))
+    award = next(p for p in net.log if isinstance(p[1], TaskAwarded))[1]
+    x = net.agents[award.winner]
+    dup = Award(
+        task_id=award.task_id,
+        round=1,
+        epoch=1,
+        winner=award.winner,
+        capability=CAP,
+        semantics="at-least-once",
+        deadline=99.0,
+        lease=6.0,
+    )
+    x.on_message(Msg("award", "req", dup, None, 0.0), "", net.now)
+    assert len(net.events(TaskAssigned)) == 1
+    assert net.ctxs[award.winner].counters["contract.duplicate_award"] == 1
+
+
+def test_at_most_once_started_then_dead_ends_outcome_unknown() -> None:
+    net = make_net(executors=3, work_time=50.0)
+    task_id = net.submit("req", TaskSpec(CAP, semantics="at-most-once", lease=30.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert net.agents["req"].task_state(task_id) is ReqState.STARTED
+    net.crash(awarded.winner)
+    net.run_until(100.0)
+    ((_, unknown),) = net.events(TaskOutcomeUnknown)
+    assert (unknown.executor, unknown.reason) == (awarded.winner, "peer-dead")
+    assert not net.events(TaskReassigned) and not net.events(TaskCompleted)
+    assert len(net.events(TaskAssigned)) == 1
+
+
+def test_at_most_once_runs_only_after_proceed() -> None:
+    net = make_net(executors=1, auto_work=False)
+    net.agents["req"].submit(TaskSpec(CAP, semantics="at-most-once"), 0.0)
+    # deliver until the award is in, but drop the requester's `proceed`
+    for _ in range(100):
+        if not net.queue:
+            break
+        if net.queue[0].kind == "proceed":
+            net.queue.pop(0)
+            continue
+        net.deliver_one()
+    assert not net.events(TaskAssigned)  # claiming: no handler yet
+    # the executor repeats `started` on its heartbeat, the requester re-confirms
+    net.run_until(10.0)
+    assert len(net.events(TaskAssigned)) == 1
+
+
+def test_at_most_once_lost_started_reawards_and_never_runs_twice() -> None:
+    net = make_net(executors=2, work_time=1.0)
+    old: list[str] = []
+    original = net.deliver_one
+
+    def drop_first_holder(index: int = 0) -> None:
+        p = net.queue[index]
+        if p.kind == "started" and (not old or p.sender == old[0]):
+            old[:1] = [p.sender]
+            net.queue.pop(index)
+            return
+        original(index)
+
+    net.deliver_one = drop_first_holder  # type: ignore[method-assign]
+    task_id = net.submit("req", TaskSpec(CAP, semantics="at-most-once", lease=3.0))
+    net.run_until(50.0)
+    assert completed(net)[task_id].executor != old[0]
+    assert net.completions[task_id] == 1
+    assert [e.task_id for _, e in net.events(TaskAssigned)] == [task_id]
+
+
+def test_backups_exhausted_start_a_new_auction_then_fail() -> None:
+    net = make_net(executors=2, auto_work=False)
+    task_id = net.submit("req", TaskSpec(CAP, max_auctions=2, lease=100.0))
+    for _ in range(4):
+        holders = [n for n in ("x00", "x01") if net.agents[n].executor.job_state(task_id)]
+        holder = holders[0] if holders else None
+        if holder is None:
+            break
+        net.agents[holder].fail(task_id, "boom", net.now)
+        net.pump()
+        net.run_until(net.now + 2.0)
+    moves = [e for _, e in net.events(TaskReassigned)]
+    assert [m.new_auction for m in moves] == [False, True, False]
+    ((_, failed),) = net.events(TaskFailed)
+    assert failed.reason == "attempts exhausted: failure: boom"
+    assert len(failed.attempts) == 4 and all("failure: boom" in a for a in failed.attempts)
+
+
+def test_org_policy_is_checked_on_both_sides() -> None:
+    class Deny:
+        def check_offer(self, cert: object, capability: str) -> None:
+            raise RemoteProtocolError("no", code="not-permitted")
+
+        def check_request(self, cert: object, capability: str) -> None:
+            raise RemoteProtocolError("no", code="not-permitted")
+
+    net = FakeNet()
+    net.add("req")
+    net.add("x00", offer(), policy=Deny())
+    net.submit("req", TaskSpec(CAP, max_auctions=1))
+    net.run_until(5.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert "not-permitted" in failed.attempts[0]
+    net2 = FakeNet()
+    net2.add("req", policy=Deny())
+    net2.add("x00", offer())
+    net2.submit("req", TaskSpec(CAP, max_auctions=1))
+    assert net2.ctxs["req"].counters["contract.rejected.not-permitted"] == 1
+    assert not net2.events(TaskAwarded)
+
+
+def test_least_loaded_balances_500_equal_tasks_over_10_executors() -> None:
+    net = FakeNet(seed=7, work_time=3.0)
+    net.add("req")
+    for i in range(10):
+        net.add(f"x{i:02d}", [Offer(CAP, max_concurrency=100, eta=0.5)])
+    for _ in range(500):
+        net.agents["req"].submit(TaskSpec(CAP, timeout=1000.0), net.now)
+    net.run_until(200.0)
+    done = completed(net)
+    assert len(done) == 500
+    per = Counter(e.executor for e in done.values())
+    assert len(per) == 10
+    assert max(per.values()) <= 1.5 * min(per.values()), per
+
+
+def test_load_is_published_and_freed() -> None:
+    net = make_net(executors=1, auto_work=False)
+    task_id = net.submit("req", TaskSpec(CAP))
+    assert net.agents["x00"].load() == pytest.approx(1 / 4)
+    net.agents["x00"].complete(task_id, 1, net.now)
+    assert net.agents["x00"].load() == 0.0
