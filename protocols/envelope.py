@@ -162,19 +162,51 @@ class Wire:
         payloads: Mapping[str, type[BaseModel]],
         config: WireConfig | None = None,
     ) -> None:
+        self._init_receiver(identity.node_id, trust, verifier, payloads, config)
         self.identity = identity
-        self.node_id = identity.node_id
-        self.trust = trust
-        self.verifier = verifier
-        self.payloads = payloads
-        self.config = config or WireConfig()
         self.certificate_bytes = certificate
         self.certificate = parse_certificate(certificate)
         if self.certificate.node_key != identity.public_key:
             raise LocalProtocolError("the certificate is for another key than this node's")
+        self._can_seal = True
+
+    @classmethod
+    def receiver(
+        cls,
+        node_id: str | None,
+        trust: TrustStore,
+        verifier: Verifier,
+        payloads: Mapping[str, type[BaseModel]],
+        config: WireConfig | None = None,
+    ) -> Wire:
+        """A Wire that only opens frames, as node ``node_id``; needs no private key.
+
+        With ``node_id=None`` every recipient is accepted (inspection tools).
+        ``seal`` raises ``LocalProtocolError``.
+        """
+        wire = cls.__new__(cls)
+        wire._init_receiver(node_id, trust, verifier, payloads, config)
+        wire._any_recipient = node_id is None
+        return wire
+
+    def _init_receiver(
+        self,
+        node_id: str | None,
+        trust: TrustStore,
+        verifier: Verifier,
+        payloads: Mapping[str, type[BaseModel]],
+        config: WireConfig | None,
+    ) -> None:
+        self.node_id = node_id or ""
+        self.trust = trust
+        self.verifier = verifier
+        self.payloads = payloads
+        self.config = config or WireConfig()
         self.replay = ReplayCache(self.config.replay_capacity)
         self._certs: dict[bytes, Certificate] = {}
         self._cert_refs: dict[bytes, Certificate] = {}
+        self._can_seal = False
+        self._any_recipient = False
 
     # -- sealing ---------------------------------------------------------------
 
@@ -210,6 +242,8 @@ class Wire:
         cert_ref: bool = False,
     ) -> bytes:
         """Like ``seal`` with an already encoded payload (test vectors, adversaries)."""
+        if not self._can_seal:
+            raise LocalProtocolError("this Wire was made with Wire.receiver and cannot seal")
         life = self.config.default_ttl if ttl is None else ttl
         recipients: str | list[str] = to if isinstance(to, str) else list(to)
         cert = self.certificate.digest if cert_ref else self.certificate_bytes
@@ -284,13 +318,13 @@ class Wire:
 
     def _check_recipient(self, to: Any) -> tuple[str, ...]:
         if type(to) is str:
-            if to == self.node_id or to == GOSSIP:
+            if to == self.node_id or to == GOSSIP or self._any_recipient:
                 return (to,)
             raise RemoteProtocolError(
                 "the frame is addressed to another node", code="wrong-recipient"
             )
         if type(to) is tuple and to and all(type(r) is str for r in to):
-            if self.node_id in to:
+            if self.node_id in to or self._any_recipient:
                 return to
             raise RemoteProtocolError(
                 "the frame is addressed to other nodes", code="wrong-recipient"

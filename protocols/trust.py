@@ -53,6 +53,7 @@ __all__ = [
 CERT_TAG = b"parley/1/cert"
 REVOCATION_TAG = b"parley/1/revocation"
 _MAX_CERT = 16 * 1024
+_MAX_REVOCATION = 64 * _MAX_CERT
 
 
 def _ms(t: float) -> int:
@@ -141,8 +142,8 @@ def issue_certificate(
     return packb([body, org_signer.sign(CERT_TAG + body)])
 
 
-def _split_signed(raw: bytes, what: str) -> tuple[bytes, bytes]:
-    outer = unpack_strict(raw, limit=_MAX_CERT)
+def _split_signed(raw: bytes, what: str, limit: int = _MAX_CERT) -> tuple[bytes, bytes]:
+    outer = unpack_strict(raw, limit=limit)
     if (
         not isinstance(outer, tuple)
         or len(outer) != 2
@@ -203,8 +204,8 @@ def issue_revocation(
 
 
 def parse_revocation(raw: bytes, verifier: Verifier) -> Revocation:
-    body, signature = _split_signed(raw, "revocation")
-    f = unpack_strict(body, limit=_MAX_CERT * 64)
+    body, signature = _split_signed(raw, "revocation", _MAX_REVOCATION)
+    f = unpack_strict(body, limit=_MAX_REVOCATION)
     if not isinstance(f, tuple) or len(f) != 6 or f[0] != 1:
         raise Malformed("revocation body must be a 6-element array of version 1")
     _, org, org_key, version, issued, revoked = f
