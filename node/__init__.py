@@ -1,1 +1,27 @@
-"""Parley: node."""
+"""Parley: node — the real shell (asyncio, ZeroMQ, zeroconf, daemon, embedding API).
+
+``from node import Node, LocalOrg, Task, Result`` (imported lazily so the CLI
+starts fast).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from node.api import LocalOrg, Node, Result
+    from node.handlers import HandlerFailed, Task
+
+__all__ = ["HandlerFailed", "LocalOrg", "Node", "Result", "Task"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Node", "LocalOrg", "Result"):
+        from node import api
+
+        return getattr(api, name)
+    if name in ("Task", "HandlerFailed"):
+        from node import handlers
+
+        return getattr(handlers, name)
+    raise AttributeError(name)

@@ -51,7 +51,8 @@ class LocalOrg:
 
     def __init__(self, name: str, *, seed: bytes | None = None) -> None:
         self.name = name
-        self.signer = Ed25519Signer(seed or os.urandom(32))
+        self.seed = seed or os.urandom(32)
+        self.signer = Ed25519Signer(self.seed)
 
     def policy(self) -> OrgPolicy:
         return OrgPolicy(self.name, self.signer.public_key)

@@ -190,6 +190,20 @@ class Runtime:
         self.transport.flush_and_close(linger_ms=300)
         return {"finished": finished, "handed_back": handed_back}
 
+    def abort(self) -> None:
+        """Vanish without a word (demos and tests of crash recovery): no leave, no
+        hand-back; in-flight handlers are cancelled and the sockets closed at once."""
+        if self.closed:
+            return
+        self.closed = True
+        self.accepting = False
+        for t in self.running.values():
+            t.cancel()
+        self.running.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+        self.transport.close()
+
     # -- inputs ------------------------------------------------------------
 
     def _on_frames(self, batch: list[tuple[str, bytes]]) -> None:

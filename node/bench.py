@@ -1,0 +1,196 @@
+"""``mesh-node bench``: what one node can do on this machine (loopback only).
+
+* ``verify_per_s``: raw Ed25519 verifications per second (distinct messages).
+* ``ingest_per_s``: signed, valid frames per second a node takes in through
+  its real receive path (ZeroMQ ROUTER → batch drain → ``core.receive``:
+  decode, signature, replay cache, dispatch), fed by another thread as fast as
+  it can; ``ingest_ratio`` = ingest / verify (1.0 would mean verification is
+  the only cost).
+* ``cnp_p50_ms`` / ``cnp_p99_ms``: one full contract-net round (cfp → bids →
+  award → result) seen by a requester, with 1, 4 and 16 bidders living in
+  separate processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import zmq
+
+from node.api import LocalOrg, Node
+from node.handlers import Task
+from protocols.crypto import Ed25519Signer, Ed25519Verifier
+from protocols.errors import TransportError
+
+__all__ = ["run_bench"]
+
+_CAP = "bench.noop"
+
+
+def bench_verify(n: int) -> float:
+    signer = Ed25519Signer(os.urandom(32))
+    verifier = Ed25519Verifier()
+    msgs = [os.urandom(200) for _ in range(n)]
+    sigs = [signer.sign(m) for m in msgs]
+    pk = signer.public_key
+    t0 = time.perf_counter()
+    for m, s in zip(msgs, sigs, strict=True):
+        verifier.verify(pk, s, m)
+    return n / (time.perf_counter() - t0)
+
+
+def _frames_for(node: Node, org: LocalOrg, n: int) -> list[bytes]:
+    """``n`` distinct valid frames from a fresh node of ``org`` to ``node``."""
+    from mesh.core import make_wire
+    from protocols.membership.messages import Gossip
+
+    ident, cert = org.issue("bench-sender")
+    wire = make_wire(ident, cert, node.trust, Ed25519Verifier())
+    now = time.time()
+    payload = Gossip()
+    return [
+        wire.seal("gossip", payload, node.node_id, now, nonce=os.urandom(16), ttl=120)
+        for _ in range(n)
+    ]
+
+
+async def bench_ingest(n: int) -> float:
+    org = LocalOrg("bench")
+    node = Node.from_org(org, "ingest", preset="local")
+    async with node:
+        frames = _frames_for(node, org, n)
+        rt = node._rt()
+        base = rt.statistics().get("frames_in", 0)
+
+        def push() -> None:
+            ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+            sock = ctx.socket(zmq.DEALER)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.ROUTING_ID, b"tcp://127.0.0.1:1")
+            sock.connect(node.endpoint)
+            for f in frames:
+                sock.send(f, copy=False)
+            time.sleep(0.5)
+            sock.close(linger=0)
+
+        th = threading.Thread(target=push, daemon=True)
+        th.start()
+        start: float | None = None
+        seen = 0
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = rt.statistics().get("frames_in", 0) - base
+            if start is None and seen > 0:
+                start, first = time.perf_counter(), seen
+            if seen >= n:
+                break
+            await asyncio.sleep(0.001)
+        end = time.perf_counter()
+        th.join(5)
+        if start is None or seen < n // 2:
+            raise TransportError("ingest benchmark: frames did not arrive")
+        return (seen - first) / max(end - start, 1e-9)
+
+
+# -- contract-net rounds across processes ------------------------------------
+
+
+async def _noop(task: Task) -> Any:
+    return task.input
+
+
+async def _serve_bidders(k: int, seed: str, org_seed: bytes, limit: float) -> None:
+    org = LocalOrg("bench", seed=org_seed)
+    nodes = []
+    for i in range(k):
+        node = Node.from_org(org, f"bidder-{i}", seeds=[seed], preset="local")
+        node.add_capability(_CAP, _noop, max_concurrency=64)
+        await node.start()
+        nodes.append(node)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    closed = loop.run_in_executor(None, sys.stdin.read)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed, limit)
+    for node in nodes:
+        await node.stop(0)
+
+
+def _spawn(k: int, seed: str, org: LocalOrg) -> subprocess.Popen[str]:
+    args = [sys.executable, "-m", "node.bench", "--serve", str(k), seed, org.seed.hex()]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if line.strip() != "READY":
+        proc.kill()
+        raise TransportError("bench bidder process did not start")
+    return proc
+
+
+async def bench_cnp(k: int, rounds: int) -> tuple[float, float]:
+    org = LocalOrg("bench")
+    req = Node.from_org(org, "requester", preset="local")
+    async with req:
+        groups = [k] if k < 4 else [k // 2, k - k // 2]
+        procs = [await asyncio.to_thread(_spawn, g, req.endpoint, org) for g in groups]
+        try:
+            if not await req.wait_for_peers(k, timeout=30):
+                raise TransportError(f"only {len(req.peers())} of {k} bidders joined")
+            await asyncio.sleep(0.5)
+            for i in range(10):
+                await req.request(_CAP, i, timeout=10)
+            samples = []
+            for i in range(rounds):
+                t0 = time.perf_counter()
+                await req.request(_CAP, i, timeout=10)
+                samples.append((time.perf_counter() - t0) * 1000)
+        finally:
+            for p in procs:
+                with contextlib.suppress(OSError):
+                    assert p.stdin is not None
+                    p.stdin.close()
+            for p in procs:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(5)
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+    return statistics.median(samples), p99
+
+
+def run_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
+    def say(msg: str) -> None:
+        if progress:
+            print(msg, file=sys.stderr, flush=True)
+
+    out: dict[str, Any] = {}
+    say("verify: raw Ed25519 ...")
+    out["verify_per_s"] = round(bench_verify(2000 if quick else 10000))
+    say(f"  {out['verify_per_s']:,} verifications/s")
+    say("ingest: signed frames through ROUTER -> core.receive ...")
+    out["ingest_per_s"] = round(asyncio.run(bench_ingest(3000 if quick else 20000)))
+    out["ingest_ratio"] = round(out["ingest_per_s"] / out["verify_per_s"], 3)
+    say(f"  {out['ingest_per_s']:,} frames/s (ratio {out['ingest_ratio']})")
+    out["cnp_p50_ms"], out["cnp_p99_ms"] = {}, {}
+    for k in (1, 4, 16):
+        say(f"contract net: {k} bidder(s) in other processes ...")
+        p50, p99 = asyncio.run(bench_cnp(k, 40 if quick else 200))
+        out["cnp_p50_ms"][str(k)] = round(p50, 3)
+        out["cnp_p99_ms"][str(k)] = round(p99, 3)
+        say(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+    return out
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve":
+    asyncio.run(_serve_bidders(int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4]), 600))
