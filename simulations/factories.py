@@ -1,0 +1,123 @@
+"""Node factories: how the simulator builds and drives one kind of node.
+
+The engine needs ``create`` only (``engine.NodeFactory``). The runner also needs
+the few shell-level operations below, which differ between the real core and
+the toy node: building a task spec, publishing a new record, reading a node's
+member view at the end of a run, and crafting adversarial frames.
+"""
+
+from __future__ import annotations
+
+import importlib
+import random
+from typing import Any, Protocol
+
+import msgpack
+
+from simulations.engine import SimNode, endpoint
+from simulations.scenario import Scenario
+from simulations.toy import MAX_FRAME, ToyNode
+from simulations.world import World
+
+__all__ = ["ShellFactory", "ToyFactory", "make_factory"]
+
+
+class ShellFactory(Protocol):
+    #: frames above this size must be rejected with ``too-large``
+    max_frame: int
+
+    def create(self, index: int, now: float, *, restart: int, durable: bool) -> SimNode: ...
+
+    def submit(self, node: Any, spec: dict[str, Any], now: float) -> str: ...
+
+    def complete(self, node: Any, task_id: str, result: Any, now: float) -> None: ...
+
+    def fail(self, node: Any, task_id: str, reason: str, now: float) -> None: ...
+
+    def publish_record(self, node: Any, now: float) -> None: ...
+
+    def view(self, node: Any) -> dict[str, tuple[int, int]] | None:
+        """node id -> (incarnation, seq) of every member the node believes up."""
+        ...
+
+    def forge(self, frame: bytes, rng: random.Random) -> bytes | None:
+        """A copy of an authentic frame whose signature no longer verifies."""
+        ...
+
+    def replayable(self, frame: bytes) -> bool:
+        """Whether a second delivery of this frame must be rejected (not gossiped)."""
+        ...
+
+
+class ToyFactory:
+    """Builds ``ToyNode`` objects for a world (``--node toy``)."""
+
+    max_frame = MAX_FRAME
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.incarnations: dict[int, int] = {}
+
+    def create(self, index: int, now: float, *, restart: int, durable: bool) -> ToyNode:
+        spec = self.world.specs[index]
+        m = self.world.scenario.membership
+        inc = self.incarnations.get(index, -1) + 1 if durable else 0
+        self.incarnations[index] = inc
+        return ToyNode(
+            f"n{index}",
+            endpoint(index),
+            spec.org,
+            rng=self.world.rng("node", index, "core", restart),
+            now=now,
+            trusted=spec.trusted,
+            capabilities=spec.capabilities,
+            incarnation=inc,
+            gossip_interval=m.gossip_interval,
+            fanout=m.fanout,
+            probe_interval=m.probe_interval,
+            probe_timeout=m.probe_timeout,
+            suspicion_timeout=m.suspicion_timeout,
+            price=spec.price,
+        )
+
+    def submit(self, node: Any, spec: dict[str, Any], now: float) -> str:
+        return str(node.submit(spec, now))
+
+    def complete(self, node: Any, task_id: str, result: Any, now: float) -> None:
+        node.complete(task_id, result, now)
+
+    def fail(self, node: Any, task_id: str, reason: str, now: float) -> None:
+        node.fail(task_id, reason, now)
+
+    def publish_record(self, node: Any, now: float) -> None:
+        node.publish_record(now)
+
+    def view(self, node: Any) -> dict[str, tuple[int, int]] | None:
+        return dict(node.view())
+
+    def forge(self, frame: bytes, rng: random.Random) -> bytes | None:
+        try:
+            body, sig = msgpack.unpackb(frame)
+        except Exception:
+            return None
+        bad = bytearray(sig)
+        bad[rng.randrange(len(bad))] ^= 1 << rng.randrange(8)
+        return bytes(msgpack.packb([body, bytes(bad)]))
+
+    def replayable(self, frame: bytes) -> bool:
+        return True
+
+
+def make_factory(sc: Scenario, world: World) -> ShellFactory:
+    """The factory for the scenario's node kind (``auto``: the core when it exists)."""
+    kind = sc.run.node
+    if kind in ("core", "auto"):
+        try:
+            mod = importlib.import_module("simulations.core_factory")
+        except ImportError:
+            if kind == "core":
+                raise
+        else:
+            factory: ShellFactory = mod.CoreFactory(world, crypto=sc.crypto())
+            return factory
+    return ToyFactory(world)

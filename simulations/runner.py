@@ -1,0 +1,182 @@
+"""Build a world from a scenario, run the safety then the liveness phase, check.
+
+``run_scenario`` is what the CLI, the tests and the benchmark call.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from mesh.events import Event, TaskAssigned, TaskCancelled
+from simulations.adversary import Adversaries
+from simulations.checkers import CheckResult, Snapshot, run_checkers
+from simulations.engine import Simulator
+from simulations.factories import ShellFactory, make_factory
+from simulations.faults import Faults
+from simulations.history import History
+from simulations.network import SimNetwork
+from simulations.report import build_report
+from simulations.rng import derive_seed
+from simulations.scenario import Scenario
+from simulations.workload import Workload
+from simulations.world import World
+
+__all__ = ["RunResult", "reproduce_command", "run_scenario"]
+
+#: at most this many nodes' views are compared by the convergence checker
+VIEW_SAMPLE = 300
+
+Progress = Callable[[float, int], None]
+
+
+@dataclass(slots=True)
+class RunResult:
+    scenario: Scenario
+    world: World
+    sim: Simulator
+    history: History
+    checks: list[CheckResult]
+    report: dict[str, Any]
+    population: int
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def reproduce_command(sc: Scenario, source: str | None) -> str:
+    parts = ["mesh-node", "simulate"]
+    if source:
+        parts.append(source)
+    parts += ["--seed", str(sc.run.seed), "--nodes", str(sc.run.nodes)]
+    parts += ["--duration", f"{sc.run.duration:g}s", "--crypto", sc.crypto()]
+    return shlex.join(parts)
+
+
+def _build(sc: Scenario) -> tuple[World, ShellFactory, Simulator, History]:
+    world = World(sc)
+    factory = make_factory(sc, world)
+    n = sc.run.nodes
+    seed = sc.run.seed
+    net = SimNetwork(
+        world.segment,
+        [world.rng("net", i) for i in range(n)],
+        local=sc.network.lan.build(),
+        remote=sc.network.wan.build(),
+        salt=derive_seed(seed, "links"),
+    )
+    history = History(n)
+    sim = Simulator(n, factory, net, observer=history)
+    sim.injection_observer = history.injected
+    return world, factory, sim, history
+
+
+def _observer(history: History, workload: Workload) -> Callable[[float, int, Event], None]:
+    record = history.__call__
+    executor = workload.on_event
+
+    def observe(t: float, i: int, ev: Event) -> None:
+        record(t, i, ev)
+        tp = type(ev)
+        if tp is TaskAssigned or tp is TaskCancelled:
+            executor(t, i, ev)
+
+    return observe
+
+
+def run_scenario(
+    sc: Scenario, *, progress: Progress | None = None, source: str | None = None
+) -> RunResult:
+    """Run one scenario to the end of its liveness phase and check the history."""
+    wall0 = time.perf_counter()
+    world, factory, sim, history = _build(sc)
+    workload = Workload(sim, world, factory, history)
+    sim.observer = _observer(history, workload)
+    faults = Faults(sim, world, history)
+    adversaries = Adversaries(sim, world, factory)
+    safety_end = sc.run.duration
+    marker = world.seeds[0][0]
+
+    def start(i: int, now: float) -> None:
+        sim.start(i, seeds=world.discover(i))
+        history.ids[sim.node_ids[i]] = i
+        if world.specs[i].role == "untrusted":
+            history.untrusted_ids.add(sim.node_ids[i])
+        if i == marker:
+            history.watch_marker(sim.node_ids[i])
+
+    def publish(now: float) -> None:
+        history.publish_marker(now)
+        sim.call(marker, lambda node, local: factory.publish_record(node, local))
+
+    faults.skew_clocks()
+    for t, i in world.start_order():
+        sim.at(t, partial(start, i))
+    workload.start(sc.workload.start, safety_end)
+    adversaries.start(sc.topology.join_window, safety_end)
+    faults.schedule(safety_end)
+    sim.at(sc.marker_time(), publish)
+    sim.run_until(safety_end, progress)
+    faults.heal_all()
+    sim.run_until(safety_end + sc.run.liveness, progress)
+    wall = time.perf_counter() - wall0
+    return _finish(sc, world, factory, sim, history, wall, source)
+
+
+def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
+    live = {i: sim.node_ids[i] for i in range(sim.n) if sim.alive[i] and world.trusted_by_all(i)}
+    sample = sorted(live)
+    if len(sample) > VIEW_SAMPLE:
+        sample = sorted(world.rng("view-sample").sample(sample, VIEW_SAMPLE))
+    views = {i: factory.view(sim.nodes[i]) for i in sample}
+    specs = world.specs
+
+    def visible(i: int, j: int) -> bool:
+        return specs[j].org in specs[i].trusted
+
+    return Snapshot(live, views, visible)
+
+
+def _finish(
+    sc: Scenario,
+    world: World,
+    factory: ShellFactory,
+    sim: Simulator,
+    history: History,
+    wall: float,
+    source: str | None,
+) -> RunResult:
+    snap = _snapshot(world, factory, sim)
+    checks = run_checkers(history, snap)
+    live_trusted = [i for i in snap.live if i != world.seeds[0][0]]
+    observers = len(live_trusted)
+    st = sim.network.stats
+    meta = {
+        "scenario": sc.run.name,
+        "seed": sc.run.seed,
+        "nodes": sc.run.nodes,
+        "node_kind": type(factory).__name__,
+        "crypto": sc.crypto(),
+        "virtual_seconds": round(sim.now, 3),
+        "wall_seconds": round(wall, 3),
+        "events": sim.events,
+        "trace_hash": sim.trace_hash(),
+        "reproduce": reproduce_command(sc, source),
+    }
+    net = {k: getattr(st, k) for k in st.__slots__}
+    report = build_report(
+        h=history,
+        meta=meta,
+        net=net,
+        checks=checks,
+        population=observers,
+        observers=observers,
+        gossip_interval=sc.membership.gossip_interval,
+        probe_interval=sc.membership.probe_interval,
+    )
+    return RunResult(sc, world, sim, history, checks, report, observers)

@@ -1,0 +1,309 @@
+"""Scenarios: TOML files loaded into pydantic models (FoundationDB-style test specs).
+
+Durations are written ``"60s"``, ``"200ms"``, ``"2m"`` or as plain seconds.
+Every table and key is checked (``extra = "forbid"``); a mistake becomes a
+``ConfigError`` that names the file, the key path and what was expected.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from protocols.errors import ConfigError
+from simulations.network import Latency, LinkClass
+
+__all__ = [
+    "SCENARIO_DIR",
+    "Scenario",
+    "apply_overrides",
+    "load_scenario",
+    "parse_duration",
+    "parse_partition",
+]
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DUR = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m|h)?\s*$")
+
+
+def parse_duration(value: Any) -> float:
+    """``"60s"`` -> 60.0, ``"200ms"`` -> 0.2, ``5`` -> 5.0."""
+    if isinstance(value, bool):
+        raise ValueError("a duration, not a boolean")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        m = _DUR.match(value)
+        if m:
+            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    raise ValueError(f"a duration such as '60s', '200ms' or 1.5 was expected, not {value!r}")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LatencyModel(_Model):
+    """``dist`` and its parameters: constant(value), uniform(low, high),
+    normal(mean, sd), lognormal(median, sigma), exponential(mean, minimum)."""
+
+    dist: Literal["constant", "uniform", "normal", "lognormal", "exponential"] = "lognormal"
+    value: Duration = 0.001
+    low: Duration = 0.0005
+    high: Duration = 0.002
+    mean: Duration = 0.001
+    sd: Duration = 0.0002
+    median: Duration = 0.0005
+    sigma: float = Field(default=0.3, ge=0)
+    minimum: Duration = 0.00005
+
+    def build(self) -> Latency:
+        d = self.dist
+        if d == "constant":
+            return Latency("constant", self.value, 0.0, self.minimum)
+        if d == "uniform":
+            if self.high < self.low:
+                raise ValueError("uniform latency: high < low")
+            return Latency("uniform", self.low, self.high, self.minimum)
+        if d == "normal":
+            return Latency("normal", self.mean, self.sd, self.minimum)
+        if d == "exponential":
+            return Latency("exponential", self.mean, 0.0, self.minimum)
+        return Latency("lognormal", self.median, self.sigma, self.minimum)
+
+
+class LinkModel(_Model):
+    latency: LatencyModel = LatencyModel()
+    loss: Probability = 0.0
+    duplicate: Probability = 0.0
+    reorder: Probability = 0.0
+    reorder_delay: Duration = 0.05
+    link_spread: float = Field(default=0.2, ge=0, lt=1)
+
+    def build(self) -> LinkClass:
+        return LinkClass(
+            self.latency.build(),
+            self.loss,
+            self.duplicate,
+            self.reorder,
+            self.reorder_delay,
+            self.link_spread,
+        )
+
+
+class NetworkModel(_Model):
+    lan: LinkModel = LinkModel()
+    wan: LinkModel = LinkModel(latency=LatencyModel(dist="uniform", low=0.02, high=0.08))
+
+
+class TopologyModel(_Model):
+    segments: int = Field(default=1, ge=1)
+    mdns_peers: int = Field(default=8, ge=0)
+    seeds_per_segment: int = Field(default=3, ge=1)
+    join_window: Duration = 2.0
+
+
+class MembershipModel(_Model):
+    preset: Literal["lan", "wan", "local"] = "lan"
+    fanout: int = Field(default=3, ge=1)
+    gossip_interval: Duration = 0.2
+    probe_interval: Duration = 1.0
+    probe_timeout: Duration = 0.5
+    suspicion_timeout: Duration = 3.0
+
+
+class OrgModel(_Model):
+    name: str = Field(min_length=1)
+    share: float = Field(default=1.0, gt=0)
+    trusts: list[str] = []
+    #: fraction of this org's nodes that offer each capability
+    capabilities: dict[str, Probability] = {"summarize": 0.5, "translate": 0.5}
+
+
+class WorkloadModel(_Model):
+    tasks_per_s: float = Field(default=5.0, ge=0)
+    start: Duration = 5.0
+    capabilities: dict[str, float] = {"summarize": 1.0, "translate": 1.0}
+    duration: LatencyModel = LatencyModel(dist="uniform", low=0.1, high=1.0)
+    semantics: dict[Literal["at-least-once", "at-most-once"], float] = {
+        "at-least-once": 0.8,
+        "at-most-once": 0.2,
+    }
+    failure_probability: Probability = 0.02
+    timeout: Duration = 10.0
+
+
+class PartitionModel(_Model):
+    kind: Literal["symmetric", "oneway", "bridge"] = "symmetric"
+    at: Duration
+    heal: Duration
+    fractions: list[Probability] = [0.5]
+
+
+class ClogModel(_Model):
+    at: Duration
+    until: Duration
+    nodes: int = Field(default=1, ge=1)
+
+
+class FaultsModel(_Model):
+    crash_fraction: Probability = 0.0
+    crash_window: tuple[Duration, Duration] | None = None
+    restart_fraction: Probability = 0.5
+    durable_fraction: Probability = 0.5
+    restart_after: Duration = 5.0
+    partitions: list[PartitionModel] = []
+    clogs: list[ClogModel] = []
+    skew: Duration = 0.0
+    clock_jumps: int = Field(default=0, ge=0)
+    jump_size: Duration = 1.0
+
+
+class AdversaryModel(_Model):
+    forge: int = Field(default=0, ge=0)
+    replay: int = Field(default=0, ge=0)
+    malformed: int = Field(default=0, ge=0)
+    oversized: int = Field(default=0, ge=0)
+    abandon: int = Field(default=0, ge=0)
+    untrusted: int = Field(default=0, ge=0)
+    rate: float = Field(default=2.0, gt=0)
+
+
+class ConvergenceModel(_Model):
+    #: when the marker node publishes a new record (default: after the mesh formed)
+    marker_at: Duration | None = None
+
+
+class RunModel(_Model):
+    name: str = "default"
+    seed: int = 1
+    nodes: int = Field(default=100, ge=2)
+    duration: Duration = 60.0
+    liveness: Duration = 30.0
+    crypto: Literal["real", "fast", "auto"] = "auto"
+    node: Literal["core", "toy", "auto"] = "auto"
+
+
+class Scenario(_Model):
+    run: RunModel = RunModel()
+    network: NetworkModel = NetworkModel()
+    topology: TopologyModel = TopologyModel()
+    membership: MembershipModel = MembershipModel()
+    orgs: list[OrgModel] = [OrgModel(name="acme")]
+    workload: WorkloadModel = WorkloadModel()
+    faults: FaultsModel = FaultsModel()
+    adversaries: AdversaryModel = AdversaryModel()
+    convergence: ConvergenceModel = ConvergenceModel()
+
+    def marker_time(self) -> float:
+        if self.convergence.marker_at is not None:
+            return self.convergence.marker_at
+        return min(self.run.duration, self.topology.join_window + 8.0)
+
+    def crypto(self) -> str:
+        if self.run.crypto != "auto":
+            return self.run.crypto
+        return "real" if self.run.nodes < 1000 else "fast"
+
+
+def _explain(err: ValidationError, source: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {where}: {e['msg']}")
+    return ConfigError(f"{source}: invalid scenario\n" + "\n".join(lines))
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate one scenario file; raise ``ConfigError`` on any mistake."""
+    p = Path(path)
+    if not p.exists() and (SCENARIO_DIR / p.name).exists():
+        p = SCENARIO_DIR / p.name
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: no such scenario file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return validate_scenario(data, str(p))
+
+
+def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    try:
+        sc = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _explain(exc, source) from None
+    _check_consistency(sc, source)
+    return sc
+
+
+def _check_consistency(sc: Scenario, source: str) -> None:
+    names = [o.name for o in sc.orgs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{source}: orgs: duplicate org names {names}")
+    for o in sc.orgs:
+        for t in o.trusts:
+            if t not in names:
+                raise ConfigError(f"{source}: orgs.{o.name}.trusts: unknown org {t!r}")
+    for p in sc.faults.partitions:
+        if p.heal < p.at:
+            raise ConfigError(f"{source}: faults.partitions: heal ({p.heal}s) before at ({p.at}s)")
+        if sum(p.fractions) > 1.0:
+            raise ConfigError(f"{source}: faults.partitions: fractions sum above 1")
+        if p.kind == "bridge" and len(p.fractions) != 2:
+            raise ConfigError(f"{source}: faults.partitions: a bridge needs two fractions")
+    if sc.network.lan.latency.dist == "uniform" and sc.network.lan.latency.high < (
+        sc.network.lan.latency.low
+    ):
+        raise ConfigError(f"{source}: network.lan.latency: high < low")
+
+
+_PART = re.compile(r"^(symmetric|oneway|bridge):([0-9.,]+)@([^-]+)-(.+)$")
+
+
+def parse_partition(spec: str) -> PartitionModel:
+    """``KIND:F[,F]@START-END``, e.g. ``symmetric:0.5@10s-20s``, ``bridge:0.4,0.4@5s-15s``."""
+    m = _PART.match(spec.strip())
+    if not m:
+        raise ConfigError(
+            f"--partition {spec!r}: expected KIND:FRACTIONS@START-END, "
+            "e.g. symmetric:0.5@10s-20s (KIND: symmetric, oneway, bridge)"
+        )
+    try:
+        data = {
+            "kind": m.group(1),
+            "fractions": [float(x) for x in m.group(2).split(",") if x],
+            "at": m.group(3),
+            "heal": m.group(4),
+        }
+        return PartitionModel.model_validate(data)
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(f"--partition {spec!r}: {exc}") from None
+
+
+def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
+    """Command-line flags override the scenario (``None`` means not given)."""
+    data = sc.model_dump()
+    run, wl, faults = data["run"], data["workload"], data["faults"]
+    for key in ("nodes", "seed", "duration", "crypto", "node", "liveness"):
+        if flags.get(key) is not None:
+            run[key] = flags[key]
+    if flags.get("tasks_per_s") is not None:
+        wl["tasks_per_s"] = flags["tasks_per_s"]
+    if flags.get("loss") is not None:
+        data["network"]["lan"]["loss"] = flags["loss"]
+        data["network"]["wan"]["loss"] = flags["loss"]
+    if flags.get("crash") is not None:
+        faults["crash_fraction"] = flags["crash"]
+    if flags.get("partition"):
+        faults["partitions"] = [parse_partition(s).model_dump() for s in flags["partition"]]
+    return validate_scenario(data, "command line")
