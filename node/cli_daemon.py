@@ -12,22 +12,26 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from node.config import load_config
 from node.control import ControlClient
-from protocols.errors import ConfigError, MeshError
+from protocols.errors import ConfigError, LocalProtocolError, MeshError
 
 __all__ = ["COMMANDS", "register"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"mesh-node: error: {message}", err=True)
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _fail_on(exc: MeshError) -> NoReturn:
+    _fail(exc.message, 2 if isinstance(exc, ConfigError | LocalProtocolError) else 1)
 
 
 def _control_dir(config: str | None, control: str | None) -> Path:
@@ -53,9 +57,9 @@ def _call(
     try:
         reply = ControlClient(_control_dir(config, control)).call(req, timeout=timeout)
     except MeshError as exc:
-        _fail(exc.message)
-    if not reply.get("ok"):
-        return reply
+        _fail_on(exc)
+    if not reply.get("ok") and req["cmd"] != "submit":
+        _fail(f"{reply.get('error')} ({reply.get('code')})")
     return reply
 
 
@@ -79,7 +83,7 @@ def run(config: str, log_json: bool, verbose: bool) -> None:
         cfg = load_config(config)
         code = asyncio.run(run_daemon(cfg))
     except MeshError as exc:
-        _fail(exc.message)
+        _fail_on(exc)
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
@@ -188,7 +192,7 @@ def demo(n_tasks: int, quiet: bool) -> None:
     try:
         sys.exit(asyncio.run(run_demo(n_tasks=n_tasks, live=not quiet)))
     except MeshError as exc:
-        _fail(exc.message)
+        _fail_on(exc)
 
 
 @click.command()
@@ -201,7 +205,7 @@ def bench(as_json: bool, quick: bool) -> None:
     try:
         out = run_bench(quick=quick, progress=not as_json)
     except MeshError as exc:
-        _fail(exc.message)
+        _fail_on(exc)
     if as_json:
         click.echo(json.dumps(out, indent=2))
 
@@ -212,14 +216,3 @@ COMMANDS = [run, status, peers, tasks, submit, demo, bench]
 def register(group: click.Group) -> None:
     for cmd in COMMANDS:
         group.add_command(cmd)
-
-
-@click.group()
-def main() -> None:
-    """Daemon commands (standalone entry for tests; `mesh-node` registers the same)."""
-
-
-register(main)
-
-if __name__ == "__main__":
-    main()

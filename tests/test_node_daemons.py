@@ -1,0 +1,165 @@
+"""Real processes: three daemons on loopback joined by seeds, the CLI against
+them, an executor SIGKILLed mid-task, a clean SIGTERM leave, bad configs.
+
+The tests of the three-daemon mesh share one module fixture and run in order.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from node_procs import MESH_NODE, Daemon, Org, env_for, free_port, write_config
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Daemon]]:
+    base = tmp_path_factory.mktemp("mesh")
+    org = Org("acme")
+    ports = [free_port() for _ in range(3)]
+    seed = f"tcp://127.0.0.1:{ports[0]}"
+    daemons = [
+        Daemon(write_config(base, "n0", org, [org], port=ports[0], caps=()), base),
+        Daemon(write_config(base, "n1", org, [org], port=ports[1], seeds=[seed]), base),
+        Daemon(write_config(base, "n2", org, [org], port=ports[2], seeds=[seed]), base),
+    ]
+    try:
+        for d in daemons:
+            d.wait_ready()
+        yield daemons
+    finally:
+        for d in daemons:
+            d.stop()
+
+
+def test_peers_see_each_other(mesh: list[Daemon]) -> None:
+    ids = [d.json("status")["node_id"] for d in mesh]
+    for i, d in enumerate(mesh):
+        peers = d.wait_peers(2)
+        assert {p["node_id"] for p in peers} == set(ids) - {ids[i]}
+    text = mesh[0].cli("peers")
+    assert text.returncode == 0 and ids[1][:16] in text.stdout
+
+
+def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:
+    out = mesh[0].json("submit", "echo", "--input", '{"x": 1}', "--wait", "--timeout", "20")
+    assert out["ok"], out
+    assert out["result"] == {"echo": {"x": 1}}
+    executors = {mesh[1].json("status")["node_id"], mesh[2].json("status")["node_id"]}
+    assert out["executor"] in executors
+    tasks = mesh[0].json("tasks")
+    assert any(t["task_id"] == out["task_id"] and t["state"] == "completed" for t in tasks)
+
+
+def _running_on(daemons: list[Daemon], task_id: str, polls: int = 150) -> Daemon:
+    for _ in range(polls):
+        for d in daemons:
+            for t in d.json("tasks"):
+                if t["task_id"] == task_id and t["role"] == "executor" and t["state"] == "running":
+                    return d
+        time.sleep(0.05)
+    raise AssertionError("the task never started on an executor")
+
+
+def _submit_bg(d: Daemon, capability: str, value: str) -> subprocess.Popen[str]:
+    args = [MESH_NODE, "submit", capability, "--input", value, "--wait", "--json"]
+    args += ["--timeout", "60", "--config", str(d.config)]
+    return subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(d.base)
+    )
+
+
+def _task_id_of(d: Daemon, capability: str, polls: int = 100) -> str:
+    for _ in range(polls):
+        mine = [t for t in d.json("tasks") if t["capability"] == capability]
+        live = [t for t in mine if t["state"] not in ("completed",) and t["role"] == "requester"]
+        if live:
+            return str(live[-1]["task_id"])
+        time.sleep(0.05)
+    raise AssertionError("submitted task not visible")
+
+
+def test_sigkill_executor_task_completes_on_backup(mesh: list[Daemon]) -> None:
+    sub = _submit_bg(mesh[0], "slow", "3")
+    task_id = _task_id_of(mesh[0], "slow")
+    victim = _running_on(mesh[1:], task_id)
+    victim.proc.send_signal(signal.SIGKILL)
+    victim.proc.wait(10)
+    out, err = sub.communicate(timeout=90)
+    reply = json.loads(out)
+    assert reply["ok"], (reply, err)
+    survivor = next(d for d in mesh[1:] if d is not victim)
+    assert reply["executor"] == survivor.json("status")["node_id"]
+    assert len(reply["attempts"]) >= 1
+
+
+def test_sigterm_clean_leave_no_task_lost(mesh: list[Daemon]) -> None:
+    alive = [d for d in mesh[1:] if d.proc.poll() is None]
+    assert len(alive) == 1
+    executor = alive[0]
+    executor_id = executor.json("status")["node_id"]
+    sub = _submit_bg(mesh[0], "slow", "1.5")
+    task_id = _task_id_of(mesh[0], "slow")
+    _running_on([executor], task_id)
+    executor.signal(signal.SIGTERM)
+    assert executor.proc.wait(40) == 0, executor.tail()
+    out, err = sub.communicate(timeout=60)
+    reply = json.loads(out)
+    assert reply["ok"], (reply, err)
+    assert reply["executor"] == executor_id
+    assert "left the mesh" in executor.tail()
+    for _ in range(100):
+        if executor_id not in {p["node_id"] for p in mesh[0].json("peers")}:
+            break
+        time.sleep(0.1)
+    assert executor_id not in {p["node_id"] for p in mesh[0].json("peers")}
+
+
+# -- bad configurations: one line, non-zero, no traceback ----------------------
+
+
+def _run(config: Path, base: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [MESH_NODE, "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(base),
+    )
+
+
+def _one_line_error(out: subprocess.CompletedProcess[str], needle: str) -> None:
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, out.stderr
+    assert needle in lines[0], lines[0]
+
+
+def test_bad_configs(tmp_path: Path) -> None:
+    org, other = Org("acme"), Org("globex")
+    cfg = write_config(tmp_path, "a", org, [org], port=free_port())
+    (tmp_path / "a.key").unlink()
+    _one_line_error(_run(cfg, tmp_path), "a.key")
+
+    cfg = write_config(tmp_path, "b", org, [other], port=free_port())
+    _one_line_error(_run(cfg, tmp_path), "acme")
+
+    blocker = Daemon(write_config(tmp_path, "c", org, [org], port=free_port()), tmp_path)
+    try:
+        blocker.wait_ready()
+        port = blocker.json("status")["endpoint"].rsplit(":", 1)[1]
+        cfg = write_config(tmp_path, "d", org, [org], port=int(port))
+        _one_line_error(_run(cfg, tmp_path), "cannot listen")
+    finally:
+        blocker.stop()
+
+    cfg = write_config(tmp_path, "e", org, [org], port=free_port(), caps=("nosuch",))
+    _one_line_error(_run(cfg, tmp_path), "unknown handler")
+
+    _one_line_error(_run(tmp_path / "missing.toml", tmp_path), "not found")
