@@ -1,0 +1,55 @@
+"""Two organizations federating: acme and globex trust each other's root keys.
+
+globex offers `translate`; acme's node may request it (globex's trust policy
+allows acme to request `translate*`). Each node carries a certificate from its
+own org; nothing is shared but the two public root keys.
+Run: `python examples/two_orgs.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from node import LocalOrg, Node, Task
+from protocols.trust import OrgPolicy, TrustStore
+
+
+async def main() -> None:
+    acme, globex = LocalOrg("acme"), LocalOrg("globex")
+
+    # globex's node: trusts its own org fully, and lets acme request translate* only
+    g_ident, g_cert = globex.issue("globex-translator")
+    g_trust = TrustStore(
+        [
+            globex.policy(),
+            OrgPolicy("acme", acme.signer.public_key, may_offer=(), may_request=("translate*",)),
+        ]
+    )
+    translator = Node(g_ident, g_cert, g_trust, preset="local")
+
+    @translator.capability("translate")
+    async def translate(task: Task) -> Any:
+        table = {"hello": "bonjour", "world": "monde"}
+        return " ".join(table.get(w, w) for w in str(task.input).split())
+
+    async with translator:
+        # acme's node: trusts globex to offer translate*
+        a_ident, a_cert = acme.issue("acme-app")
+        a_trust = TrustStore(
+            [
+                acme.policy(),
+                OrgPolicy("globex", globex.signer.public_key, may_offer=("translate*",)),
+            ]
+        )
+        app = Node(a_ident, a_cert, a_trust, seeds=[translator.endpoint], preset="local")
+        async with app:
+            await app.wait_for_peers(1)
+            peer = app.peers()[0]
+            print(f"acme-app sees {peer['org']} node {peer['node_id'][:12]}")
+            result = await app.request("translate", "hello world", timeout=10)
+            print("translated by globex:", result.value)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

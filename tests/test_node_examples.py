@@ -1,0 +1,34 @@
+"""Every example runs to completion (loopback only) and prints what it promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+CASES = {
+    "embedded_agent.py": "ran on writer: True",
+    "two_orgs.py": "translated by globex: bonjour monde",
+    "crash_survivor.py": "result {'frame': 7",
+    "shell_daemon.py": '{"words": 9, "chars": 43}',
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(name: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, str(REPO / "examples" / name)],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert CASES[name] in out.stdout, out.stdout
