@@ -9,6 +9,7 @@ randomness from ``ctx.rng``. See ``docs/membership.md``.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -51,10 +52,15 @@ from protocols.membership.messages import (
 from protocols.membership.probe import ProbeOrder
 from protocols.membership.pushpull import claims_in, compare_digests
 from protocols.membership.queue import TransmitLimitedQueue
-from protocols.membership.state import SUSPECT, MemberTable, Outcome
+from protocols.membership.state import DEAD, SUSPECT, MemberTable, Outcome
 from protocols.membership.suspicion import Suspicion
 
 __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "OpenedFrame"]
+
+#: Chance that a push-pull goes to a dead member instead of a live one (reconnect).
+RECONNECT_PROBABILITY = 0.5
+#: Most record bytes in one push-pull frame (the wire's limit is 256 KiB).
+PUSH_PULL_BUDGET = 160 * 1024
 
 #: Kinds the core dispatches to this agent.
 GOSSIP_KINDS: frozenset[str] = frozenset(MEMBERSHIP_PAYLOADS)
@@ -73,6 +79,10 @@ class OpenedFrame(Protocol):
     def payload(self) -> BaseModel: ...
     @property
     def certificate(self) -> Any: ...
+    @property
+    def frame(self) -> bytes: ...
+    @property
+    def digest(self) -> bytes: ...
 
 
 class OfferPolicy(Protocol):
@@ -177,6 +187,7 @@ class GossipAgent:
         """Sign a final ``leaving`` record at a higher incarnation and push it out now."""
         if self._left:
             return
+        self._gossip_clock(now)
         self.incarnation += 1
         self._resign(now, leaving=True)
         self._left = True
@@ -186,10 +197,14 @@ class GossipAgent:
     def update_load(self, load: float, now: float) -> None:
         """New load figure: bump seq, re-sign and disseminate our record."""
         self._load = load
+        if not self._queue:
+            self._gossip_clock(now)
         self._resign(now, leaving=self._left)
 
     def update_capabilities(self, capabilities: Sequence[CapabilitySpec], now: float) -> None:
         self._capabilities = list(capabilities)
+        if not self._queue:
+            self._gossip_clock(now)
         self._resign(now, leaving=self._left)
 
     # --- accessors ---------------------------------------------------------
@@ -230,13 +245,18 @@ class GossipAgent:
             times.extend(entry[3] for entry in self._indirect.values())
         return min(times)
 
+    def _gossip_clock(self, now: float) -> None:
+        """Gossip ticks sit on a fixed grid (random phase): move to the first tick > now."""
+        if self._next_gossip <= now:
+            interval = self.config.gossip_interval
+            self._next_gossip += interval * (math.floor((now - self._next_gossip) / interval) + 1)
+
     def handle_timer(self, now: float) -> None:
+        if self._queue and now >= self._next_gossip:
+            self._gossip(now, self.config.gossip_nodes)
+        self._gossip_clock(now)
         if now >= self._refresh_at:
             self._resign(now, leaving=self._left)
-        if now >= self._next_gossip:
-            if self._queue:
-                self._gossip(now, self.config.gossip_nodes)
-            self._next_gossip = now + self.config.gossip_interval
         if self._left:
             return
         self._expire_suspicions(now)
@@ -268,6 +288,10 @@ class GossipAgent:
     def _live(self, node_id: str) -> bool:
         member = self.members.get(node_id)
         return member is not None and member.status <= SUSPECT and node_id != self.node_id
+
+    def _dead(self, node_id: str) -> bool:
+        member = self.members.get(node_id)
+        return member is not None and member.status == DEAD
 
     def _start_probe(self, now: float) -> None:
         cfg = self.config
@@ -344,7 +368,16 @@ class GossipAgent:
     def _push_pull(self, now: float) -> None:
         n = self.members.count_live()
         self._next_push_pull = now + timing.push_pull_scale(self.config.push_pull_interval, n)
-        peers = self._order.sample(1, self._live, self._ctx.rng)
+        rng = self._ctx.rng
+        peers: list[str] = []
+        if rng.random() < RECONNECT_PROBABILITY:
+            # Reconnect (as serf does): a dead member may be alive behind a healed
+            # partition; a push-pull with it lets both sides refute and merge.
+            peers = self._order.sample(1, self._dead, rng)
+            if peers:
+                self._ctx.count("push_pull_reconnect")
+        if not peers:
+            peers = self._order.sample(1, self._live, rng)
         if peers:
             payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
             self._send(peers[0], "push-pull", payload, now)
@@ -390,6 +423,8 @@ class GossipAgent:
     # --- inbound ------------------------------------------------------------
 
     def on_message(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        if not self._queue:
+            self._gossip_clock(now)
         handler = _HANDLERS.get(msg.kind)
         if handler is None:
             self._ctx.count("dropped.unknown-kind")
@@ -465,14 +500,15 @@ class GossipAgent:
         self._absorb(req.records, (), now)
         self._absorb_digest_claims(req.digest, msg.sender, now)
         send, want = compare_digests(self.members.digest(), req.digest, self.node_id)
-        records = [self._frame_of(node_id) for node_id in send]
+        chunks = _chunks([self._frame_of(node_id) for node_id in send])
         non_alive = [e for e in self.members.digest() if e[3] != 0 and e[0] != self.node_id]
-        reply = PushPullReply(records=records, want=want, digest=non_alive)
-        to = self.endpoint_of(msg.sender)
-        if to is None:
+        reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
+        if self.endpoint_of(msg.sender) is None:
             self._ctx.count("push_pull_unknown_sender")
             return
-        self._ctx.send("push-pull-reply", reply, msg.sender, now, endpoint=to)
+        self._send(msg.sender, "push-pull-reply", reply, now)
+        for chunk in chunks[1:]:
+            self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
         self._ctx.count("push_pull_answered")
 
     def _on_push_pull_reply(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
@@ -481,8 +517,8 @@ class GossipAgent:
         self._absorb(reply.records, (), now)
         self._absorb_digest_claims(reply.digest, msg.sender, now)
         records = [self._frame_of(nid) for nid in reply.want if self.members.get(nid) is not None]
-        if records:
-            self._send(msg.sender, "push-pull-records", PushPullRecords(records=records), now)
+        for chunk in _chunks(records) if records else []:
+            self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
 
     def _on_push_pull_records(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         body = msg.payload
@@ -490,9 +526,18 @@ class GossipAgent:
         self._absorb(body.records, (), now)
 
     def _on_record(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
-        """A record sent as a top-level frame (already opened by the core)."""
+        """A record sent as a top-level frame (already opened and verified by the core)."""
         self._ctx.count("records_verified")
-        self._accept_record(msg, getattr(msg, "frame", b""), now)
+        self.accept_record(msg, now)
+
+    def accept_record(self, opened: OpenedFrame, now: float, *, rebroadcast: bool = True) -> None:
+        """Apply a record frame that was already opened (verified) elsewhere."""
+        digest = opened.digest
+        if digest in self._seen:
+            self._ctx.count("records_duplicate_skipped")
+            return
+        self._remember(digest)
+        self._accept_record(opened, opened.frame, now, digest, rebroadcast)
 
     def _frame_of(self, node_id: str) -> bytes:
         member = self.members.get(node_id)
@@ -502,10 +547,10 @@ class GossipAgent:
     def _absorb_digest_claims(
         self, digest: Sequence[tuple[str, int, int, int]], sender: str, now: float
     ) -> None:
-        for node_id, inc, status in claims_in(digest):
-            claim = Claim.model_validate(
-                {"node": node_id, "incarnation": inc, "status": status, "by": sender}
-            )
+        # As memberlist's mergeState: a remote "dead" only makes us suspect, so a node
+        # on the other side of a healed partition gets time to refute it.
+        for node_id, inc, _status in claims_in(digest):
+            claim = Claim(node=node_id, incarnation=inc, status="suspect", by=sender)
             self._apply_claim(claim, now)
 
     # --- records and claims -------------------------------------------------
@@ -517,8 +562,11 @@ class GossipAgent:
         while len(seen) > cap:
             del seen[next(iter(seen))]
 
-    def absorb_record(self, frame: bytes, now: float) -> None:
-        """Deduplicate by digest, then verify once, then apply a gossiped record frame."""
+    def absorb_record(self, frame: bytes, now: float, *, rebroadcast: bool = True) -> None:
+        """Deduplicate by digest, then verify once, then apply a gossiped record frame.
+
+        ``rebroadcast=False`` (bootstrapping from a snapshot) does not queue it.
+        """
         digest = hashlib.sha256(frame).digest()
         if digest in self._seen:
             self._ctx.count("records_duplicate_skipped")
@@ -530,10 +578,15 @@ class GossipAgent:
             self._ctx.count(f"dropped.{err.code}")
             return
         self._ctx.count("records_verified")
-        self._accept_record(opened, frame, now, digest)
+        self._accept_record(opened, frame, now, digest, rebroadcast)
 
     def _accept_record(
-        self, opened: OpenedFrame, frame: bytes, now: float, digest: bytes | None = None
+        self,
+        opened: OpenedFrame,
+        frame: bytes,
+        now: float,
+        digest: bytes,
+        rebroadcast: bool = True,
     ) -> None:
         record = opened.payload
         if opened.kind != RECORD_KIND or not isinstance(record, CapabilityRecord):
@@ -548,13 +601,11 @@ class GossipAgent:
         except RemoteProtocolError as err:
             self._ctx.count(f"dropped.{err.code}")
             return
-        if digest is None:
-            digest = hashlib.sha256(frame).digest()
         info = self._cache.intern(RecordInfo(record, opened.org, frame, digest))
         if record.node_id == self.node_id:
             self._own_record_seen(info, now)
             return
-        self._apply_record(info, now)
+        self._apply_record(info, now, rebroadcast)
 
     def _own_record_seen(self, info: RecordInfo, now: float) -> None:
         """Our id with a newer record than ours: we restarted; move past it."""
@@ -564,7 +615,7 @@ class GossipAgent:
             self._ctx.count("own_record_superseded")
             self._resign(now, leaving=self._left)
 
-    def _apply_record(self, info: RecordInfo, now: float) -> None:
+    def _apply_record(self, info: RecordInfo, now: float, rebroadcast: bool = True) -> None:
         node_id = info.node_id
         outcome = self.members.apply_record(info, now)
         if outcome == Outcome.STALE:
@@ -586,7 +637,8 @@ class GossipAgent:
             ctx.emit(PeerLeft(node_id=node_id))
         self.index.upsert(info, alive=member.status <= SUSPECT)
         ctx.emit(CapabilitiesChanged(node_id=node_id, incarnation=rec.incarnation, seq=rec.seq))
-        self._queue.put(node_id, info.frame)
+        if rebroadcast:
+            self._queue.put(node_id, info.frame)
 
     def _apply_claim(self, claim: Claim, now: float) -> None:
         outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
@@ -615,6 +667,19 @@ class GossipAgent:
         self._ctx.count("suspicions_started")
         self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
         self._queue.put(claim.node, claim)
+
+
+def _chunks(frames: list[bytes]) -> list[list[bytes]]:
+    """Split record frames into lists of at most ``PUSH_PULL_BUDGET`` bytes (≥ 1 list)."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for frame in frames:
+        if out[-1] and size + len(frame) > PUSH_PULL_BUDGET:
+            out.append([])
+            size = 0
+        out[-1].append(frame)
+        size += len(frame)
+    return out
 
 
 _Handler = Callable[[GossipAgent, OpenedFrame, str, float], None]

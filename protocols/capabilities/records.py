@@ -8,6 +8,7 @@ then keeps only the newest ``(incarnation, seq)`` per node.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -52,6 +53,11 @@ class CapabilityRecord(BaseModel):
     incarnation: int = Field(ge=0)
     seq: int = Field(ge=0)
     leaving: bool = False
+
+    def permissions(self) -> Iterator[tuple[str, str]]:
+        """What the wire checks against the trust policy (``Wire.open``): every offer."""
+        for cap in self.capabilities:
+            yield ("offer", cap.name)
 
 
 class RecordInfo:
