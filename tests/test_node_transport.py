@@ -107,7 +107,7 @@ async def test_garbage_multipart_counted() -> None:
     got: list[tuple[str, bytes]] = []
     b = ZmqTransport("tcp://127.0.0.1:*", got.extend)
     b.start()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     raw = ctx.socket(zmq.DEALER)
     raw.setsockopt(zmq.LINGER, 0)
     raw.connect(b.endpoint)
