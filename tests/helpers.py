@@ -24,6 +24,7 @@ from protocols.envelope import Wire
 from protocols.identity import NodeIdentity
 from protocols.kinds import PAYLOADS
 from protocols.membership.config import MembershipConfig, lan
+from protocols.membership.messages import Gossip
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate
 
 START = 1_800_000_000.0  # virtual unix time of every test cluster
@@ -153,7 +154,7 @@ class MeshCluster:
         node = SimNode(i, endpoint, ctx, agent)
         self.nodes.append(node)
         self.by_endpoint[endpoint] = node
-        self._flush(node)
+        self.flush(node)
         return node
 
     def bootstrap(self, nodes: Sequence[SimNode] | None = None) -> None:
@@ -166,7 +167,7 @@ class MeshCluster:
             node.events.clear()
             self._drain(node)
             node.events.clear()
-            self._schedule_timer(node)
+            self.schedule_timer(node)
 
     # --- running ------------------------------------------------------------
 
@@ -174,7 +175,7 @@ class MeshCluster:
         self._seq += 1
         heapq.heappush(self._heap, (t, self._seq, index, endpoint, frame))
 
-    def _schedule_timer(self, node: SimNode) -> None:
+    def schedule_timer(self, node: SimNode) -> None:
         t = node.agent.get_timer()
         if t is None or node.crashed:
             node.scheduled = None
@@ -185,7 +186,7 @@ class MeshCluster:
         node.scheduled = t
         self._push(t, node.index, "", b"")
 
-    def _flush(self, node: SimNode) -> None:
+    def flush(self, node: SimNode) -> None:
         for endpoint, frame in node.ctx.frames_to_send(self.now):
             dest = self.by_endpoint.get(endpoint)
             if dest is None or dest.crashed:
@@ -216,8 +217,8 @@ class MeshCluster:
                     continue  # superseded wake-up
                 node.scheduled = None
                 node.agent.handle_timer(t)
-            self._flush(node)
-            self._schedule_timer(node)
+            self.flush(node)
+            self.schedule_timer(node)
         self.now = max(self.now, t_end)
 
     def run_for(self, seconds: float) -> None:
@@ -225,7 +226,19 @@ class MeshCluster:
 
     def start(self) -> None:
         for node in self.nodes:
-            self._schedule_timer(node)
+            self.schedule_timer(node)
+
+    def join(self, node: SimNode, seeds: Sequence[SimNode]) -> None:
+        node.agent.join([s.endpoint for s in seeds], self.now)
+        self.flush(node)
+        self.schedule_timer(node)
+
+    def inject_records(self, via: SimNode, to: SimNode, frames: Sequence[bytes]) -> None:
+        """``via`` (a legitimate member) forwards ``frames`` to ``to`` in a signed gossip frame."""
+        via.ctx.send(
+            "gossip", Gossip(records=list(frames)), to.node_id, self.now, endpoint=to.endpoint
+        )
+        self.flush(via)
 
     # --- faults -------------------------------------------------------------
 

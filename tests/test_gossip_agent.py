@@ -1,0 +1,146 @@
+"""GossipAgent in small clusters on the real wire: join, records, rejections, refutation,
+leave, load updates, crash detection."""
+
+from __future__ import annotations
+
+from helpers import MeshCluster, Org, SimNode
+
+from mesh.events import (
+    CapabilitiesChanged,
+    Event,
+    PeerDead,
+    PeerJoined,
+    PeerLeft,
+    PeerSuspected,
+)
+from protocols.capabilities.records import CapabilitySpec
+from protocols.membership.messages import Claim, Gossip
+from protocols.membership.state import ALIVE, DEAD, LEFT
+
+
+def events_of(node: SimNode, kind: type[Event]) -> list[Event]:
+    return [ev for _, ev in node.events if isinstance(ev, kind)]
+
+
+def test_nodes_join_through_one_seed_and_learn_everyone() -> None:
+    c = MeshCluster(12, seed=11)
+    c.start()
+    for node in c.nodes[1:]:
+        c.join(node, [c.nodes[0]])
+    c.run_for(5.0)
+    everyone = sorted(n.node_id for n in c.nodes)
+    for node in c.nodes:
+        others = sorted(m.node_id for m in node.agent.members if m.status == ALIVE)
+        assert others == everyone
+        assert len(events_of(node, PeerJoined)) == 11
+    assert c.stat("rejected.replayed") == 0 and c.stat("probes_failed") == 0
+    # Each node verified each distinct record at most once.
+    distinct = {n.agent.own.digest for n in c.nodes}
+    assert all(n.counters.get("records_verified", 0) <= len(distinct) for n in c.nodes)
+    found = c.nodes[3].agent.index.find("cap1", "^1")
+    assert [x.node_id for x in found] == sorted(
+        (n.node_id for n in c.nodes if n.index % 5 == 1),
+        key=lambda nid: (0.0, nid),
+    )
+
+
+def test_bad_records_are_rejected_and_counted_by_code() -> None:
+    c = MeshCluster(4, seed=12)
+    evil = Org("evil", c._signer("org-evil"))
+    stranger = c.add_node(org=evil, label="stranger")
+    narrow = c.add_node(
+        offers=("cap0",), capabilities=[CapabilitySpec(name="cap9")], label="narrow"
+    )
+    honest = c.nodes[:4]
+    c.bootstrap(honest)
+    c.start()
+    a, b = honest[0], honest[1]
+    # A replayed older record: node 2's seq 2, which b never saw, after its seq 3.
+    honest[2].agent.update_load(0.5, c.now)
+    old = honest[2].agent.own.frame
+    honest[2].agent.update_load(0.7, c.now)
+    new = honest[2].agent.own.frame
+    # A forged record: a valid frame with its signature's last byte flipped.
+    forged = new[:-1] + bytes([new[-1] ^ 1])
+    c.inject_records(a, b, [new])
+    c.run_for(0.05)
+    c.inject_records(a, b, [old, forged, stranger.agent.own.frame, narrow.agent.own.frame])
+    c.run_for(0.05)
+    stats = b.counters
+    assert stats.get("dropped.stale-record") == 1
+    assert stats.get("dropped.bad-signature") == 1
+    assert stats.get("dropped.untrusted-org") == 1
+    assert stats.get("dropped.not-permitted") == 1
+    member = b.agent.members.get(honest[2].node_id)
+    assert member is not None and member.info.record.load == 0.7
+    assert stranger.node_id not in b.agent.members and narrow.node_id not in b.agent.members
+    # The same bad frames again: skipped by digest before any verification.
+    verified = stats["records_verified"]
+    skipped = stats.get("records_duplicate_skipped", 0)
+    c.inject_records(a, b, [old, forged, stranger.agent.own.frame, narrow.agent.own.frame])
+    c.run_for(0.05)
+    assert stats["records_verified"] == verified
+    assert stats["records_duplicate_skipped"] == skipped + 4
+    assert stats.get("dropped.bad-signature") == 1
+
+
+def test_suspicion_of_self_is_refuted_with_a_higher_incarnation() -> None:
+    c = MeshCluster(5, seed=13)
+    c.bootstrap()
+    c.start()
+    a, target = c.nodes[0], c.nodes[1]
+    claim = Claim(node=target.node_id, incarnation=0, status="suspect", by=a.node_id)
+    a.ctx.send("gossip", Gossip(claims=[claim]), target.node_id, c.now, endpoint=target.endpoint)
+    c.flush(a)
+    c.run_for(3.0)
+    assert target.counters.get("refutations") == 1
+    assert target.agent.incarnation == 1
+    for node in c.nodes:
+        member = node.agent.members.get(target.node_id)
+        assert member is not None and member.status == ALIVE and member.incarnation == 1
+    assert c.stat("suspicion_timeouts") == 0
+
+
+def test_leave_and_load_update_reach_everyone() -> None:
+    c = MeshCluster(10, seed=14)
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    busy, leaver = c.nodes[2], c.nodes[3]
+    busy.agent.update_load(0.8, c.now)
+    leaver.agent.leave(c.now)
+    c.flush(busy)
+    c.flush(leaver)
+    c.run_for(3.0)
+    for node in c.nodes:
+        if node is leaver:
+            continue
+        member = node.agent.members.get(leaver.node_id)
+        assert member is not None and member.status == LEFT
+        assert [e for e in events_of(node, PeerLeft)] == [PeerLeft(leaver.node_id)]
+        assert leaver.node_id not in [x.node_id for x in node.agent.index.find("cap3")]
+        rec = node.agent.index.record(busy.node_id)
+        assert rec is not None and rec.record.load == 0.8
+        if node is not busy:
+            changed = [e for e in events_of(node, CapabilitiesChanged) if e.node_id == busy.node_id]
+            assert changed and changed[-1].seq == busy.agent.own.record.seq
+    assert c.stat("suspicions_started") == 0
+
+
+def test_crashed_node_is_suspected_then_dead_everywhere() -> None:
+    c = MeshCluster(10, seed=15)
+    c.bootstrap()
+    c.start()
+    c.run_for(2.0)
+    victim = c.nodes[4]
+    c.crash(victim)
+    c.run_for(70.0)
+    for node in c.live():
+        member = node.agent.members.get(victim.node_id)
+        assert member is not None and member.status == DEAD
+        assert victim.node_id not in [x.node_id for x in node.agent.index.find("cap4")]
+        assert any(isinstance(e, PeerDead) and e.node_id == victim.node_id for _, e in node.events)
+    assert any(events_of(n, PeerSuspected) for n in c.live())
+    alive = sorted(n.node_id for n in c.live())
+    for node in c.live():
+        assert node.agent.alive_ids() == [x for x in alive if x != node.node_id]
