@@ -24,18 +24,25 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import BaseModel
 
 from mesh.events import Event, FrameRejected, PeerDead, PeerLeft
+from protocols.capabilities.records import CapabilitySpec, RecordCache
+from protocols.contract_net.bidding import DEFAULT_BIDDER_CAP, BidFunction, default_bid
+from protocols.contract_net.strategies import Strategy
+from protocols.contract_net.task import Offer, TaskSpec
 from protocols.crypto import Verifier
-from protocols.envelope import NONCE_SIZE, Opened, Wire
+from protocols.envelope import NONCE_SIZE, Opened, Wire, WireConfig
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.identity import NodeIdentity
-from protocols.trust import TrustStore
+from protocols.membership import config as membership_presets
+from protocols.membership.config import MembershipConfig
+from protocols.trust import Certificate, TrustStore
 
-__all__ = ["Agent", "CoreContext"]
+__all__ = ["Agent", "CoreConfig", "CoreContext", "MeshNodeCore"]
 
 
 class Agent(Protocol):
@@ -190,3 +197,178 @@ def is_departure(event: Event) -> str | None:
     if isinstance(event, PeerDead | PeerLeft):
         return event.node_id
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class CoreConfig:
+    """Everything a core is tuned by. Presets: ``lan()``, ``wan()``, ``local()``."""
+
+    membership: MembershipConfig = field(default_factory=membership_presets.lan)
+    wire: WireConfig = field(default_factory=WireConfig)
+    #: Most bidders invited to one call for proposals (a fair seeded sample).
+    bidder_cap: int = DEFAULT_BIDDER_CAP
+    #: Smallest change of our load (0..1) worth re-signing our record for.
+    load_publish_delta: float = 0.25
+
+    @classmethod
+    def lan(cls) -> CoreConfig:
+        return cls(membership=membership_presets.lan())
+
+    @classmethod
+    def wan(cls) -> CoreConfig:
+        return cls(membership=membership_presets.wan())
+
+    @classmethod
+    def local(cls) -> CoreConfig:
+        return cls(membership=membership_presets.local())
+
+
+def _offer(spec: CapabilitySpec) -> Offer:
+    cost = spec.cost
+    return Offer(
+        capability=spec.name,
+        max_concurrency=spec.max_concurrency,
+        cost=float(cost.get("cost", cost.get("bid", 1.0))),
+        eta=float(cost.get("eta", cost.get("latency_s", 1.0))),
+    )
+
+
+class MeshNodeCore(CoreContext):
+    """One node: wire + gossip (membership, records) + contract net. Sans-IO."""
+
+    def __init__(
+        self,
+        config: CoreConfig,
+        identity: NodeIdentity,
+        certificate: Certificate | bytes,
+        trust: TrustStore,
+        *,
+        rng: random.Random,
+        verifier: Verifier,
+        endpoint: str,
+        capabilities: Sequence[CapabilitySpec],
+        now: float,
+        record_cache: RecordCache | None = None,
+        bid: BidFunction = default_bid,
+        strategies: dict[str, Strategy] | None = None,
+        incarnation: int = 0,
+    ) -> None:
+        from mesh.contracts import ContractAgent
+        from mesh.gossip import GOSSIP_KINDS, GossipAgent
+        from protocols.contract_net.messages import CONTRACT_NET_PAYLOADS
+        from protocols.kinds import PAYLOADS
+
+        raw = certificate.raw if isinstance(certificate, Certificate) else certificate
+        self._departed: deque[str] = deque()
+        super().__init__(Wire(identity, raw, trust, verifier, PAYLOADS, config.wire), rng)
+        self.config = config
+        self.endpoint = endpoint
+        self.gossip = GossipAgent(
+            self,
+            config.membership,
+            endpoints=endpoint,
+            capabilities=capabilities,
+            now=now,
+            org=self.wire.certificate.org,
+            incarnation=incarnation,
+            record_cache=record_cache,
+        )
+        self.contracts = ContractAgent(
+            self,
+            self.gossip.index,
+            offers=[_offer(c) for c in capabilities],
+            policy=trust,
+            bid=bid,
+            strategies=strategies,
+            bidder_cap=config.bidder_cap,
+        )
+        self._routes: dict[str, Agent] = dict.fromkeys(GOSSIP_KINDS, self.gossip)
+        self._routes.update(dict.fromkeys(CONTRACT_NET_PAYLOADS, self.contracts))
+        self._published_load = 0.0
+        self._stopping = False
+
+    # -- views -----------------------------------------------------------------
+
+    @property
+    def index(self) -> Any:
+        return self.gossip.index
+
+    @property
+    def members(self) -> Any:
+        return self.gossip.members
+
+    def endpoint_of(self, node_id: str) -> str | None:
+        return self.gossip.endpoint_of(node_id)
+
+    # -- the sans-IO surface -------------------------------------------------
+
+    def receive(self, frame: bytes, endpoint: str, now: float) -> None:
+        dispatch(self, self._routes, frame, endpoint, now)
+        self._after(now)
+
+    def get_timer(self) -> float | None:
+        timers = [t for t in (self.gossip.get_timer(), self.contracts.get_timer()) if t is not None]
+        return min(timers) if timers else None
+
+    def handle_timer(self, now: float) -> None:
+        t = self.gossip.get_timer()
+        if t is not None and t <= now:
+            self.gossip.handle_timer(now)
+        t = self.contracts.get_timer()
+        if t is not None and t <= now:
+            self.contracts.handle_timer(now)
+        self._after(now)
+
+    def emit(self, event: Event) -> None:
+        super().emit(event)
+        gone = is_departure(event)
+        if gone is not None:
+            self._departed.append(gone)
+
+    def _after(self, now: float) -> None:
+        """Cross-agent effects: departures re-award tasks; load goes into our record."""
+        while self._departed:
+            self.contracts.on_peer_dead(self._departed.popleft(), now)
+        load = self.contracts.load()
+        if abs(load - self._published_load) >= self.config.load_publish_delta or (
+            load == 0.0 and self._published_load != 0.0
+        ):
+            self._published_load = load
+            self.gossip.update_load(load, now)
+
+    # -- commands ----------------------------------------------------------------
+
+    def join(self, seeds: Sequence[str], now: float) -> None:
+        self.gossip.join(seeds, now)
+
+    def leave(self, now: float) -> None:
+        self._stopping = True
+        self.gossip.leave(now)
+
+    def submit(self, task: TaskSpec, now: float) -> str:
+        task_id = self.contracts.submit(task, now)
+        self._after(now)
+        return task_id
+
+    def cancel(self, task_id: str, now: float) -> None:
+        self.contracts.cancel(task_id, now)
+
+    def report_progress(
+        self, task_id: str, now: float, percent: float | None = None, message: str | None = None
+    ) -> bool:
+        return self.contracts.report_progress(task_id, now, percent, message)
+
+    def complete(self, task_id: str, result: Any, now: float) -> bool:
+        ok = self.contracts.complete(task_id, result, now)
+        self._after(now)
+        return ok
+
+    def fail(self, task_id: str, reason: str, now: float) -> bool:
+        ok = self.contracts.fail(task_id, reason, now)
+        self._after(now)
+        return ok
+
+    def statistics(self) -> dict[str, int]:
+        stats = super().statistics()
+        stats.update({f"gossip.{k}": v for k, v in self.gossip.statistics().items()})
+        return stats
