@@ -1,0 +1,71 @@
+"""The strict msgpack codec: duplicate keys, size, depth, map keys, trailing bytes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.codec import MAX_DEPTH, check_depth, packb, unpack_payload, unpack_strict
+from protocols.errors import RemoteProtocolError
+
+
+def _code(data: bytes, **kw: int) -> str:
+    with pytest.raises(RemoteProtocolError) as info:
+        unpack_payload(data, **kw)
+    return info.value.code
+
+
+def _nested(depth: int) -> object:
+    value: object = 1
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+def test_duplicate_map_key() -> None:
+    assert _code(b"\x82\xa1a\x01\xa1a\x02") == "duplicate-key"
+    assert _code(b"\x91\x82\xa1a\x01\xa1a\x01") == "duplicate-key"  # nested, same value too
+
+
+def test_too_large() -> None:
+    assert _code(packb(b"x" * 100), limit=50) == "too-large"
+    assert unpack_payload(packb(b"x" * 40), limit=50) == b"x" * 40
+
+
+def test_depth_limit() -> None:
+    unpack_payload(packb(_nested(MAX_DEPTH)))
+    assert _code(packb(_nested(MAX_DEPTH + 1))) == "malformed"
+    assert _code(b"\x91" * 5000 + b"\x01") == "malformed"  # far past the C decoder's stack
+
+
+@given(st.integers(min_value=0, max_value=40))
+@settings(max_examples=41)
+def test_check_depth_is_exact(depth: int) -> None:
+    value = _nested(depth)
+    if depth <= MAX_DEPTH:
+        check_depth(value)
+    else:
+        with pytest.raises(RemoteProtocolError):
+            check_depth(value)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\x81\x01\x02",  # integer map key
+        b"\xd4\x01\x00",  # extension type
+        b"\x01\x02",  # trailing bytes
+        b"\xc1",  # never used
+        b"\x92\x01",  # truncated
+        b"",
+    ],
+)
+def test_malformed(data: bytes) -> None:
+    with pytest.raises(RemoteProtocolError) as info:
+        unpack_strict(data)
+    assert info.value.code == "malformed"
+
+
+def test_arrays_decode_as_tuples_and_bin_as_bytes() -> None:
+    assert unpack_strict(packb([1, [b"x", "y"], {"a": None}])) == (1, (b"x", "y"), {"a": None})
