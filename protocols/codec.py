@@ -25,6 +25,9 @@ MAX_FRAME = 256 * 1024
 MAX_DEPTH = 32
 
 
+_CONTAINERS = frozenset({tuple, list, dict})
+
+
 class _DuplicateKey(Exception):
     pass
 
@@ -64,20 +67,19 @@ def unpack_strict(data: bytes, *, limit: int = MAX_FRAME) -> Any:
 
 
 def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
-    """Refuse containers nested deeper than ``limit`` (iterative, bounded by the frame size)."""
-    stack: list[tuple[Any, int]] = [(obj, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, tuple | list):
-            if depth >= limit:
-                raise Malformed(f"nested deeper than {limit} levels")
-            stack.extend((x, depth + 1) for x in item if isinstance(x, tuple | list | dict))
-        elif isinstance(item, dict):
-            if depth >= limit:
-                raise Malformed(f"nested deeper than {limit} levels")
-            stack.extend(
-                (x, depth + 1) for x in item.values() if isinstance(x, tuple | list | dict)
-            )
+    """Refuse containers nested deeper than ``limit`` (level by level, bounded by the frame size)."""
+    level = [obj] if type(obj) in _CONTAINERS else []
+    depth = 0
+    while level:
+        if depth >= limit:
+            raise Malformed(f"nested deeper than {limit} levels")
+        below: list[Any] = []
+        for item in level:
+            for x in item.values() if type(item) is dict else item:
+                if type(x) in _CONTAINERS:
+                    below.append(x)
+        level = below
+        depth += 1
 
 
 def unpack_payload(data: bytes, *, limit: int = MAX_FRAME) -> Any:

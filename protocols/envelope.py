@@ -205,6 +205,7 @@ class Wire:
         self.replay = ReplayCache(self.config.replay_capacity)
         self._certs: dict[bytes, Certificate] = {}
         self._cert_refs: dict[bytes, Certificate] = {}
+        self._permission_kinds: dict[str, bool] = {}
         self._can_seal = False
         self._any_recipient = False
 
@@ -295,9 +296,8 @@ class Wire:
         if not gossiped:
             self.replay.add(replay_key, created, expires, now - cfg.max_skew)
         model = self._decode(kind, payload)
-        permissions = getattr(model, "permissions", None)
-        if permissions is not None:
-            for what, capability in permissions():
+        if self._names_capabilities(kind):
+            for what, capability in model.permissions():  # type: ignore[attr-defined]
                 if what == "offer":
                     self.trust.check_offer(cert, capability)
                 else:
@@ -315,6 +315,14 @@ class Wire:
             hashlib.sha256(frame).digest(),
             cert,
         )
+
+    def _names_capabilities(self, kind: str) -> bool:
+        """Does this kind's payload class define ``permissions()``? (cached per kind)"""
+        known = self._permission_kinds.get(kind)
+        if known is None:
+            known = callable(getattr(self.payloads[kind], "permissions", None))
+            self._permission_kinds[kind] = known
+        return known
 
     def _check_recipient(self, to: Any) -> tuple[str, ...]:
         if type(to) is str:
