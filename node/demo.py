@@ -54,7 +54,7 @@ class _Board:
 
 
 async def _render(task: Task) -> Any:
-    await asyncio.sleep(random.uniform(0.5, 1.6))
+    await asyncio.sleep(random.uniform(0.4, 1.2))
     return {"frame": task.input, "pixels": 640 * 480}
 
 
@@ -128,7 +128,7 @@ async def run_demo(*, n_tasks: int = 24, live: bool = True) -> int:
         seeds = [nodes[0].endpoint] if nodes else []
         node = Node.from_org(org, name, trust=[other], seeds=seeds, preset="local", grace=1)
         if i > 0:
-            node.add_capability(_CAP, _render, max_concurrency=2)
+            node.add_capability(_CAP, _render, max_concurrency=4)
         await node.start()
         nodes.append(node)
     board = _Board({n.node_id: name for n, (name, _) in zip(nodes, layout, strict=True)})
@@ -142,12 +142,15 @@ async def run_demo(*, n_tasks: int = 24, live: bool = True) -> int:
     watcher = asyncio.create_task(_watch(requester, board))
     killer = asyncio.create_task(_kill_one(nodes, board, 1.0))
 
+    failures: list[str] = []
+
     async def one(i: int) -> bool:
-        await asyncio.sleep(i * 0.08)
+        await asyncio.sleep(i * 0.15)
         try:
             await requester.request(_CAP, i, timeout=30, lease=2.0)
             return True
-        except ContractNetError:
+        except ContractNetError as exc:
+            failures.append(f"{exc.code}: {exc.message}")
             return False
 
     batch = asyncio.gather(*(one(i) for i in range(n_tasks)))
@@ -169,6 +172,8 @@ async def run_demo(*, n_tasks: int = 24, live: bool = True) -> int:
         f"{time.monotonic() - t0:.1f}s; killed {board.killed or 'nobody'} mid-task; "
         f"{moved} re-award(s) to a backup"
     )
+    for why in failures:
+        console.print(f"  [red]failed[/red] {why}")
     for name, count in sorted(board.done_by.items()):
         console.print(f"  {name:<9} completed {count}")
     for node in nodes:
