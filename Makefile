@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow lint typecheck bench vectors clean
+.PHONY: run test test-slow lint typecheck bench vectors vectors-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: $(STAMP)
 
 vectors: $(STAMP)
 	$(BIN)/python docs/make_test_vectors.py
+
+vectors-check: $(STAMP)
+	$(BIN)/python docs/make_test_vectors.py --check
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache build *.egg-info
