@@ -32,3 +32,17 @@ def test_example_runs(name: str) -> None:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert CASES[name] in out.stdout, out.stdout
+
+
+def test_demo_runs_quietly() -> None:
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "mesh-node"), "demo", "--quiet", "--tasks", "10"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        cwd=REPO,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "10/10 tasks completed" in out.stdout
+    assert "every node sees the other four: True" in out.stdout
