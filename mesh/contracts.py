@@ -61,7 +61,6 @@ from protocols.contract_net.bidding import (
 from protocols.contract_net.executor import ExecutorSide
 from protocols.contract_net.host import Inbound, OrgPolicy
 from protocols.contract_net.messages import (
-    Award,
     Cancel,
     Cfp,
     Failure,
@@ -72,6 +71,7 @@ from protocols.contract_net.messages import (
     Result,
     Started,
 )
+from protocols.contract_net.requester import RequesterTask
 from protocols.contract_net.strategies import STRATEGIES, Bid, Strategy, rank
 from protocols.contract_net.task import Offer, TaskSpec
 from protocols.errors import LocalProtocolError, MeshError
@@ -81,49 +81,6 @@ __all__ = ["ContractAgent", "Inbound", "OrgPolicy"]
 _LIVE = (ReqState.AUCTION, ReqState.AWARDED, ReqState.STARTED)
 _DONE_KEEP = 4096  # finished tasks remembered to classify late messages
 _RECENT_HORIZON = 120.0  # seconds of our own awards kept for load correction
-
-
-class _Req:
-    """Requester state of one task: lean, heavy fields cleared once awarded."""
-
-    __slots__ = (
-        "attempts",
-        "auctions",
-        "backups",
-        "bids",
-        "cfp_at",
-        "deadline",
-        "epoch",
-        "excluded",
-        "holder",
-        "invited",
-        "pending",
-        "refused",
-        "round",
-        "spec",
-        "state",
-        "task_id",
-        "timer_at",
-    )
-
-    def __init__(self, task_id: str, spec: TaskSpec, deadline: float) -> None:
-        self.task_id = task_id
-        self.spec = spec
-        self.deadline = deadline
-        self.state = ReqState.AUCTION
-        self.round = 0
-        self.auctions = 0
-        self.epoch = 0
-        self.holder = ""
-        self.backups: list[str] = []
-        self.invited: tuple[str, ...] = ()
-        self.bids: dict[str, Bid] = {}
-        self.refused: dict[str, str] = {}
-        self.cfp_at = 0.0
-        self.timer_at = 0.0
-        self.attempts: list[str] = []
-        self.excluded: list[str] = []
-        self.pending: tuple[str, str] | None = None  # (previous holder, reason) for a new auction
 
 
 class _Host:
@@ -188,8 +145,8 @@ class ContractAgent:
         self._policy = policy
         self._strategies: dict[str, Strategy] = {**STRATEGIES, **(strategies or {})}
         self._bidder_cap = bidder_cap
-        self._tasks: dict[str, _Req] = {}
-        self._done: OrderedDict[str, _Req] = OrderedDict()
+        self._tasks: dict[str, RequesterTask] = {}
+        self._done: OrderedDict[str, RequesterTask] = OrderedDict()
         self._recent: dict[str, deque[float]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
@@ -253,7 +210,7 @@ class ContractAgent:
         if task_id in self._tasks or task_id in self._done:
             raise LocalProtocolError(f"task id {task_id!r} already submitted")
         deadline = task.deadline if task.deadline is not None else now + task.timeout
-        rec = _Req(task_id, task, deadline)
+        rec = RequesterTask(task_id, task, deadline)
         self._tasks[task_id] = rec
         self._ctx.count("contract.submitted")
         self._start_round(rec, now)
@@ -293,7 +250,7 @@ class ContractAgent:
 
     # --- requester internals -------------------------------------------------
 
-    def _set_timer(self, rec: _Req, when: float) -> None:
+    def _set_timer(self, rec: RequesterTask, when: float) -> None:
         rec.timer_at = min(when, rec.deadline)
         self._seq += 1
         heapq.heappush(self._heap, (rec.timer_at, self._seq, rec.task_id))
@@ -302,7 +259,7 @@ class ContractAgent:
         if to:
             self._ctx.send(kind, payload, list(to), now)
 
-    def _start_round(self, rec: _Req, now: float) -> None:
+    def _start_round(self, rec: RequesterTask, now: float) -> None:
         spec = rec.spec
         rec.round += 1
         rec.auctions += 1
@@ -372,7 +329,7 @@ class ContractAgent:
         while times and times[0] < now - _RECENT_HORIZON:
             times.popleft()
 
-    def _close_auction(self, rec: _Req, now: float) -> None:
+    def _close_auction(self, rec: RequesterTask, now: float) -> None:
         spec = rec.spec
         eligible = [b for b in rec.bids.values() if spec.budget is None or b.price <= spec.budget]
         if not eligible:
@@ -392,7 +349,7 @@ class ContractAgent:
         rec.bids = {}
         rec.refused = {}
         rec.invited = ()
-        self._send("award", self._award(rec, with_input=False), proposers, now)
+        self._send("award", rec.award(with_input=False), proposers, now)
         self._note_award(rec.holder, now)
         self._ctx.count("contract.award")
         if rec.pending is not None:
@@ -405,23 +362,6 @@ class ContractAgent:
             TaskAwarded(rec.task_id, rec.holder, rec.epoch, tuple(rec.backups), len(proposers))
         )
         self._set_timer(rec, now + spec.lease)
-
-    def _award(self, rec: _Req, *, with_input: bool) -> Award:
-        spec = rec.spec
-        return Award(
-            task_id=rec.task_id,
-            round=rec.round,
-            epoch=rec.epoch,
-            winner=rec.holder,
-            backups=list(rec.backups),
-            capability=spec.capability,
-            semantics=spec.semantics,
-            risk=spec.risk,
-            deadline=rec.deadline,
-            lease=spec.lease,
-            has_input=with_input,
-            input=spec.input if with_input else None,
-        )
 
     def _on_renewal(self, sender: str, p: Started | Progress, now: float) -> None:
         rec = self._tasks.get(p.task_id)
@@ -438,7 +378,7 @@ class ContractAgent:
         self._set_timer(rec, now + rec.spec.lease)
 
     def _stale_notice(
-        self, sender: str, task_id: str, epoch: int, rec: _Req | None, now: float
+        self, sender: str, task_id: str, epoch: int, rec: RequesterTask | None, now: float
     ) -> None:
         """A renewal from someone who does not hold the current lease: tell it to stop."""
         self._ctx.count("contract.stale_renewal")
@@ -480,7 +420,7 @@ class ContractAgent:
         self._ctx.count("contract.stale_result")
         self._ctx.emit(TaskStaleResult(p.task_id, sender, p.epoch, current))
 
-    def _lost_holder(self, rec: _Req, why: str, now: float, *, notify_old: bool) -> None:
+    def _lost_holder(self, rec: RequesterTask, why: str, now: float, *, notify_old: bool) -> None:
         """The holder died, missed its lease or failed: re-award, re-auction or end."""
         old = rec.holder
         rec.attempts.append(f"epoch {rec.epoch} {old}: {why}")
@@ -504,13 +444,13 @@ class ContractAgent:
         rec.holder = rec.backups.pop(0)
         rec.epoch += 1
         to = [rec.holder, old] if notify_old else [rec.holder]
-        self._send("award", self._award(rec, with_input=True), to, now)
+        self._send("award", rec.award(with_input=True), to, now)
         self._note_award(rec.holder, now)
         self._ctx.count("contract.reaward")
         self._ctx.emit(TaskReassigned(rec.task_id, old, rec.holder, rec.epoch, why, False))
         self._set_timer(rec, now + rec.spec.lease)
 
-    def _next_auction_or_fail(self, rec: _Req, why: str, now: float) -> None:
+    def _next_auction_or_fail(self, rec: RequesterTask, why: str, now: float) -> None:
         if rec.auctions >= rec.spec.max_auctions:
             self._give_up(rec, f"attempts exhausted: {why}", now, attempt=False)
             return
@@ -523,12 +463,14 @@ class ContractAgent:
         self._ctx.count("contract.reauction")
         self._start_round(rec, now)
 
-    def _notify_holder(self, rec: _Req, reason: str, now: float) -> None:
+    def _notify_holder(self, rec: RequesterTask, reason: str, now: float) -> None:
         if rec.state in (ReqState.AWARDED, ReqState.STARTED) and rec.holder:
             cancel = Cancel(task_id=rec.task_id, epoch=rec.epoch, reason=reason)
             self._send("cancel", cancel, [rec.holder], now)
 
-    def _give_up(self, rec: _Req, reason: str, now: float, *, attempt: bool = True) -> None:
+    def _give_up(
+        self, rec: RequesterTask, reason: str, now: float, *, attempt: bool = True
+    ) -> None:
         if attempt:
             where = f"epoch {rec.epoch} {rec.holder}" if rec.holder else f"round {rec.round}"
             rec.attempts.append(f"{where}: {reason}")
@@ -537,7 +479,7 @@ class ContractAgent:
         self._ctx.count("contract.failed")
         self._ctx.emit(TaskFailed(rec.task_id, reason, tuple(rec.attempts)))
 
-    def _finish(self, rec: _Req, event: ReqEvent) -> None:
+    def _finish(self, rec: RequesterTask, event: ReqEvent) -> None:
         rec.state = transition(REQUESTER_TABLE, rec.state, event)
         assert rec.state in REQUESTER_TERMINAL
         del self._tasks[rec.task_id]

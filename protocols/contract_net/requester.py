@@ -1,0 +1,74 @@
+"""Requester-side state of one task (lean: heavy fields are cleared once awarded).
+
+The transitions are applied by ``mesh.contracts.ContractAgent`` through
+``REQUESTER_TABLE``; this record only holds what a live task needs.
+"""
+
+from __future__ import annotations
+
+from protocols.contract_net._state import ReqState
+from protocols.contract_net.messages import Award
+from protocols.contract_net.strategies import Bid
+from protocols.contract_net.task import TaskSpec
+
+__all__ = ["RequesterTask"]
+
+
+class RequesterTask:
+    """Requester state of one task: lean, heavy fields cleared once awarded."""
+
+    __slots__ = (
+        "attempts",
+        "auctions",
+        "backups",
+        "bids",
+        "cfp_at",
+        "deadline",
+        "epoch",
+        "excluded",
+        "holder",
+        "invited",
+        "pending",
+        "refused",
+        "round",
+        "spec",
+        "state",
+        "task_id",
+        "timer_at",
+    )
+
+    def __init__(self, task_id: str, spec: TaskSpec, deadline: float) -> None:
+        self.task_id = task_id
+        self.spec = spec
+        self.deadline = deadline
+        self.state = ReqState.AUCTION
+        self.round = 0
+        self.auctions = 0
+        self.epoch = 0
+        self.holder = ""
+        self.backups: list[str] = []
+        self.invited: tuple[str, ...] = ()
+        self.bids: dict[str, Bid] = {}
+        self.refused: dict[str, str] = {}
+        self.cfp_at = 0.0
+        self.timer_at = 0.0
+        self.attempts: list[str] = []
+        self.excluded: list[str] = []
+        self.pending: tuple[str, str] | None = None  # (previous holder, reason) for a new auction
+
+    def award(self, *, with_input: bool) -> Award:
+        spec = self.spec
+        return Award(
+            task_id=self.task_id,
+            round=self.round,
+            epoch=self.epoch,
+            winner=self.holder,
+            backups=list(self.backups),
+            capability=spec.capability,
+            semantics=spec.semantics,
+            risk=spec.risk,
+            deadline=self.deadline,
+            lease=spec.lease,
+            has_input=with_input,
+            input=spec.input if with_input else None,
+        )
