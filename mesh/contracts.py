@@ -24,6 +24,7 @@ at-most-once tasks runs the handler only after the requester's ``proceed``
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import OrderedDict, deque
@@ -331,7 +332,13 @@ class ContractAgent:
 
     def _close_auction(self, rec: RequesterTask, now: float) -> None:
         spec = rec.spec
-        eligible = [b for b in rec.bids.values() if spec.budget is None or b.price <= spec.budget]
+        # Recount, at close, the awards we made to each bidder since our cfp: auctions
+        # that overlap would otherwise all see the same stale load and pick one node.
+        eligible = [
+            dataclasses.replace(b, recent=self._recent_awards(b.bidder, rec.cfp_at))
+            for b in rec.bids.values()
+            if spec.budget is None or b.price <= spec.budget
+        ]
         if not eligible:
             refused = ",".join(sorted(set(rec.refused.values()))) or "-"
             rec.attempts.append(
