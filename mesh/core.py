@@ -341,6 +341,14 @@ class MeshNodeCore(CoreContext):
     def join(self, seeds: Sequence[str], now: float) -> None:
         self.gossip.join(seeds, now)
 
+    def stop_bidding(self, now: float) -> None:
+        """Refuse every new call for proposals (reason ``leaving``); running work goes on.
+
+        The graceful-shutdown path: stop bidding, finish or hand back in-flight
+        work, then ``leave``.
+        """
+        self.contracts.executor.accepting = False
+
     def leave(self, now: float) -> None:
         self._stopping = True
         self.gossip.leave(now)

@@ -128,3 +128,20 @@ def test_one_negotiation_over_the_real_wire_counts_messages_and_signatures() -> 
     assert [(d.task_id, d.result) for d in done] == [(task_id, "ok")]
     assert net.copies["started"] == 1 and net.copies["result"] == 1
     assert sum(c.statistics().get("contract.stale_result", 0) for c in net.cores) == 0
+
+
+def test_a_node_that_stops_bidding_gets_no_new_work_but_others_do() -> None:
+    net = CoreNet(3, seed=5)
+    net.run_until(START + 10.0)
+    leaving = net.cores[1]
+    leaving.stop_bidding(net.now)
+    req = net.cores[0]
+    ids = [
+        req.submit(TaskSpec("echo", input={"k": k}, reply_timeout=0.5), net.now) for k in range(6)
+    ]
+    net.flush(0)
+    net.run_until(net.now + 10.0)
+    done = {e.task_id: e.executor for _, e in net.events if isinstance(e, TaskCompleted)}
+    assert sorted(done) == sorted(ids)
+    assert leaving.node_id not in done.values()
+    assert set(done.values()) <= {net.cores[2].node_id, net.cores[3].node_id}

@@ -80,6 +80,8 @@ class ExecutorSide:
         self._offers = {o.capability: o for o in offers}
         self._policy = policy
         self._bid = bid
+        #: False once the node is leaving: every new cfp is refused ("leaving").
+        self.accepting = True
         self._jobs: dict[str, _Job] = {}
         self._epochs: OrderedDict[str, int] = OrderedDict()
         self._inputs: OrderedDict[str, tuple[str, Any]] = OrderedDict()
@@ -129,6 +131,8 @@ class ExecutorSide:
             return
         offer = self._offers.get(cfp.capability)
         reason = "not-offered" if offer is None else self._forbidden(msg, cfp.capability)
+        if not self.accepting:
+            reason = "leaving"
         if offer is None or reason:
             refuse = Refuse(task_id=cfp.task_id, round=cfp.round, reason=reason)
             host.send("refuse", refuse, [msg.sender], now)
