@@ -52,13 +52,15 @@ from protocols.membership.messages import (
 from protocols.membership.probe import ProbeOrder
 from protocols.membership.pushpull import claims_in, compare_digests
 from protocols.membership.queue import TransmitLimitedQueue
-from protocols.membership.state import DEAD, SUSPECT, MemberTable, Outcome
+from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
 from protocols.membership.suspicion import Suspicion
 
 __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "OpenedFrame"]
 
 #: Chance that a push-pull goes to a dead member instead of a live one (reconnect).
 RECONNECT_PROBABILITY = 0.5
+#: A helper nacks after this fraction of the probe timeout (see ``_on_ping_req``).
+NACK_FRACTION = 0.8
 #: Most record bytes in one push-pull frame (the wire's limit is 256 KiB).
 PUSH_PULL_BUDGET = 160 * 1024
 
@@ -289,6 +291,10 @@ class GossipAgent:
         member = self.members.get(node_id)
         return member is not None and member.status <= SUSPECT and node_id != self.node_id
 
+    def _alive(self, node_id: str) -> bool:
+        member = self.members.get(node_id)
+        return member is not None and member.status == ALIVE and node_id != self.node_id
+
     def _dead(self, node_id: str) -> bool:
         member = self.members.get(node_id)
         return member is not None and member.status == DEAD
@@ -315,8 +321,10 @@ class GossipAgent:
             return
         if not probe.indirect and now >= probe.direct_deadline:
             probe.indirect = True
+            # Helpers must be alive, not suspect (memberlist): a suspect helper is likely
+            # down and its missing nack would wrongly raise our own awareness score.
             peers = self._order.sample(
-                self.config.indirect_checks, self._live, self._ctx.rng, exclude=probe.target
+                self.config.indirect_checks, self._alive, self._ctx.rng, exclude=probe.target
             )
             probe.expected_nacks = len(peers)
             for peer in peers:
@@ -367,8 +375,10 @@ class GossipAgent:
 
     def _push_pull(self, now: float) -> None:
         n = self.members.count_live()
-        self._next_push_pull = now + timing.push_pull_scale(self.config.push_pull_interval, n)
         rng = self._ctx.rng
+        period = timing.push_pull_scale(self.config.push_pull_interval, n)
+        # Jitter (mean one period) keeps the nodes' push-pulls spread over time.
+        self._next_push_pull = now + period * rng.uniform(0.5, 1.5)
         peers: list[str] = []
         if rng.random() < RECONNECT_PROBABILITY:
             # Reconnect (as serf does): a dead member may be alive behind a healed
@@ -425,11 +435,20 @@ class GossipAgent:
     def on_message(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         if not self._queue:
             self._gossip_clock(now)
+        sender = self.members.get(msg.sender)
+        if sender is not None and sender.status == DEAD:
+            self._tell_dead(msg.sender, sender.incarnation, now)
         handler = _HANDLERS.get(msg.kind)
         if handler is None:
             self._ctx.count("dropped.unknown-kind")
             return
         handler(self, msg, endpoint, now)
+
+    def _tell_dead(self, node_id: str, incarnation: int, now: float) -> None:
+        """A node we hold dead talks to us: tell it, so it refutes (heals partitions fast)."""
+        claim = Claim(node=node_id, incarnation=incarnation, status="dead", by=self.node_id)
+        self._send(node_id, "gossip", Gossip(claims=[claim]), now)
+        self._ctx.count("told_dead")
 
     def _absorb(self, records: Sequence[bytes], claims: Sequence[Claim], now: float) -> None:
         for frame in records:
@@ -469,7 +488,8 @@ class GossipAgent:
         if self.endpoint_of(req.target) is None or req.target == self.node_id:
             return
         self._ping_seq += 1
-        deadline = now + self.config.probe_timeout
+        # Nack a little before the requester's probe ends, or it arrives too late to count.
+        deadline = now + NACK_FRACTION * self.config.probe_timeout
         self._indirect[self._ping_seq] = (msg.sender, req.seq, req.target, deadline)
         records, claims = self._piggyback(req.target)
         ping = Ping(seq=self._ping_seq, target=req.target, records=records, claims=claims)
