@@ -39,6 +39,8 @@ class Snapshot:
     views: dict[int, dict[str, tuple[int, int]] | None] = field(default_factory=dict)
     #: node id -> which node ids may legitimately see it (same-org trust); None: everyone
     visible_to: Callable[[int, int], bool] | None = None
+    #: node id -> the version of the record the node itself currently publishes
+    own: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def _result(name: str, problems: Sequence[str]) -> CheckResult:
@@ -111,11 +113,11 @@ def membership_converged(snap: Snapshot) -> CheckResult:
     and every record at the same version as everybody else."""
     if not snap.views or any(v is None for v in snap.views.values()):
         return CheckResult("membership-converged", "skip")
-    newest: dict[str, tuple[int, int]] = {}
+    newest: dict[str, tuple[int, int]] = dict(snap.own)
     for view in snap.views.values():
         assert view is not None
         for nid, ver in view.items():
-            if ver > newest.get(nid, (-1, -1)):
+            if nid not in snap.own and ver > newest.get(nid, (-1, -1)):
                 newest[nid] = ver
     bad: list[str] = []
     for i, view in snap.views.items():

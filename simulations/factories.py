@@ -40,6 +40,10 @@ class ShellFactory(Protocol):
         """node id -> (incarnation, seq) of every member the node believes up."""
         ...
 
+    def own_version(self, node: Any) -> tuple[int, int] | None:
+        """(incarnation, seq) of the record the node publishes now, if known."""
+        ...
+
     def forge(self, frame: bytes, rng: random.Random) -> bytes | None:
         """A copy of an authentic frame whose signature no longer verifies."""
         ...
@@ -94,6 +98,9 @@ class ToyFactory:
 
     def view(self, node: Any) -> dict[str, tuple[int, int]] | None:
         return dict(node.view())
+
+    def own_version(self, node: Any) -> tuple[int, int] | None:
+        return (int(node.inc), int(node.seq))
 
     def forge(self, frame: bytes, rng: random.Random) -> bytes | None:
         try:

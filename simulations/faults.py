@@ -8,6 +8,7 @@ clear, and nodes waiting to restart come back.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 
 from simulations.engine import Simulator
@@ -117,6 +118,9 @@ class Faults:
         self.sim.trace_note("heal all")
         self.sim.network.heal()
         self.sim.network.clogs.clear()
+        net = self.sim.network
+        net.local = replace(net.local, loss=0.0, duplicate=0.0, reorder=0.0)
+        net.remote = replace(net.remote, loss=0.0, duplicate=0.0, reorder=0.0)
         for i in sorted(self.pending_restart):
             self.restart(i)
         if after is not None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -49,12 +49,16 @@ class RunResult:
         return all(c.ok for c in self.checks)
 
 
-def reproduce_command(sc: Scenario, source: str | None) -> str:
+def reproduce_command(sc: Scenario, source: str | None, flags: Sequence[str] = ()) -> str:
+    """The command line that replays this run (``flags``: the overrides given)."""
     parts = ["mesh-node", "simulate"]
     if source:
         parts.append(source)
-    parts += ["--seed", str(sc.run.seed), "--nodes", str(sc.run.nodes)]
-    parts += ["--duration", f"{sc.run.duration:g}s", "--crypto", sc.crypto()]
+    parts += ["--seed", str(sc.run.seed)]
+    if not flags:
+        parts += ["--nodes", str(sc.run.nodes), "--duration", f"{sc.run.duration:g}s"]
+        parts += ["--crypto", sc.crypto()]
+    parts += list(flags)
     return shlex.join(parts)
 
 
@@ -90,7 +94,11 @@ def _observer(history: History, workload: Workload) -> Callable[[float, int, Eve
 
 
 def run_scenario(
-    sc: Scenario, *, progress: Progress | None = None, source: str | None = None
+    sc: Scenario,
+    *,
+    progress: Progress | None = None,
+    source: str | None = None,
+    flags: Sequence[str] = (),
 ) -> RunResult:
     """Run one scenario to the end of its liveness phase and check the history."""
     wall0 = time.perf_counter()
@@ -125,7 +133,7 @@ def run_scenario(
     faults.heal_all()
     sim.run_until(safety_end + sc.run.liveness, progress)
     wall = time.perf_counter() - wall0
-    return _finish(sc, world, factory, sim, history, wall, source)
+    return _finish(sc, world, factory, sim, history, wall, reproduce_command(sc, source, flags))
 
 
 def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
@@ -139,7 +147,12 @@ def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
     def visible(i: int, j: int) -> bool:
         return specs[j].org in specs[i].trusted
 
-    return Snapshot(live, views, visible)
+    own: dict[str, tuple[int, int]] = {}
+    for i, nid in live.items():
+        version = factory.own_version(sim.nodes[i])
+        if version is not None:
+            own[nid] = version
+    return Snapshot(live, views, visible, own)
 
 
 def _finish(
@@ -149,7 +162,7 @@ def _finish(
     sim: Simulator,
     history: History,
     wall: float,
-    source: str | None,
+    reproduce: str,
 ) -> RunResult:
     snap = _snapshot(world, factory, sim)
     checks = run_checkers(history, snap)
@@ -166,7 +179,7 @@ def _finish(
         "wall_seconds": round(wall, 3),
         "events": sim.events,
         "trace_hash": sim.trace_hash(),
-        "reproduce": reproduce_command(sc, source),
+        "reproduce": reproduce,
     }
     net = {k: getattr(st, k) for k in st.__slots__}
     report = build_report(

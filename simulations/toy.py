@@ -89,6 +89,9 @@ class ToyNode:
         self.next_gossip = now + rng.uniform(0, gossip_interval)
         self.next_probe = now + rng.uniform(0, probe_interval)
         self.probing: dict[str, float] = {}
+        self.dead_ids: list[str] = []
+        self.sync_interval = 10 * gossip_interval
+        self.next_sync = now + rng.uniform(0, self.sync_interval)
         self.tasks = ToyContracts(self, price)
 
     # --- plumbing -----------------------------------------------------------
@@ -151,7 +154,7 @@ class ToyNode:
         return dict(self.stats)
 
     def get_timer(self) -> float | None:
-        t = min(self.next_gossip, self.next_probe)
+        t = min(self.next_gossip, self.next_probe, self.next_sync)
         for d in self.probing.values():
             t = min(t, d)
         for m in self.members.values():
@@ -189,6 +192,9 @@ class ToyNode:
             if target and target[0] not in self.probing:
                 self.probing[target[0]] = now + self.probe_timeout
                 self.send_to("ping", target[0], now, None)
+        if now >= self.next_sync:
+            self.next_sync = now + self.sync_interval
+            self._sync(now)
         for nid, deadline in list(self.probing.items()):
             if now >= deadline:
                 del self.probing[nid]
@@ -197,6 +203,7 @@ class ToyNode:
             if m[4] == SUSPECT and now >= m[6]:
                 m[4] = DEAD
                 self._set_alive(nid, False)
+                self.dead_ids.append(nid)
                 self.emit(PeerDead(nid, m[2]))
                 self.updates.append([nid, m[0], m[1], m[2], m[3], DEAD, m[5], 0])
         self.tasks.handle_timer(now)
@@ -209,6 +216,25 @@ class ToyNode:
         m[6] = now + self.suspicion_timeout
         self.emit(PeerSuspected(nid, m[2]))
         self.updates.append([nid, m[0], m[1], m[2], m[3], SUSPECT, m[5], 0])
+
+    def _sync(self, now: float) -> None:
+        """Push-pull anti-entropy with a random member, sometimes a dead one
+        (so that the two sides of a healed partition find each other again)."""
+        self.dead_ids = [d for d in self.dead_ids if self.members[d][4] == DEAD][-32:]
+        if self.dead_ids and self.rng.random() < 0.3:
+            target = [self.rng.choice(self.dead_ids)]
+        else:
+            target = self.pick(1)
+        if target:
+            self.send_to("sync", target[0], now, [1, self._all_records()])
+
+    def _all_records(self) -> list[list[Any]]:
+        ids = self.alive_ids if len(self.alive_ids) <= 200 else self.pick(200)
+        out = [self.record()]
+        for nid in [*ids, *self.dead_ids]:
+            m = self.members[nid]
+            out.append([nid, m[0], m[1], m[2], m[3], m[4], m[5]])
+        return out
 
     def _gossip(self, now: float) -> None:
         limit = 3 * max(1, len(self.alive_ids).bit_length())
@@ -274,6 +300,11 @@ class ToyNode:
             self._merge(data, now)
             snapshot = [m for m in self._records()][:48]
             self.send("gossip", sender, ep, now, [self.record(), *snapshot])
+        elif kind == "sync":
+            for rec in data[1]:
+                self._merge(rec, now)
+            if data[0] == 1:
+                self.send("sync", sender, ep, now, [0, self._all_records()])
         elif kind == "ping":
             if not self.send_to("ack", sender, now, None):
                 self.send("ack", sender, ep, now, None)
@@ -329,6 +360,7 @@ class ToyNode:
         elif status == DEAD and inc >= m[2] and m[4] != DEAD:
             m[4] = DEAD
             self._set_alive(nid, False)
+            self.dead_ids.append(nid)
             self.emit(PeerDead(nid, inc))
             self.updates.append([*rec, 0])
 

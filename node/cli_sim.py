@@ -1,0 +1,129 @@
+"""``mesh-node simulate``: run the deterministic mesh simulator.
+
+Registered lazily by ``node.cli``; this is the one module of ``node`` that
+imports ``simulations`` (inside the command, so ``mesh-node --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+__all__ = ["simulate"]
+
+_EXAMPLES = """
+\b
+Examples:
+  mesh-node simulate                              # 100 nodes, 60 s, default world
+  mesh-node simulate lan-1000.toml --crypto fast --json out.json --plot out.png
+  mesh-node simulate chaos-1000.toml --seed 7 --nodes 200 --duration 30s
+  mesh-node simulate --partition symmetric:0.5@10s-20s --loss 0.01 --crash 0.05
+"""
+
+
+def _flags(given: dict[str, Any]) -> list[str]:
+    """The override flags the user gave, to print a reproducing command."""
+    out: list[str] = []
+    for name, value in given.items():
+        if value is None or value == () or name in ("seed", "json_out", "plot", "quiet"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            out += [flag, str(v)]
+    return out
+
+
+@click.command("simulate", epilog=_EXAMPLES)
+@click.argument("scenario", required=False, type=click.Path(dir_okay=False))
+@click.option("--nodes", type=click.IntRange(min=2), help="Number of simulated nodes.")
+@click.option("--seed", type=int, help="Master seed (the run is a pure function of it).")
+@click.option("--duration", help="Safety phase length, e.g. 60s (faults on).")
+@click.option("--liveness", help="Liveness phase length, e.g. 30s (faults healed).")
+@click.option("--tasks-per-s", type=click.FloatRange(min=0), help="Task arrival rate.")
+@click.option("--loss", type=click.FloatRange(0, 1), help="Frame loss probability.")
+@click.option("--crash", type=click.FloatRange(0, 1), help="Fraction of nodes that crash.")
+@click.option("--partition", multiple=True, help="KIND:FRACTIONS@START-END (repeatable).")
+@click.option("--crypto", type=click.Choice(["real", "fast"]), help="Signer (default by size).")
+@click.option("--node", type=click.Choice(["core", "toy", "auto"]), help="Node implementation.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report.")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Draw convergence and tasks.")
+@click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+def simulate(scenario: str | None, **opts: Any) -> None:
+    """Run a simulated mesh and check it: safety phase, then liveness phase.
+
+    Flags override the scenario file. Exits 1 if a checker fails, and prints the
+    command that reproduces the run.
+    """
+    from simulations.scenario import Scenario, apply_overrides, load_scenario, parse_duration
+
+    sc = load_scenario(scenario) if scenario else Scenario()
+    for key in ("duration", "liveness"):
+        if opts[key] is not None:
+            try:
+                opts[key] = parse_duration(opts[key])
+            except ValueError as exc:
+                raise click.BadParameter(str(exc), param_hint=f"--{key}") from None
+    sc = apply_overrides(
+        sc,
+        **{k: v for k, v in opts.items() if k not in ("json_out", "plot", "quiet")},
+    )
+    result = _run(sc, scenario, _flags(opts), quiet=opts["quiet"])
+    _output(result, opts)
+
+
+def _run(sc: Any, source: str | None, flags: list[str], *, quiet: bool) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from simulations.runner import run_scenario
+
+    total = sc.run.duration + sc.run.liveness
+    if quiet or not sys.stderr.isatty():
+        return run_scenario(sc, source=source, flags=flags)
+    columns = (
+        TextColumn("[bold]simulating[/] {task.completed:>7.1f}/{task.total:.0f} virtual s"),
+        BarColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, transient=True) as bar:
+        task = bar.add_task("sim", total=total, rate="")
+        state = {"events": 0}
+        import time
+
+        last = [time.perf_counter()]
+
+        def progress(now: float, events: int) -> None:
+            t = time.perf_counter()
+            rate = (events - state["events"]) / max(t - last[0], 1e-9)
+            state["events"], last[0] = events, t
+            bar.update(task, completed=now, rate=f"{rate:,.0f} events/s")
+
+        return run_scenario(sc, source=source, flags=flags, progress=progress)
+
+
+def _output(result: Any, opts: dict[str, Any]) -> None:
+    from rich.console import Console
+
+    from simulations.report import plot_report, summary_table
+
+    report = result.report
+    if opts["json_out"]:
+        with open(opts["json_out"], "w", encoding="utf-8") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+    if opts["plot"]:
+        plot_report(result.history, result.population, result.sim.now, opts["plot"])
+    console = Console(stderr=False)
+    if not opts["quiet"]:
+        console.print(summary_table(report))
+    click.echo(f"seed {report['seed']} trace {report['trace_hash']}")
+    if not result.ok:
+        for name, problems in report["problems"].items():
+            click.echo(f"FAIL {name}:", err=True)
+            for p in problems:
+                click.echo(f"  {p}", err=True)
+        click.echo(f"reproduce with: {report['reproduce']}", err=True)
+        raise SystemExit(1)

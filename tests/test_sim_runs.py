@@ -1,0 +1,181 @@
+"""Whole simulated runs: determinism across PYTHONHASHSEED, chaos checkers, the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from node.cli_sim import simulate
+from simulations.runner import run_scenario
+from simulations.scenario import apply_overrides, load_scenario
+
+ROOT = Path(__file__).resolve().parent.parent
+HAVE_CORE = importlib.util.find_spec("simulations.core_factory") is not None and (
+    importlib.util.find_spec("mesh.core") is not None
+)
+KINDS = ["toy", pytest.param("core", marks=pytest.mark.skipif(not HAVE_CORE, reason="no core"))]
+
+REPORT_KEYS = {
+    "seed",
+    "nodes",
+    "virtual_seconds",
+    "wall_seconds",
+    "events",
+    "events_per_second",
+    "trace_hash",
+    "convergence",
+    "detection",
+    "tasks",
+    "messages",
+    "checkers",
+    "peak_rss_mb",
+}
+
+
+def _hash_in_subprocess(hashseed: str, kind: str) -> str:
+    code = (
+        "from simulations.scenario import load_scenario, apply_overrides\n"
+        "from simulations.runner import run_scenario\n"
+        "sc = apply_overrides(load_scenario('chaos-1000.toml'), nodes=24, duration=8.0,\n"
+        f"    liveness=4.0, seed=11, node={kind!r}, crypto='fast')\n"
+        "print(run_scenario(sc).report['trace_hash'])\n"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": hashseed}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_same_seed_same_trace_hash_whatever_pythonhashseed(kind: str) -> None:
+    a = _hash_in_subprocess("1", kind)
+    b = _hash_in_subprocess("4242", kind)
+    assert len(a) == 64 and a == b
+
+
+def _chaos(kind: str, seed: int, nodes: int = 60) -> dict[str, object]:
+    sc = apply_overrides(
+        load_scenario("chaos-1000.toml"),
+        nodes=nodes,
+        seed=seed,
+        duration=30.0,
+        liveness=30.0,
+        node=kind,
+        crypto="fast",
+    )
+    result = run_scenario(sc)
+    assert result.ok, (result.report["problems"], result.report["reproduce"])
+    return result.report
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_chaos_small_every_checker_passes(kind: str, seed: int) -> None:
+    report = _chaos(kind, seed)
+    checks = report["checkers"]
+    assert isinstance(checks, dict)
+    assert checks["bad-frames-rejected"] == "pass"
+    assert checks["untrusted-never-admitted"] == "pass"
+    assert checks["membership-converged"] == "pass"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(1, 21))
+def test_chaos_1000_twenty_seeds(seed: int) -> None:
+    _chaos("auto", seed, nodes=1000)
+
+
+def test_cli_writes_report_and_plot(tmp_path: Path) -> None:
+    out, png = tmp_path / "r.json", tmp_path / "r.png"
+    res = CliRunner().invoke(
+        simulate,
+        [
+            "--nodes",
+            "20",
+            "--duration",
+            "8s",
+            "--liveness",
+            "4s",
+            "--node",
+            "toy",
+            "--seed",
+            "5",
+            "--json",
+            str(out),
+            "--plot",
+            str(png),
+            "--tasks-per-s",
+            "3",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(out.read_text())
+    assert set(report) >= REPORT_KEYS
+    assert set(report["convergence"]) >= {"rounds_to_99pct", "rounds_to_100pct", "seconds_to_99pct"}
+    assert set(report["detection"]) >= {
+        "first_suspicion_median_periods",
+        "dead_everywhere_p99_s",
+        "false_positive_deaths",
+    }
+    assert set(report["tasks"]) >= {
+        "submitted",
+        "completed",
+        "failed",
+        "reassigned",
+        "outcome_unknown",
+        "duplicate_commits",
+        "stale_results_rejected",
+        "award_latency_p50_ms",
+        "award_latency_p99_ms",
+    }
+    assert set(report["messages"]) >= {"sent", "delivered", "dropped", "rejected_by_code"}
+    assert png.stat().st_size > 1000
+    assert f"trace {report['trace_hash']}" in res.output
+
+
+def test_cli_failing_run_prints_how_to_reproduce() -> None:
+    # No liveness phase: tasks still in flight at the end fail `every-task-ends`.
+    res = CliRunner().invoke(
+        simulate,
+        [
+            "--nodes",
+            "12",
+            "--duration",
+            "6s",
+            "--liveness",
+            "0s",
+            "--node",
+            "toy",
+            "--tasks-per-s",
+            "20",
+            "--seed",
+            "3",
+            "--quiet",
+        ],
+    )
+    assert res.exit_code == 1
+    assert "FAIL every-task-ends" in res.output
+    assert "reproduce with: mesh-node simulate --seed 3 --nodes 12" in res.output
+
+
+def test_cli_config_errors_are_usage_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[run]\nnodez = 3\n")
+    res = CliRunner().invoke(simulate, [str(bad)])
+    assert res.exit_code != 0 and "run.nodez" in str(res.exception or res.output)
+    res = CliRunner().invoke(simulate, ["--duration", "soon"])
+    assert res.exit_code == 2 and "--duration" in res.output

@@ -1,0 +1,108 @@
+"""Scenario files: loading, validation messages, overrides, partition specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocols.errors import ConfigError
+from simulations.scenario import (
+    SCENARIO_DIR,
+    Scenario,
+    apply_overrides,
+    load_scenario,
+    parse_duration,
+    parse_partition,
+    validate_scenario,
+)
+
+
+@pytest.mark.parametrize("name", ["lan-1000", "three-orgs", "chaos-1000", "scale-10000"])
+def test_shipped_scenarios_load(name: str) -> None:
+    sc = load_scenario(SCENARIO_DIR / f"{name}.toml")
+    assert sc.run.name == name
+
+
+def test_scenarios_are_found_by_bare_name() -> None:
+    assert load_scenario("lan-1000.toml").run.nodes == 1000
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("60s", 60.0), ("200ms", 0.2), ("2m", 120.0), ("1.5", 1.5), (3, 3.0), ("250us", 0.00025)],
+)
+def test_parse_duration(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+def test_parse_duration_rejects_nonsense() -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration("soon")
+
+
+def test_defaults_are_a_sensible_small_world() -> None:
+    sc = Scenario()
+    assert sc.run.nodes == 100 and sc.crypto() == "real"
+    assert apply_overrides(sc, nodes=1000).crypto() == "fast"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+def test_unknown_key_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"faults\.crash_fractoin"):
+        load_scenario(write(tmp_path, "[faults]\ncrash_fractoin = 0.1\n"))
+
+
+def test_bad_value_is_explained(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"faults\.crash_fraction.*less than or equal to 1"):
+        load_scenario(write(tmp_path, "[faults]\ncrash_fraction = 2\n"))
+    with pytest.raises(ConfigError, match=r"run\.duration.*duration"):
+        load_scenario(write(tmp_path, '[run]\nduration = "forever"\n'))
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_scenario(write(tmp_path, "[run\n"))
+    with pytest.raises(ConfigError, match="no such scenario"):
+        load_scenario(tmp_path / "nope.toml")
+
+
+def test_consistency_checks() -> None:
+    with pytest.raises(ConfigError, match="unknown org 'zed'"):
+        validate_scenario({"orgs": [{"name": "a", "trusts": ["zed"]}]})
+    with pytest.raises(ConfigError, match="heal"):
+        validate_scenario({"faults": {"partitions": [{"at": 5, "heal": 1}]}})
+    with pytest.raises(ConfigError, match="bridge"):
+        validate_scenario({"faults": {"partitions": [{"kind": "bridge", "at": 1, "heal": 2}]}})
+
+
+def test_partition_spec() -> None:
+    p = parse_partition("bridge:0.4,0.4@5s-15s")
+    assert (p.kind, p.fractions, p.at, p.heal) == ("bridge", [0.4, 0.4], 5.0, 15.0)
+    with pytest.raises(ConfigError, match="KIND:FRACTIONS@START-END"):
+        parse_partition("half@10")
+
+
+def test_overrides_win_over_the_file() -> None:
+    sc = load_scenario("chaos-1000.toml")
+    o = apply_overrides(
+        sc,
+        nodes=50,
+        seed=9,
+        duration=5.0,
+        loss=0.1,
+        crash=0.0,
+        tasks_per_s=1.0,
+        partition=["oneway:0.5@1s-2s"],
+        crypto="real",
+    )
+    assert (o.run.nodes, o.run.seed, o.run.duration, o.crypto()) == (50, 9, 5.0, "real")
+    assert o.network.lan.loss == o.network.wan.loss == 0.1
+    assert o.faults.crash_fraction == 0.0 and o.workload.tasks_per_s == 1.0
+    assert [p.kind for p in o.faults.partitions] == ["oneway"]
+    assert o.adversaries == sc.adversaries
