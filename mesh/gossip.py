@@ -32,7 +32,7 @@ from protocols.capabilities.records import (
     RecordCache,
     RecordInfo,
 )
-from protocols.errors import RemoteProtocolError
+from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
 from protocols.membership import timing
 from protocols.membership.awareness import Awareness
 from protocols.membership.config import MembershipConfig
@@ -49,8 +49,8 @@ from protocols.membership.messages import (
     PushPullRecords,
     PushPullReply,
 )
-from protocols.membership.probe import ProbeOrder
-from protocols.membership.pushpull import claims_in, compare_digests
+from protocols.membership.probe import ProbeOrder, ProbeState
+from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
 from protocols.membership.queue import TransmitLimitedQueue
 from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
 from protocols.membership.suspicion import Suspicion
@@ -61,34 +61,13 @@ __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "Opene
 RECONNECT_PROBABILITY = 0.5
 #: A helper nacks after this fraction of the probe timeout (see ``_on_ping_req``).
 NACK_FRACTION = 0.8
-#: Most record bytes in one push-pull frame (the wire's limit is 256 KiB).
-PUSH_PULL_BUDGET = 160 * 1024
 
 #: Kinds the core dispatches to this agent.
 GOSSIP_KINDS: frozenset[str] = frozenset(MEMBERSHIP_PAYLOADS)
 
 
-class OpenedFrame(Protocol):
-    """What the agent reads of an opened envelope (``protocols.envelope.Opened``)."""
-
-    @property
-    def kind(self) -> str: ...
-    @property
-    def sender(self) -> str: ...
-    @property
-    def org(self) -> str: ...
-    @property
-    def payload(self) -> BaseModel: ...
-    @property
-    def certificate(self) -> Any: ...
-    @property
-    def frame(self) -> bytes: ...
-    @property
-    def digest(self) -> bytes: ...
-
-
 class OfferPolicy(Protocol):
-    """``TrustStore.check_offer``: raises ``RemoteProtocolError(code="not-permitted")``."""
+    """``TrustStore.check_offer``: raises ``RemoteProtocolError`` (``not-permitted``)."""
 
     def check_offer(self, certificate: Any, capability: str) -> None: ...
 
@@ -110,21 +89,6 @@ class GossipContext(AgentContext, Protocol):
 
     @property
     def trust(self) -> OfferPolicy: ...
-
-
-class _Probe:
-    """The one probe in flight (SWIM probes one member per period)."""
-
-    __slots__ = ("direct_deadline", "end", "expected_nacks", "indirect", "nacks", "seq", "target")
-
-    def __init__(self, target: str, seq: int, direct_deadline: float, end: float) -> None:
-        self.target = target
-        self.seq = seq
-        self.direct_deadline = direct_deadline
-        self.end = end
-        self.indirect = False
-        self.expected_nacks = 0
-        self.nacks = 0
 
 
 Update = bytes | Claim
@@ -162,9 +126,9 @@ class GossipAgent:
         self._queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
         self._order = ProbeOrder()
         self._suspicions: dict[str, Suspicion] = {}
-        self._seen: dict[bytes, None] = {}
+        self._ingest = RecordIngest(config.seen_cache_size, self._cache)
         self._indirect: dict[int, tuple[str, int, str, float]] = {}
-        self._probe: _Probe | None = None
+        self._probe: ProbeState | None = None
         self._ping_seq = 0
         self._left = False
         rng = ctx.rng
@@ -309,7 +273,7 @@ class GossipAgent:
             return
         self._ping_seq += 1
         direct = now + min(self.awareness.scale(cfg.probe_timeout), interval)
-        self._probe = _Probe(target, self._ping_seq, direct, now + interval)
+        self._probe = ProbeState(target, self._ping_seq, direct, now + interval)
         records, claims = self._piggyback(target)
         ping = Ping(seq=self._ping_seq, target=target, records=records, claims=claims)
         self._send(target, "ping", ping, now)
@@ -416,7 +380,7 @@ class GossipAgent:
         frame = self._ctx.seal(RECORD_KIND, record, GOSSIP, now, ttl=self.config.record_ttl)
         digest = hashlib.sha256(frame).digest()
         info = RecordInfo(record, self.org, frame, digest)
-        self._remember(digest)
+        self._ingest.remember(digest, len(self.members))
         self.own = info
         self.members.set_self(info, now)
         self.index.upsert(info, alive=not leaving)
@@ -520,7 +484,7 @@ class GossipAgent:
         self._absorb(req.records, (), now)
         self._absorb_digest_claims(req.digest, msg.sender, now)
         send, want = compare_digests(self.members.digest(), req.digest, self.node_id)
-        chunks = _chunks([self._frame_of(node_id) for node_id in send])
+        chunks = chunk_records([self._frame_of(node_id) for node_id in send])
         non_alive = [e for e in self.members.digest() if e[3] != 0 and e[0] != self.node_id]
         reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
         if self.endpoint_of(msg.sender) is None:
@@ -537,7 +501,7 @@ class GossipAgent:
         self._absorb(reply.records, (), now)
         self._absorb_digest_claims(reply.digest, msg.sender, now)
         records = [self._frame_of(nid) for nid in reply.want if self.members.get(nid) is not None]
-        for chunk in _chunks(records) if records else []:
+        for chunk in chunk_records(records) if records else []:
             self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
 
     def _on_push_pull_records(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
@@ -552,12 +516,12 @@ class GossipAgent:
 
     def accept_record(self, opened: OpenedFrame, now: float, *, rebroadcast: bool = True) -> None:
         """Apply a record frame that was already opened (verified) elsewhere."""
-        digest = opened.digest
-        if digest in self._seen:
+        if not self._ingest.remember(opened.digest, len(self.members)):
             self._ctx.count("records_duplicate_skipped")
             return
-        self._remember(digest)
-        self._accept_record(opened, opened.frame, now, digest, rebroadcast)
+        check = self._ctx.trust.check_offer
+        verdict, info = self._ingest.check(opened, opened.frame, opened.digest, check)
+        self._record_verdict(verdict, info, now, rebroadcast)
 
     def _frame_of(self, node_id: str) -> bytes:
         member = self.members.get(node_id)
@@ -575,57 +539,32 @@ class GossipAgent:
 
     # --- records and claims -------------------------------------------------
 
-    def _remember(self, digest: bytes) -> None:
-        seen = self._seen
-        seen[digest] = None
-        cap = max(self.config.seen_cache_size, 4 * len(self.members))
-        while len(seen) > cap:
-            del seen[next(iter(seen))]
-
     def absorb_record(self, frame: bytes, now: float, *, rebroadcast: bool = True) -> None:
         """Deduplicate by digest, then verify once, then apply a gossiped record frame.
 
         ``rebroadcast=False`` (bootstrapping from a snapshot) does not queue it.
         """
-        digest = hashlib.sha256(frame).digest()
-        if digest in self._seen:
-            self._ctx.count("records_duplicate_skipped")
+        ctx = self._ctx
+        verdict, info, verified = self._ingest.ingest(
+            frame, now, len(self.members), ctx.open, ctx.trust.check_offer
+        )
+        if verdict == DUPLICATE:
+            ctx.count("records_duplicate_skipped")
             return
-        self._remember(digest)
-        try:
-            opened = self._ctx.open(frame, now)
-        except RemoteProtocolError as err:
-            self._ctx.count(f"dropped.{err.code}")
-            return
-        self._ctx.count("records_verified")
-        self._accept_record(opened, frame, now, digest, rebroadcast)
+        if verified:
+            ctx.count("records_verified")
+        self._record_verdict(verdict, info, now, rebroadcast)
 
-    def _accept_record(
-        self,
-        opened: OpenedFrame,
-        frame: bytes,
-        now: float,
-        digest: bytes,
-        rebroadcast: bool = True,
+    def _record_verdict(
+        self, verdict: str, info: RecordInfo | None, now: float, rebroadcast: bool
     ) -> None:
-        record = opened.payload
-        if opened.kind != RECORD_KIND or not isinstance(record, CapabilityRecord):
-            self._ctx.count("dropped.unexpected-message")
-            return
-        if record.node_id != opened.sender:
-            self._ctx.count("dropped.malformed")
-            return
-        try:
-            for cap in record.capabilities:
-                self._ctx.trust.check_offer(opened.certificate, cap.name)
-        except RemoteProtocolError as err:
-            self._ctx.count(f"dropped.{err.code}")
-            return
-        info = self._cache.intern(RecordInfo(record, opened.org, frame, digest))
-        if record.node_id == self.node_id:
+        ctx = self._ctx
+        if info is None:
+            ctx.count(f"dropped.{verdict}")
+        elif info.node_id == self.node_id:
             self._own_record_seen(info, now)
-            return
-        self._apply_record(info, now, rebroadcast)
+        else:
+            self._apply_record(info, now, rebroadcast)
 
     def _own_record_seen(self, info: RecordInfo, now: float) -> None:
         """Our id with a newer record than ours: we restarted; move past it."""
@@ -687,19 +626,6 @@ class GossipAgent:
         self._ctx.count("suspicions_started")
         self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
         self._queue.put(claim.node, claim)
-
-
-def _chunks(frames: list[bytes]) -> list[list[bytes]]:
-    """Split record frames into lists of at most ``PUSH_PULL_BUDGET`` bytes (≥ 1 list)."""
-    out: list[list[bytes]] = [[]]
-    size = 0
-    for frame in frames:
-        if out[-1] and size + len(frame) > PUSH_PULL_BUDGET:
-            out.append([])
-            size = 0
-        out[-1].append(frame)
-        size += len(frame)
-    return out
 
 
 _Handler = Callable[[GossipAgent, OpenedFrame, str, float], None]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
-__all__ = ["ProbeOrder"]
+__all__ = ["ProbeOrder", "ProbeState"]
 
 
 class ProbeOrder:
@@ -78,3 +78,22 @@ class ProbeOrder:
         if rest:
             out.extend(rng.sample(rest, min(k - len(out), len(rest))))
         return out
+
+
+class ProbeState:
+    """The one probe in flight (SWIM probes one member per period).
+
+    ``direct_deadline``: when to fall back to indirect probes; ``end``: when the
+    probe fails if neither an ack nor an indirect ack came back.
+    """
+
+    __slots__ = ("direct_deadline", "end", "expected_nacks", "indirect", "nacks", "seq", "target")
+
+    def __init__(self, target: str, seq: int, direct_deadline: float, end: float) -> None:
+        self.target = target
+        self.seq = seq
+        self.direct_deadline = direct_deadline
+        self.end = end
+        self.indirect = False
+        self.expected_nacks = 0
+        self.nacks = 0

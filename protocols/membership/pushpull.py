@@ -14,7 +14,10 @@ from collections.abc import Iterable, Sequence
 
 from protocols.membership.state import DEAD, SUSPECT
 
-__all__ = ["claims_in", "compare_digests"]
+__all__ = ["PUSH_PULL_BUDGET", "chunk_records", "claims_in", "compare_digests"]
+
+#: Most record bytes in one push-pull frame (the wire's frame limit is 256 KiB).
+PUSH_PULL_BUDGET = 160 * 1024
 
 Entry = tuple[str, int, int, int]
 
@@ -54,4 +57,17 @@ def claims_in(digest: Iterable[Entry]) -> list[tuple[str, int, str]]:
             out.append((node_id, inc, "suspect"))
         elif status == DEAD:
             out.append((node_id, inc, "dead"))
+    return out
+
+
+def chunk_records(frames: list[bytes], budget: int = PUSH_PULL_BUDGET) -> list[list[bytes]]:
+    """Split record frames into lists of at most ``budget`` bytes (always ≥ 1 list)."""
+    out: list[list[bytes]] = [[]]
+    size = 0
+    for frame in frames:
+        if out[-1] and size + len(frame) > budget:
+            out.append([])
+            size = 0
+        out[-1].append(frame)
+        size += len(frame)
     return out

@@ -1,0 +1,109 @@
+"""Record ingestion: deduplicate by digest *before* verifying, verify once, check trust.
+
+``RecordIngest`` is the pure part of receiving a gossiped record frame. It keeps
+a bounded FIFO of the digests already handled (valid or not), so each distinct
+record costs at most one signature verification per node; the caller supplies
+``open`` (the wire) and ``check_offer`` (the trust store) and maps the verdict
+to counters: ``records_verified``, ``records_duplicate_skipped`` and
+``dropped.<code>`` with a ``RemoteProtocolError`` code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from protocols.capabilities.records import RECORD_KIND, CapabilityRecord, RecordCache, RecordInfo
+from protocols.errors import RemoteProtocolError
+
+__all__ = ["DUPLICATE", "OpenedFrame", "RecordIngest"]
+
+#: Verdict of a frame whose digest was handled before (no verification done).
+DUPLICATE = "duplicate"
+
+
+class OpenedFrame(Protocol):
+    """What is read of an opened envelope (``protocols.envelope.Opened``)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def sender(self) -> str: ...
+    @property
+    def org(self) -> str: ...
+    @property
+    def payload(self) -> BaseModel: ...
+    @property
+    def certificate(self) -> Any: ...
+    @property
+    def frame(self) -> bytes: ...
+    @property
+    def digest(self) -> bytes: ...
+
+
+class RecordIngest:
+    """The seen-digest cache and the checks every record passes once."""
+
+    __slots__ = ("_cache", "_min_size", "_seen")
+
+    def __init__(self, min_size: int, cache: RecordCache) -> None:
+        self._seen: dict[bytes, None] = {}
+        self._min_size = min_size
+        self._cache = cache
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def remember(self, digest: bytes, members: int) -> bool:
+        """Note ``digest``; False if it was known. Keeps max(min_size, 4 × members)."""
+        seen = self._seen
+        if digest in seen:
+            return False
+        seen[digest] = None
+        cap = max(self._min_size, 4 * members)
+        while len(seen) > cap:
+            del seen[next(iter(seen))]
+        return True
+
+    def ingest(
+        self,
+        frame: bytes,
+        now: float,
+        members: int,
+        open_frame: Callable[[bytes, float], OpenedFrame],
+        check_offer: Callable[[Any, str], None],
+    ) -> tuple[str, RecordInfo | None, bool]:
+        """``(verdict, info, verified)``: verdict ``"ok"``, ``DUPLICATE`` or an error
+        code; ``verified`` tells whether the signature was checked successfully."""
+        digest = hashlib.sha256(frame).digest()
+        if not self.remember(digest, members):
+            return DUPLICATE, None, False
+        try:
+            opened = open_frame(frame, now)
+        except RemoteProtocolError as err:
+            return err.code, None, False
+        verdict, info = self.check(opened, frame, digest, check_offer)
+        return verdict, info, True
+
+    def check(
+        self,
+        opened: OpenedFrame,
+        frame: bytes,
+        digest: bytes,
+        check_offer: Callable[[Any, str], None],
+    ) -> tuple[str, RecordInfo | None]:
+        """The checks after a successful ``open``: kind, sender, offers allowed."""
+        record = opened.payload
+        if opened.kind != RECORD_KIND or not isinstance(record, CapabilityRecord):
+            return "unexpected-message", None
+        if record.node_id != opened.sender:
+            return "malformed", None
+        try:
+            for cap in record.capabilities:
+                check_offer(opened.certificate, cap.name)
+        except RemoteProtocolError as err:
+            return err.code, None
+        return "ok", self._cache.intern(RecordInfo(record, opened.org, frame, digest))
