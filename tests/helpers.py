@@ -1,9 +1,9 @@
 """Test helpers: a cluster of N gossip nodes pumped on virtual time.
 
-``MeshCluster`` is h11's ConnectionPair grown to N nodes: every node is the real
-wire (``protocols.envelope.Wire`` with the fast signer or real Ed25519) plus the
-real ``GossipAgent`` inside a ``mesh.core.CoreContext``; frames travel through
-an event heap with an explicit ``now``, seeded loss and delay, and partitions.
+``MeshCluster`` is h11's ConnectionPair grown to N nodes: every node is a real
+``mesh.core.MeshNodeCore`` (its wire with the fast signer or real Ed25519, its
+``GossipAgent`` and ``ContractAgent``); frames travel through an event heap with
+an explicit ``now``, seeded loss and delay, and partitions.
 Everything is deterministic given the seed.
 """
 
@@ -15,14 +15,12 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mesh.core import Agent, CoreContext, dispatch
+from mesh.core import CoreConfig, MeshNodeCore
 from mesh.events import Event
-from mesh.gossip import GOSSIP_KINDS, GossipAgent
+from mesh.gossip import GossipAgent
 from protocols.capabilities.records import CapabilitySpec, RecordCache
 from protocols.crypto import Ed25519Signer, Ed25519Verifier, FastSigner, FastVerifier, Verifier
-from protocols.envelope import Wire
 from protocols.identity import NodeIdentity
-from protocols.kinds import PAYLOADS
 from protocols.membership.config import MembershipConfig, lan
 from protocols.membership.messages import Gossip
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate
@@ -48,15 +46,18 @@ class Org:
 class SimNode:
     index: int
     endpoint: str
-    ctx: CoreContext
-    agent: GossipAgent
+    core: MeshNodeCore
     events: list[tuple[float, Event]] = field(default_factory=list)
     crashed: bool = False
     scheduled: float | None = None
-    routes: dict[str, Agent] = field(default_factory=dict)
 
-    def __post_init__(self) -> None:
-        self.routes = dict.fromkeys(GOSSIP_KINDS, self.agent)
+    @property
+    def ctx(self) -> MeshNodeCore:
+        return self.core
+
+    @property
+    def agent(self) -> GossipAgent:
+        return self.core.gossip
 
     @property
     def node_id(self) -> str:
@@ -138,20 +139,21 @@ class MeshCluster:
         label = label or f"node-{self.seed}-{i}"
         identity = NodeIdentity.from_signer(self._signer(label))
         cert = self.certificate(identity.public_key, f"n{i}", org, offers)
-        wire = Wire(identity, cert, TrustStore(self.trust_orgs), self.verifier, PAYLOADS)
-        ctx = CoreContext(wire, random.Random(f"{self.seed}-{i}"))
         endpoint = f"sim://{i}"
         caps = self.capabilities(i) if capabilities is None else capabilities
-        agent = GossipAgent(
-            ctx,
-            self.config,
-            endpoints=endpoint,
+        core = MeshNodeCore(
+            CoreConfig(membership=self.config),
+            identity,
+            cert,
+            TrustStore(self.trust_orgs),
+            rng=random.Random(f"{self.seed}-{i}"),
+            verifier=self.verifier,
+            endpoint=endpoint,
             capabilities=caps,
             now=self.now,
-            org=wire.certificate.org,
             record_cache=self.record_cache,
         )
-        node = SimNode(i, endpoint, ctx, agent)
+        node = SimNode(i, endpoint, core)
         self.nodes.append(node)
         self.by_endpoint[endpoint] = node
         self.flush(node)
@@ -176,7 +178,7 @@ class MeshCluster:
         heapq.heappush(self._heap, (t, self._seq, index, endpoint, frame))
 
     def schedule_timer(self, node: SimNode) -> None:
-        t = node.agent.get_timer()
+        t = node.core.get_timer()
         if t is None or node.crashed:
             node.scheduled = None
             return
@@ -210,13 +212,13 @@ class MeshCluster:
             if node.crashed:
                 continue
             if frame:
-                dispatch(node.ctx, node.routes, frame, endpoint, t)
+                node.core.receive(frame, endpoint, t)
                 self.delivered += 1
             else:
                 if node.scheduled != t:
                     continue  # superseded wake-up
                 node.scheduled = None
-                node.agent.handle_timer(t)
+                node.core.handle_timer(t)
             self.flush(node)
             self.schedule_timer(node)
         self.now = max(self.now, t_end)
