@@ -144,3 +144,15 @@ def test_crashed_node_is_suspected_then_dead_everywhere() -> None:
     alive = sorted(n.node_id for n in c.live())
     for node in c.live():
         assert node.agent.alive_ids() == [x for x in alive if x != node.node_id]
+
+
+def test_real_ed25519_cluster_joins_and_verifies_each_record_once() -> None:
+    c = MeshCluster(6, seed=16, fast=False)
+    c.start()
+    for node in c.nodes[1:]:
+        c.join(node, [c.nodes[0]])
+    c.run_for(4.0)
+    for node in c.nodes:
+        assert len(node.agent.alive_ids()) == 5
+        assert node.counters.get("records_verified", 0) <= 6
+    assert c.stat("records_duplicate_skipped") > 0
