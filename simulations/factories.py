@@ -64,7 +64,7 @@ class ToyFactory:
 
     def create(self, index: int, now: float, *, restart: int, durable: bool) -> ToyNode:
         spec = self.world.specs[index]
-        m = self.world.scenario.membership
+        m = self.world.scenario.membership.resolve()
         inc = self.incarnations.get(index, -1) + 1 if durable else 0
         self.incarnations[index] = inc
         return ToyNode(
@@ -77,10 +77,10 @@ class ToyFactory:
             capabilities=spec.capabilities,
             incarnation=inc,
             gossip_interval=m.gossip_interval,
-            fanout=m.fanout,
+            fanout=m.gossip_nodes,
             probe_interval=m.probe_interval,
             probe_timeout=m.probe_timeout,
-            suspicion_timeout=m.suspicion_timeout,
+            suspicion_timeout=m.suspicion_mult * m.probe_interval,
             price=spec.price,
         )
 

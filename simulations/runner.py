@@ -189,7 +189,7 @@ def _finish(
         checks=checks,
         population=observers,
         observers=observers,
-        gossip_interval=sc.membership.gossip_interval,
-        probe_interval=sc.membership.probe_interval,
+        gossip_interval=sc.membership.resolve().gossip_interval,
+        probe_interval=sc.membership.resolve().probe_interval,
     )
     return RunResult(sc, world, sim, history, checks, report, observers)

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
+from protocols.membership import config as presets
+from protocols.membership.config import MembershipConfig
 from simulations.network import Latency, LinkClass
 
 __all__ = [
@@ -113,12 +115,27 @@ class TopologyModel(_Model):
 
 
 class MembershipModel(_Model):
+    """A preset of ``protocols.membership.config``; any knob given here overrides it."""
+
     preset: Literal["lan", "wan", "local"] = "lan"
-    fanout: int = Field(default=3, ge=1)
-    gossip_interval: Duration = 0.2
-    probe_interval: Duration = 1.0
-    probe_timeout: Duration = 0.5
-    suspicion_timeout: Duration = 3.0
+    fanout: int | None = Field(default=None, ge=1)
+    gossip_interval: Duration | None = None
+    probe_interval: Duration | None = None
+    probe_timeout: Duration | None = None
+    push_pull_interval: Duration | None = None
+    suspicion_mult: int | None = Field(default=None, ge=1)
+
+    def resolve(self) -> MembershipConfig:
+        base = {"lan": presets.lan, "wan": presets.wan, "local": presets.local}[self.preset]()
+        knobs = {
+            "gossip_nodes": self.fanout,
+            "gossip_interval": self.gossip_interval,
+            "probe_interval": self.probe_interval,
+            "probe_timeout": self.probe_timeout,
+            "push_pull_interval": self.push_pull_interval,
+            "suspicion_mult": self.suspicion_mult,
+        }
+        return base.with_(**{k: v for k, v in knobs.items() if v is not None})
 
 
 class OrgModel(_Model):
@@ -247,6 +264,10 @@ def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenari
 
 
 def _check_consistency(sc: Scenario, source: str) -> None:
+    try:
+        sc.membership.resolve()
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     names = [o.name for o in sc.orgs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: orgs: duplicate org names {names}")
