@@ -24,7 +24,6 @@ from mesh.events import (
     PeerSuspected,
 )
 from mesh.ports import GOSSIP, AgentContext
-from protocols.capabilities.index import CapabilityIndex
 from protocols.capabilities.records import (
     RECORD_KIND,
     CapabilityRecord,
@@ -34,7 +33,6 @@ from protocols.capabilities.records import (
 )
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
 from protocols.membership import timing
-from protocols.membership.awareness import Awareness
 from protocols.membership.config import MembershipConfig
 from protocols.membership.messages import (
     MEMBERSHIP_PAYLOADS,
@@ -49,11 +47,10 @@ from protocols.membership.messages import (
     PushPullRecords,
     PushPullReply,
 )
-from protocols.membership.probe import ProbeOrder, ProbeState
+from protocols.membership.probe import ProbeState
 from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
-from protocols.membership.queue import TransmitLimitedQueue
-from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
-from protocols.membership.suspicion import Suspicion
+from protocols.membership.state import DEAD, SUSPECT, Outcome
+from protocols.membership.view import MembershipView
 
 __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "OpenedFrame"]
 
@@ -91,9 +88,6 @@ class GossipContext(AgentContext, Protocol):
     def trust(self) -> OfferPolicy: ...
 
 
-Update = bytes | Claim
-
-
 class GossipAgent:
     """Membership, failure detection and capability records of one node."""
 
@@ -119,14 +113,14 @@ class GossipAgent:
         self._load = load
         self.incarnation = incarnation
         self._seq = 0
-        self._cache = record_cache if record_cache is not None else RecordCache(1 << 16)
-        self.members = MemberTable(self.node_id, config.dead_reclaim_time)
-        self.index = CapabilityIndex()
-        self.awareness = Awareness(config.awareness_max_multiplier)
-        self._queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
-        self._order = ProbeOrder()
-        self._suspicions: dict[str, Suspicion] = {}
-        self._ingest = RecordIngest(config.seen_cache_size, self._cache)
+        cache = record_cache if record_cache is not None else RecordCache(1 << 16)
+        self.view = view = MembershipView(self.node_id, config, ctx.rng)
+        self.members = view.members
+        self.index = view.index
+        self.awareness = view.awareness
+        self._queue = view.queue
+        self._order = view.order
+        self._ingest = RecordIngest(config.seen_cache_size, cache)
         self._indirect: dict[int, tuple[str, int, str, float]] = {}
         self._probe: ProbeState | None = None
         self._ping_seq = 0
@@ -176,8 +170,7 @@ class GossipAgent:
     # --- accessors ---------------------------------------------------------
 
     def endpoint_of(self, node_id: str) -> str | None:
-        member = self.members.get(node_id)
-        return None if member is None else member.info.endpoint
+        return self.view.endpoint_of(node_id)
 
     def alive_ids(self) -> list[str]:
         """Alive or suspect members other than us, sorted."""
@@ -189,7 +182,7 @@ class GossipAgent:
         return {
             "members": len(self.members),
             "members_live": self.members.count_live(),
-            "suspicions": len(self._suspicions),
+            "suspicions": len(self.view.suspicions),
             "queue": len(self._queue),
             "awareness": self.awareness.score,
         }
@@ -207,7 +200,9 @@ class GossipAgent:
             probe = self._probe
             if probe is not None:
                 times.append(probe.end if probe.indirect else probe.direct_deadline)
-            times.extend(s.deadline() for s in self._suspicions.values())
+            suspicion_deadline = self.view.next_deadline()
+            if suspicion_deadline is not None:
+                times.append(suspicion_deadline)
             times.extend(entry[3] for entry in self._indirect.values())
         return min(times)
 
@@ -234,13 +229,8 @@ class GossipAgent:
             self._push_pull(now)
 
     def _expire_suspicions(self, now: float) -> None:
-        expired = [nid for nid, s in self._suspicions.items() if s.deadline() <= now]
-        for node_id in expired:
-            suspicion = self._suspicions.pop(node_id)
+        for claim in self.view.expired_suspicions(now):
             self._ctx.count("suspicion_timeouts")
-            claim = Claim(
-                node=node_id, incarnation=suspicion.incarnation, status="dead", by=self.node_id
-            )
             self._apply_claim(claim, now)
 
     def _expire_indirect(self, now: float) -> None:
@@ -251,30 +241,18 @@ class GossipAgent:
 
     # --- probing (SWIM + Lifeguard) ------------------------------------------
 
-    def _live(self, node_id: str) -> bool:
-        member = self.members.get(node_id)
-        return member is not None and member.status <= SUSPECT and node_id != self.node_id
-
-    def _alive(self, node_id: str) -> bool:
-        member = self.members.get(node_id)
-        return member is not None and member.status == ALIVE and node_id != self.node_id
-
-    def _dead(self, node_id: str) -> bool:
-        member = self.members.get(node_id)
-        return member is not None and member.status == DEAD
-
     def _start_probe(self, now: float) -> None:
         cfg = self.config
         interval = self.awareness.scale(cfg.probe_interval)
         self._next_probe = now + interval
-        target = self._order.next(self._live, self._ctx.rng)
+        target = self._order.next(self.view.is_live, self._ctx.rng)
         if target is None:
             self._probe = None
             return
         self._ping_seq += 1
         direct = now + min(self.awareness.scale(cfg.probe_timeout), interval)
         self._probe = ProbeState(target, self._ping_seq, direct, now + interval)
-        records, claims = self._piggyback(target)
+        records, claims = self.view.piggyback(target)
         ping = Ping(seq=self._ping_seq, target=target, records=records, claims=claims)
         self._send(target, "ping", ping, now)
         self._ctx.count("probes_sent")
@@ -288,11 +266,11 @@ class GossipAgent:
             # Helpers must be alive, not suspect (memberlist): a suspect helper is likely
             # down and its missing nack would wrongly raise our own awareness score.
             peers = self._order.sample(
-                self.config.indirect_checks, self._alive, self._ctx.rng, exclude=probe.target
+                self.config.indirect_checks, self.view.is_alive, self._ctx.rng, exclude=probe.target
             )
             probe.expected_nacks = len(peers)
             for peer in peers:
-                records, claims = self._piggyback(peer)
+                records, claims = self.view.piggyback(peer)
                 req = PingReq(seq=probe.seq, target=probe.target, records=records, claims=claims)
                 self._send(peer, "ping-req", req, now)
             self._ctx.count("indirect_probes")
@@ -318,20 +296,9 @@ class GossipAgent:
 
     # --- dissemination -------------------------------------------------------
 
-    def _retransmit_limit(self) -> int:
-        return timing.retransmit_limit(self.config.retransmit_mult, len(self.members))
-
-    def _piggyback(self, to: str | None) -> tuple[list[bytes], list[Claim]]:
-        # Never tell a node its own record; do tell it claims about itself (it refutes).
-        skip = to if to is not None and isinstance(self._queue.get(to), bytes) else None
-        updates = self._queue.take(self.config.max_piggyback, self._retransmit_limit(), skip=skip)
-        records = [u for u in updates if isinstance(u, bytes)]
-        claims = [u for u in updates if isinstance(u, Claim)]
-        return records, claims
-
     def _gossip(self, now: float, fanout: int) -> None:
-        for peer in self._order.sample(fanout, self._live, self._ctx.rng):
-            records, claims = self._piggyback(peer)
+        for peer in self._order.sample(fanout, self.view.is_live, self._ctx.rng):
+            records, claims = self.view.piggyback(peer)
             if not records and not claims:
                 break
             self._send(peer, "gossip", Gossip(records=records, claims=claims), now)
@@ -347,11 +314,11 @@ class GossipAgent:
         if rng.random() < RECONNECT_PROBABILITY:
             # Reconnect (as serf does): a dead member may be alive behind a healed
             # partition; a push-pull with it lets both sides refute and merge.
-            peers = self._order.sample(1, self._dead, rng)
+            peers = self._order.sample(1, self.view.is_dead, rng)
             if peers:
                 self._ctx.count("push_pull_reconnect")
         if not peers:
-            peers = self._order.sample(1, self._live, rng)
+            peers = self._order.sample(1, self.view.is_live, rng)
         if peers:
             payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
             self._send(peers[0], "push-pull", payload, now)
@@ -382,9 +349,7 @@ class GossipAgent:
         info = RecordInfo(record, self.org, frame, digest)
         self._ingest.remember(digest, len(self.members))
         self.own = info
-        self.members.set_self(info, now)
-        self.index.upsert(info, alive=not leaving)
-        self._queue.put(self.node_id, frame)
+        self.view.install_own(info, now)
         self._refresh_at = now + self.config.record_ttl / 2
         return info
 
@@ -427,7 +392,7 @@ class GossipAgent:
         if ping.target != self.node_id:
             self._ctx.count("dropped.wrong-recipient")
             return
-        records, claims = self._piggyback(msg.sender)
+        records, claims = self.view.piggyback(msg.sender)
         ack = Ack(seq=ping.seq, records=records, claims=claims)
         to = self.endpoint_of(msg.sender) or endpoint
         self._ctx.send("ack", ack, msg.sender, now, endpoint=to)
@@ -455,7 +420,7 @@ class GossipAgent:
         # Nack a little before the requester's probe ends, or it arrives too late to count.
         deadline = now + NACK_FRACTION * self.config.probe_timeout
         self._indirect[self._ping_seq] = (msg.sender, req.seq, req.target, deadline)
-        records, claims = self._piggyback(req.target)
+        records, claims = self.view.piggyback(req.target)
         ping = Ping(seq=self._ping_seq, target=req.target, records=records, claims=claims)
         self._send(req.target, "ping", ping, now)
 
@@ -511,7 +476,6 @@ class GossipAgent:
 
     def _on_record(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         """A record sent as a top-level frame (already opened and verified by the core)."""
-        self._ctx.count("records_verified")
         self.accept_record(msg, now)
 
     def accept_record(self, opened: OpenedFrame, now: float, *, rebroadcast: bool = True) -> None:
@@ -519,6 +483,7 @@ class GossipAgent:
         if not self._ingest.remember(opened.digest, len(self.members)):
             self._ctx.count("records_duplicate_skipped")
             return
+        self._ctx.count("records_verified")
         check = self._ctx.trust.check_offer
         verdict, info = self._ingest.check(opened, opened.frame, opened.digest, check)
         self._record_verdict(verdict, info, now, rebroadcast)
@@ -575,57 +540,30 @@ class GossipAgent:
             self._resign(now, leaving=self._left)
 
     def _apply_record(self, info: RecordInfo, now: float, rebroadcast: bool = True) -> None:
-        node_id = info.node_id
-        outcome = self.members.apply_record(info, now)
+        outcome = self.view.apply_record(info, now, rebroadcast)
+        ctx, node_id, rec = self._ctx, info.node_id, info.record
         if outcome == Outcome.STALE:
-            self._ctx.count("dropped.stale-record")
+            ctx.count("dropped.stale-record")
             return
-        member = self.members.get(node_id)
-        assert member is not None
-        rec = info.record
-        ctx = self._ctx
         if outcome == Outcome.JOINED:
-            self._order.add(node_id, ctx.rng)
             ctx.emit(PeerJoined(node_id=node_id, endpoint=info.endpoint, org=info.org))
         elif outcome == Outcome.ALIVE:
-            self._suspicions.pop(node_id, None)
-            self._order.add(node_id, ctx.rng)
             ctx.emit(PeerAlive(node_id=node_id, incarnation=rec.incarnation))
         elif outcome == Outcome.LEFT:
-            self._suspicions.pop(node_id, None)
             ctx.emit(PeerLeft(node_id=node_id))
-        self.index.upsert(info, alive=member.status <= SUSPECT)
         ctx.emit(CapabilitiesChanged(node_id=node_id, incarnation=rec.incarnation, seq=rec.seq))
-        if rebroadcast:
-            self._queue.put(node_id, info.frame)
 
     def _apply_claim(self, claim: Claim, now: float) -> None:
-        outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
+        outcome = self.view.apply_claim(claim, now)
         if outcome == Outcome.REFUTE:
             self._refute(claim.incarnation, now)
         elif outcome == Outcome.SUSPECTED:
-            self._start_suspicion(claim, now)
+            self._ctx.count("suspicions_started")
+            self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
         elif outcome == Outcome.CONFIRMED:
-            suspicion = self._suspicions.get(claim.node)
-            if suspicion is not None and suspicion.confirm(claim.by):
-                self._ctx.count("suspicion_confirmations")
-                self._queue.put(claim.node, claim)
+            self._ctx.count("suspicion_confirmations")
         elif outcome == Outcome.DEAD:
-            self._suspicions.pop(claim.node, None)
-            self.index.set_alive(claim.node, False)
             self._ctx.emit(PeerDead(node_id=claim.node, incarnation=claim.incarnation))
-            self._queue.put(claim.node, claim)
-
-    def _start_suspicion(self, claim: Claim, now: float) -> None:
-        cfg = self.config
-        n = self.members.count_live()
-        k = timing.suspicion_confirmations_needed(cfg.suspicion_mult, n)
-        min_t = timing.suspicion_min_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
-        max_t = timing.suspicion_max_timeout(cfg.suspicion_max_timeout_mult, min_t)
-        self._suspicions[claim.node] = Suspicion(claim.by, claim.incarnation, k, min_t, max_t, now)
-        self._ctx.count("suspicions_started")
-        self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
-        self._queue.put(claim.node, claim)
 
 
 _Handler = Callable[[GossipAgent, OpenedFrame, str, float], None]

@@ -1,0 +1,150 @@
+"""One node's view of the cluster: member table, capability index, suspicions,
+broadcast queue and probe order, updated together (pure; no events, no I/O).
+
+``mesh/gossip.py`` feeds it verified records and claims and turns the returned
+``Outcome`` into events and counters.
+"""
+
+from __future__ import annotations
+
+import random
+
+from protocols.capabilities.index import CapabilityIndex
+from protocols.capabilities.records import RecordInfo
+from protocols.membership import timing
+from protocols.membership.awareness import Awareness
+from protocols.membership.config import MembershipConfig
+from protocols.membership.messages import Claim
+from protocols.membership.probe import ProbeOrder
+from protocols.membership.queue import TransmitLimitedQueue
+from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
+from protocols.membership.suspicion import Suspicion
+
+__all__ = ["MembershipView", "Update"]
+
+#: A queued update: a record frame or a suspect/dead claim.
+Update = bytes | Claim
+
+
+class MembershipView:
+    __slots__ = (
+        "awareness",
+        "config",
+        "index",
+        "members",
+        "order",
+        "queue",
+        "rng",
+        "self_id",
+        "suspicions",
+    )
+
+    def __init__(self, self_id: str, config: MembershipConfig, rng: random.Random) -> None:
+        self.self_id = self_id
+        self.config = config
+        self.rng = rng
+        self.members = MemberTable(self_id, config.dead_reclaim_time)
+        self.index = CapabilityIndex()
+        self.awareness = Awareness(config.awareness_max_multiplier)
+        self.queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
+        self.order = ProbeOrder()
+        self.suspicions: dict[str, Suspicion] = {}
+
+    # --- predicates (for ProbeOrder) -------------------------------------------
+
+    def is_live(self, node_id: str) -> bool:
+        """Alive or suspect, and not us: probed and gossiped to."""
+        member = self.members.get(node_id)
+        return member is not None and member.status <= SUSPECT and node_id != self.self_id
+
+    def is_alive(self, node_id: str) -> bool:
+        member = self.members.get(node_id)
+        return member is not None and member.status == ALIVE and node_id != self.self_id
+
+    def is_dead(self, node_id: str) -> bool:
+        member = self.members.get(node_id)
+        return member is not None and member.status == DEAD
+
+    def endpoint_of(self, node_id: str) -> str | None:
+        member = self.members.get(node_id)
+        return None if member is None else member.info.endpoint
+
+    # --- dissemination -------------------------------------------------------
+
+    def piggyback(self, to: str | None) -> tuple[list[bytes], list[Claim]]:
+        """Updates for one message to ``to``: never its own record, but claims about it."""
+        queue = self.queue
+        skip = to if to is not None and isinstance(queue.get(to), bytes) else None
+        limit = timing.retransmit_limit(self.config.retransmit_mult, len(self.members))
+        updates = queue.take(self.config.max_piggyback, limit, skip=skip)
+        records = [u for u in updates if isinstance(u, bytes)]
+        claims = [u for u in updates if isinstance(u, Claim)]
+        return records, claims
+
+    # --- records -------------------------------------------------------------
+
+    def install_own(self, info: RecordInfo, now: float) -> None:
+        self.members.set_self(info, now)
+        self.index.upsert(info, alive=not info.record.leaving)
+        self.queue.put(self.self_id, info.frame)
+
+    def apply_record(self, info: RecordInfo, now: float, rebroadcast: bool = True) -> str:
+        """Apply a verified record of another node; returns the table's ``Outcome``."""
+        node_id = info.node_id
+        outcome = self.members.apply_record(info, now)
+        if outcome == Outcome.STALE:
+            return outcome
+        member = self.members.get(node_id)
+        assert member is not None
+        if outcome in (Outcome.JOINED, Outcome.ALIVE):
+            self.order.add(node_id, self.rng)
+        if outcome in (Outcome.ALIVE, Outcome.LEFT):
+            self.suspicions.pop(node_id, None)
+        self.index.upsert(info, alive=member.status <= SUSPECT)
+        if rebroadcast:
+            self.queue.put(node_id, info.frame)
+        return outcome
+
+    # --- claims ----------------------------------------------------------------
+
+    def apply_claim(self, claim: Claim, now: float) -> str:
+        """Apply a suspect/dead claim about another node (``REFUTE`` if about us).
+
+        ``CONFIRMED`` is returned only for a new independent confirmation.
+        """
+        outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
+        if outcome == Outcome.SUSPECTED:
+            self.suspicions[claim.node] = self._new_suspicion(claim, now)
+            self.queue.put(claim.node, claim)
+        elif outcome == Outcome.CONFIRMED:
+            suspicion = self.suspicions.get(claim.node)
+            if suspicion is None or not suspicion.confirm(claim.by):
+                return Outcome.IGNORED
+            self.queue.put(claim.node, claim)
+        elif outcome == Outcome.DEAD:
+            self.suspicions.pop(claim.node, None)
+            self.index.set_alive(claim.node, False)
+            self.queue.put(claim.node, claim)
+        return outcome
+
+    def _new_suspicion(self, claim: Claim, now: float) -> Suspicion:
+        cfg = self.config
+        n = self.members.count_live()
+        k = timing.suspicion_confirmations_needed(cfg.suspicion_mult, n)
+        min_t = timing.suspicion_min_timeout(cfg.suspicion_mult, n, cfg.probe_interval)
+        max_t = timing.suspicion_max_timeout(cfg.suspicion_max_timeout_mult, min_t)
+        return Suspicion(claim.by, claim.incarnation, k, min_t, max_t, now)
+
+    def expired_suspicions(self, now: float) -> list[Claim]:
+        """Remove the suspicions whose timeout passed; the dead claims to apply."""
+        expired = [nid for nid, s in self.suspicions.items() if s.deadline() <= now]
+        claims = []
+        for node_id in expired:
+            inc = self.suspicions.pop(node_id).incarnation
+            claims.append(Claim(node=node_id, incarnation=inc, status="dead", by=self.self_id))
+        return claims
+
+    def next_deadline(self) -> float | None:
+        if not self.suspicions:
+            return None
+        return min(s.deadline() for s in self.suspicions.values())
