@@ -48,7 +48,7 @@ from protocols.membership.messages import (
     PushPullReply,
 )
 from protocols.membership.probe import ProbeState
-from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
+from protocols.membership.pushpull import chunk_records
 from protocols.membership.state import DEAD, SUSPECT, Outcome
 from protocols.membership.view import MembershipView
 
@@ -448,9 +448,7 @@ class GossipAgent:
         assert isinstance(req, PushPull)
         self._absorb(req.records, (), now)
         self._absorb_digest_claims(req.digest, msg.sender, now)
-        send, want = compare_digests(self.members.digest(), req.digest, self.node_id)
-        chunks = chunk_records([self._frame_of(node_id) for node_id in send])
-        non_alive = [e for e in self.members.digest() if e[3] != 0 and e[0] != self.node_id]
+        chunks, want, non_alive = self.view.answer_push_pull(req.digest)
         reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
         if self.endpoint_of(msg.sender) is None:
             self._ctx.count("push_pull_unknown_sender")
@@ -465,7 +463,7 @@ class GossipAgent:
         assert isinstance(reply, PushPullReply)
         self._absorb(reply.records, (), now)
         self._absorb_digest_claims(reply.digest, msg.sender, now)
-        records = [self._frame_of(nid) for nid in reply.want if self.members.get(nid) is not None]
+        records = self.view.frames_of(reply.want)
         for chunk in chunk_records(records) if records else []:
             self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
 
@@ -488,18 +486,10 @@ class GossipAgent:
         verdict, info = self._ingest.check(opened, opened.frame, opened.digest, check)
         self._record_verdict(verdict, info, now, rebroadcast)
 
-    def _frame_of(self, node_id: str) -> bytes:
-        member = self.members.get(node_id)
-        assert member is not None
-        return member.info.frame
-
     def _absorb_digest_claims(
         self, digest: Sequence[tuple[str, int, int, int]], sender: str, now: float
     ) -> None:
-        # As memberlist's mergeState: a remote "dead" only makes us suspect, so a node
-        # on the other side of a healed partition gets time to refute it.
-        for node_id, inc, _status in claims_in(digest):
-            claim = Claim(node=node_id, incarnation=inc, status="suspect", by=sender)
+        for claim in self.view.digest_claims(digest, sender):
             self._apply_claim(claim, now)
 
     # --- records and claims -------------------------------------------------

@@ -8,14 +8,16 @@ broadcast queue and probe order, updated together (pure; no events, no I/O).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 
 from protocols.capabilities.index import CapabilityIndex
 from protocols.capabilities.records import RecordInfo
 from protocols.membership import timing
 from protocols.membership.awareness import Awareness
 from protocols.membership.config import MembershipConfig
-from protocols.membership.messages import Claim
+from protocols.membership.messages import Claim, DigestEntry
 from protocols.membership.probe import ProbeOrder
+from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
 from protocols.membership.queue import TransmitLimitedQueue
 from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
 from protocols.membership.suspicion import Suspicion
@@ -104,6 +106,35 @@ class MembershipView:
         if rebroadcast:
             self.queue.put(node_id, info.frame)
         return outcome
+
+    # --- push-pull -------------------------------------------------------------
+
+    def frames_of(self, node_ids: Sequence[str]) -> list[bytes]:
+        """The record frames of the known ``node_ids`` (unknown ids are skipped)."""
+        out = []
+        for node_id in node_ids:
+            member = self.members.get(node_id)
+            if member is not None:
+                out.append(member.info.frame)
+        return out
+
+    def answer_push_pull(
+        self, digest: Sequence[DigestEntry]
+    ) -> tuple[list[list[bytes]], list[str], list[DigestEntry]]:
+        """Reply to a push-pull: record chunks they lack, ids we want, our non-alive entries."""
+        ours = self.members.digest()
+        send, want = compare_digests(ours, digest, self.self_id)
+        non_alive = [e for e in ours if e[3] != ALIVE and e[0] != self.self_id]
+        return chunk_records(self.frames_of(send)), want, non_alive
+
+    def digest_claims(self, digest: Sequence[DigestEntry], sender: str) -> list[Claim]:
+        """A peer's suspect/dead statuses as claims. As memberlist's ``mergeState``, a
+        remote "dead" only makes us suspect, so a node on the other side of a healed
+        partition gets time to refute it."""
+        return [
+            Claim(node=node_id, incarnation=inc, status="suspect", by=sender)
+            for node_id, inc, _status in claims_in(digest)
+        ]
 
     # --- claims ----------------------------------------------------------------
 
