@@ -134,8 +134,10 @@ class MeshCluster:
         offers: Sequence[str] = ("*",),
         capabilities: Sequence[CapabilitySpec] | None = None,
         label: str | None = None,
+        index: int | None = None,
     ) -> SimNode:
-        i = len(self.nodes)
+        """A new node; with ``index`` (restart), it replaces that node, same key and endpoint."""
+        i = len(self.nodes) if index is None else index
         label = label or f"node-{self.seed}-{i}"
         identity = NodeIdentity.from_signer(self._signer(label))
         cert = self.certificate(identity.public_key, f"n{i}", org, offers)
@@ -146,7 +148,7 @@ class MeshCluster:
             identity,
             cert,
             TrustStore(self.trust_orgs),
-            rng=random.Random(f"{self.seed}-{i}"),
+            rng=random.Random(f"{self.seed}-{i}-{self.now}"),
             verifier=self.verifier,
             endpoint=endpoint,
             capabilities=caps,
@@ -154,7 +156,10 @@ class MeshCluster:
             record_cache=self.record_cache,
         )
         node = SimNode(i, endpoint, core)
-        self.nodes.append(node)
+        if index is None:
+            self.nodes.append(node)
+        else:
+            self.nodes[i] = node
         self.by_endpoint[endpoint] = node
         self.flush(node)
         return node
@@ -247,6 +252,12 @@ class MeshCluster:
     def crash(self, node: SimNode) -> None:
         node.crashed = True
         node.scheduled = None
+
+    def restart(self, node: SimNode, seeds: Sequence[SimNode]) -> SimNode:
+        """The node comes back with the same key and endpoint but no state (incarnation 0)."""
+        fresh = self.add_node(index=node.index)
+        self.join(fresh, seeds)
+        return fresh
 
     def partition(self, group_a: Sequence[int]) -> None:
         side = set(group_a)

@@ -8,6 +8,7 @@ from helpers import MeshCluster, Org, SimNode
 from mesh.events import (
     CapabilitiesChanged,
     Event,
+    PeerAlive,
     PeerDead,
     PeerJoined,
     PeerLeft,
@@ -156,3 +157,25 @@ def test_real_ed25519_cluster_joins_and_verifies_each_record_once() -> None:
         assert len(node.agent.alive_ids()) == 5
         assert node.counters.get("records_verified", 0) <= 6
     assert c.stat("records_duplicate_skipped") > 0
+
+
+def test_restarted_node_reclaims_its_id_by_refuting_its_death() -> None:
+    c = MeshCluster(8, seed=17)
+    c.bootstrap()
+    c.start()
+    victim = c.nodes[5]
+    c.crash(victim)
+    c.run_for(40.0)
+    for node in c.live():
+        member = node.agent.members.get(victim.node_id)
+        assert member is not None and member.status == DEAD
+    back = c.restart(victim, [c.nodes[0]])
+    assert back.node_id == victim.node_id and back.agent.incarnation == 0
+    c.run_for(5.0)
+    assert back.agent.incarnation >= 1  # it heard of its death and refuted it
+    for node in c.nodes:
+        member = node.agent.members.get(victim.node_id)
+        assert member is not None and member.status == ALIVE
+        assert member.incarnation == back.agent.incarnation
+    alive_again = [e for n in c.nodes for _, e in n.events if isinstance(e, PeerAlive)]
+    assert len(alive_again) == 7
