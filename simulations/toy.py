@@ -90,6 +90,7 @@ class ToyNode:
         self.next_probe = now + rng.uniform(0, probe_interval)
         self.probing: dict[str, float] = {}
         self.dead_ids: list[str] = []
+        self.suspects: dict[str, float] = {}
         self.sync_interval = 10 * gossip_interval
         self.next_sync = now + rng.uniform(0, self.sync_interval)
         self.tasks = ToyContracts(self, price)
@@ -157,9 +158,8 @@ class ToyNode:
         t = min(self.next_gossip, self.next_probe, self.next_sync)
         for d in self.probing.values():
             t = min(t, d)
-        for m in self.members.values():
-            if m[4] == SUSPECT:
-                t = min(t, m[6])
+        for d in self.suspects.values():
+            t = min(t, d)
         tt = self.tasks.get_timer()
         return t if tt is None else min(t, tt)
 
@@ -199,8 +199,12 @@ class ToyNode:
             if now >= deadline:
                 del self.probing[nid]
                 self._suspect(nid, now)
-        for nid, m in self.members.items():
-            if m[4] == SUSPECT and now >= m[6]:
+        for nid, deadline in list(self.suspects.items()):
+            m = self.members[nid]
+            if m[4] != SUSPECT:
+                del self.suspects[nid]
+            elif now >= deadline:
+                del self.suspects[nid]
                 m[4] = DEAD
                 self._set_alive(nid, False)
                 self.dead_ids.append(nid)
@@ -214,6 +218,7 @@ class ToyNode:
             return
         m[4] = SUSPECT
         m[6] = now + self.suspicion_timeout
+        self.suspects[nid] = m[6]
         self.emit(PeerSuspected(nid, m[2]))
         self.updates.append([nid, m[0], m[1], m[2], m[3], SUSPECT, m[5], 0])
 
