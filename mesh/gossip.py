@@ -60,7 +60,7 @@ RECONNECT_PROBABILITY = 0.5
 NACK_FRACTION = 0.8
 
 #: Kinds the core dispatches to this agent.
-GOSSIP_KINDS: frozenset[str] = frozenset(MEMBERSHIP_PAYLOADS)
+GOSSIP_KINDS: tuple[str, ...] = tuple(MEMBERSHIP_PAYLOADS)  # a tuple: no hash order
 
 
 class OfferPolicy(Protocol):

@@ -6,7 +6,7 @@ Kept up to date by the gossip agent from verified records and member status.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -92,7 +92,7 @@ class CapabilityIndex:
         version_spec: str = "*",
         *,
         include_dead: bool = False,
-        exclude: frozenset[str] = frozenset(),
+        exclude: Collection[str] = (),
     ) -> list[Candidate]:
         """Nodes offering ``capability`` at a version matching ``version_spec``.
 
