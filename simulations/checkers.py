@@ -8,7 +8,7 @@ phase (every fault healed).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from simulations.history import History
@@ -34,9 +34,9 @@ class Snapshot:
     """The world at the end of the run, for the convergence checker."""
 
     #: index -> node id of every live node that all orgs trust
-    live: dict[int, str] = field(default_factory=dict)
+    live: Mapping[int, str] = field(default_factory=dict)
     #: index -> that node's member view (node id -> (incarnation, seq)); None: unsupported
-    views: dict[int, dict[str, tuple[int, int]] | None] = field(default_factory=dict)
+    views: Mapping[int, Mapping[str, tuple[int, int]] | None] = field(default_factory=dict)
     #: node id -> which node ids may legitimately see it (same-org trust); None: everyone
     visible_to: Callable[[int, int], bool] | None = None
     #: node id -> the version of the record the node itself currently publishes

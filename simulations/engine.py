@@ -155,7 +155,7 @@ class Simulator:
 
     # --- scheduling ---------------------------------------------------------
 
-    def at(self, t: float, fn: Callable[[float], None]) -> None:
+    def at(self, t: float, fn: Callable[[float], object]) -> None:
         """Run ``fn(now)`` at virtual time ``t`` (never earlier than now)."""
         self._seq += 1
         heapq.heappush(self._heap, (max(t, self.now), self._seq, CALL, -1, fn, None))

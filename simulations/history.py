@@ -84,6 +84,7 @@ class History:
         self.false_deaths = 0
         self.untrusted_admitted: list[tuple[float, int, str]] = []
         self.untrusted_ids: set[str] = set()
+        self.untrusted_nodes: set[int] = set()
         self.marker: str | None = None
         self.marker_at: float | None = None
         self.marker_base: tuple[int, int] = (-1, -1)
@@ -189,7 +190,7 @@ class History:
             self.false_deaths += 1
 
     def _joined(self, t: float, i: int, ev: Any) -> None:
-        if ev.node_id in self.untrusted_ids:
+        if ev.node_id in self.untrusted_ids and i not in self.untrusted_nodes:
             self.untrusted_admitted.append((t, i, ev.node_id))
 
     def _changed(self, t: float, i: int, ev: Any) -> None:

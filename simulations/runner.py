@@ -115,6 +115,7 @@ def run_scenario(
         history.ids[sim.node_ids[i]] = i
         if world.specs[i].role == "untrusted":
             history.untrusted_ids.add(sim.node_ids[i])
+            history.untrusted_nodes.add(i)
         if i == marker:
             history.watch_marker(sim.node_ids[i])
 
@@ -145,7 +146,8 @@ def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
     specs = world.specs
 
     def visible(i: int, j: int) -> bool:
-        return specs[j].org in specs[i].trusted
+        # Records only travel between nodes that accept each other's frames.
+        return specs[j].org in specs[i].trusted and specs[i].org in specs[j].trusted
 
     own: dict[str, tuple[int, int]] = {}
     for i, nid in live.items():

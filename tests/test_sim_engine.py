@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from functools import partial
 
 from mesh.events import Event, PeerJoined
 from simulations.engine import Simulator, endpoint, index_of
@@ -106,7 +107,7 @@ def test_ties_break_by_insertion_order() -> None:
     sim, _ = make(1)
     order: list[int] = []
     for k in range(50):
-        sim.at(1.0, lambda now, k=k: order.append(k))
+        sim.at(1.0, partial(lambda k, now: order.append(k), k))
     sim.run_until(2.0)
     assert order == list(range(50))
 

@@ -11,7 +11,7 @@ from simulations.rng import derive_rng, derive_seed, link_factor
 
 
 def net(n: int = 10, **link: float) -> SimNetwork:
-    lc = LinkClass(Latency("constant", 0.01, 0.0), link_spread=0.0, **link)  # type: ignore[arg-type]
+    lc = LinkClass(Latency("constant", 0.01, 0.0), link_spread=0.0, **link)
     return SimNetwork([0] * n, [random.Random(i) for i in range(n)], local=lc, remote=lc, salt=1)
 
 

@@ -93,6 +93,22 @@ def test_chaos_small_every_checker_passes(kind: str, seed: int) -> None:
     assert checks["membership-converged"] == "pass"
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_three_orgs_small(kind: str) -> None:
+    sc = apply_overrides(
+        load_scenario("three-orgs.toml"),
+        nodes=30,
+        duration=15.0,
+        liveness=15.0,
+        node=kind,
+        crypto="fast",
+    )
+    result = run_scenario(sc)
+    assert result.ok, result.report["problems"]
+    assert result.report["checkers"]["untrusted-never-admitted"] == "pass"
+    assert result.report["messages"]["rejected_by_code"]["untrusted-org"] > 0
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(1, 21))
 def test_chaos_1000_twenty_seeds(seed: int) -> None:
