@@ -172,6 +172,11 @@ class GossipAgent:
     def endpoint_of(self, node_id: str) -> str | None:
         return self.view.endpoint_of(node_id)
 
+    def has_seen(self, digest: bytes) -> bool:
+        """Whether a gossiped frame with this sha256 was handled already: the core can
+        skip opening a duplicate top-level ``record`` frame (dedup before verify)."""
+        return digest in self._ingest
+
     def alive_ids(self) -> list[str]:
         """Alive or suspect members other than us, sorted."""
         return sorted(

@@ -179,3 +179,15 @@ def test_restarted_node_reclaims_its_id_by_refuting_its_death() -> None:
         assert member.incarnation == back.agent.incarnation
     alive_again = [e for n in c.nodes for _, e in n.events if isinstance(e, PeerAlive)]
     assert len(alive_again) == 7
+
+
+def test_has_seen_reports_handled_record_digests() -> None:
+    c = MeshCluster(3, seed=18)
+    c.bootstrap()
+    a, b = c.nodes[0], c.nodes[1]
+    assert a.agent.has_seen(b.agent.own.digest)
+    b.agent.update_load(0.3, c.now)
+    assert not a.agent.has_seen(b.agent.own.digest)
+    a.agent.absorb_record(b.agent.own.frame, c.now)
+    assert a.agent.has_seen(b.agent.own.digest)
+    assert a.agent.index.find("cap1")[0].load == 0.3

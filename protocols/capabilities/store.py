@@ -57,6 +57,9 @@ class RecordIngest:
     def __len__(self) -> int:
         return len(self._seen)
 
+    def __contains__(self, digest: bytes) -> bool:
+        return digest in self._seen
+
     def remember(self, digest: bytes, members: int) -> bool:
         """Note ``digest``; False if it was known. Keeps max(min_size, 4 × members)."""
         seen = self._seen
