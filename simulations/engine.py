@@ -310,15 +310,17 @@ class Simulator:
         trace = self._trace
         eps = self._eps
         next_progress = self.now + 1.0
+        next_events = self.events + 5000
         while heap and heap[0][0] <= t_end:
             item = pop(heap)
             t, _seq, kind, i, a, b = item
             if t != self.now:
                 self._spin = 0
                 self.now = t
-                if progress is not None and t >= next_progress:
+                if progress is not None and (t >= next_progress or self.events >= next_events):
                     progress(t, self.events)
                     next_progress = t + 1.0
+                    next_events = self.events + 5000
             if kind == DELIVER:
                 node = nodes[i]
                 if node is None:
