@@ -21,6 +21,7 @@ A bad frame never raises out of ``receive``: it is counted under its code in
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import deque
 from collections.abc import Sequence
@@ -303,6 +304,12 @@ class MeshNodeCore(CoreContext):
     # -- the sans-IO surface -------------------------------------------------
 
     def receive(self, frame: bytes, endpoint: str, now: float) -> None:
+        # A gossiped record forwarded to us again is skipped before any verification
+        # (only gossiped frames are remembered by digest; others use the replay cache).
+        if self.gossip.has_seen(hashlib.sha256(frame).digest()):
+            self.count("frames_in")
+            self.count("records_duplicate_skipped")
+            return
         dispatch(self, self._routes, frame, endpoint, now)
         self._after(now)
 

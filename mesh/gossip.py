@@ -69,23 +69,8 @@ class OfferPolicy(Protocol):
     def check_offer(self, certificate: Any, capability: str) -> None: ...
 
 
-class GossipContext(AgentContext, Protocol):
-    """``AgentContext`` plus sealing without queueing, opening nested frames, trust."""
-
-    def seal(
-        self,
-        kind: str,
-        payload: BaseModel,
-        to: str | Sequence[str],
-        now: float,
-        *,
-        ttl: float | None = None,
-    ) -> bytes: ...
-
-    def open(self, frame: bytes, now: float) -> OpenedFrame: ...
-
-    @property
-    def trust(self) -> OfferPolicy: ...
+#: The core as seen by this agent (``AgentContext`` has seal, open and trust).
+GossipContext = AgentContext
 
 
 class GossipAgent:

@@ -24,6 +24,8 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from mesh.events import Event
+from protocols.envelope import Opened
+from protocols.trust import TrustStore
 
 __all__ = ["GOSSIP", "AgentContext", "Discovery", "TaskRunner", "Transport"]
 
@@ -55,6 +57,25 @@ class AgentContext(Protocol):
         and queue one copy per recipient. Endpoints are resolved from the member
         table unless ``endpoint`` is given (needed for GOSSIP). Returns the frame."""
         ...
+
+    def seal(
+        self,
+        kind: str,
+        payload: BaseModel,
+        to: str | Sequence[str],
+        now: float,
+        *,
+        ttl: float | None = None,
+    ) -> bytes:
+        """Seal one frame without queuing it (a node's own record, forwarded later)."""
+        ...
+
+    def open(self, frame: bytes, now: float) -> Opened:
+        """Open a nested frame (a piggybacked record) through every envelope check."""
+        ...
+
+    @property
+    def trust(self) -> TrustStore: ...
 
     def send_frame(self, endpoint: str, frame: bytes) -> None:
         """Queue an already sealed frame unchanged (gossip forwarding)."""
