@@ -3,7 +3,7 @@
 The core (``mesh/core.py``) dispatches opened frames of the membership kinds to
 ``on_message`` and drives ``get_timer``/``handle_timer``. Everything the agent
 sends goes through its ``GossipContext``; time comes in as ``now`` and
-randomness from ``ctx.rng``. See ``docs/membership.md``.
+randomness from ``ctx.rng``. See ``docs/protocol.md (section 14)``.
 """
 
 from __future__ import annotations

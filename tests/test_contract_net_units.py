@@ -38,7 +38,7 @@ from protocols.contract_net.diagram import render_all
 from protocols.contract_net.messages import Cfp, Propose
 from protocols.errors import LocalProtocolError
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "contract-net.md"
+DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
 # --- transition tables -------------------------------------------------------------
 

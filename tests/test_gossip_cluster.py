@@ -2,7 +2,7 @@
 
 Rounds: a *gossip round* is ``gossip_interval`` (0.2 s in ``lan()``), a *probe
 period* is ``probe_interval`` (1 s). Figures are asserted against the targets of
-the membership issue; the measured values are in ``docs/membership.md``.
+the membership issue; the measured values are in ``docs/protocol.md (section 14)``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Contract net with leases, fencing epochs and re-award to backups (pure protocol code).
 
-See ``docs/contract-net.md``. The node-side agent is ``mesh.contracts.ContractAgent``.
+See ``docs/protocol.md (section 15)``. The node-side agent is ``mesh.contracts.ContractAgent``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ in the table is illegal: ``transition`` raises ``IllegalTransition`` and nothing
 changes. Terminal states have no outgoing key at all, so no event can leave them.
 
 The requester machine lives in the node that submitted a task; the executor
-machine in each node that won an award for it. ``docs/contract-net.md`` shows
+machine in each node that won an award for it. ``docs/protocol.md (section 15)`` shows
 both tables as diagrams rendered by ``protocols.contract_net.diagram``.
 """
 

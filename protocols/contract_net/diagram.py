@@ -1,4 +1,4 @@
-"""Render the transition tables as mermaid state diagrams (for docs/contract-net.md).
+"""Render the transition tables as mermaid state diagrams (for docs/protocol.md (section 15)).
 
 ``python -m protocols.contract_net.diagram`` prints the generated section; a test
 checks that the document contains exactly what this renders.
@@ -51,11 +51,11 @@ def render_all() -> str:
         [
             BEGIN,
             "",
-            "### Requester (one per submitted task)",
+            "#### Requester (one per submitted task)",
             "",
             req,
             "",
-            "### Executor (one per won award; CLAIMING for at-most-once)",
+            "#### Executor (one per won award; CLAIMING for at-most-once)",
             "",
             exe,
             "",
