@@ -142,6 +142,9 @@ class CoreFactory:
             if m.status <= SUSPECT and m.node_id != me
         }
 
+    def member_count(self, node: Any) -> int:
+        return int(node.members.count_live()) - 1
+
     def own_version(self, node: Any) -> tuple[int, int] | None:
         rec = node.gossip.own.record
         return (int(rec.incarnation), int(rec.seq))

@@ -40,6 +40,10 @@ class ShellFactory(Protocol):
         """node id -> (incarnation, seq) of every member the node believes up."""
         ...
 
+    def member_count(self, node: Any) -> int:
+        """How many other nodes this node counts as alive or suspect members."""
+        ...
+
     def own_version(self, node: Any) -> tuple[int, int] | None:
         """(incarnation, seq) of the record the node publishes now, if known."""
         ...
@@ -98,6 +102,9 @@ class ToyFactory:
 
     def view(self, node: Any) -> dict[str, tuple[int, int]] | None:
         return dict(node.view())
+
+    def member_count(self, node: Any) -> int:
+        return len(node.alive_ids)
 
     def own_version(self, node: Any) -> tuple[int, int] | None:
         return (int(node.inc), int(node.seq))

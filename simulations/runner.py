@@ -129,12 +129,38 @@ def run_scenario(
     workload.start(sc.workload.start, safety_end)
     adversaries.start(sc.topology.join_window, safety_end)
     faults.schedule(safety_end)
-    sim.at(sc.marker_time(), publish)
+    at = sc.marker_time()
+    if at is not None:
+        sim.at(at, publish)
+    else:
+        _when_formed(sim, world, factory, sc, publish)
     sim.run_until(safety_end, progress)
     faults.heal_all()
     sim.run_until(safety_end + sc.run.liveness, progress)
     wall = time.perf_counter() - wall0
     return _finish(sc, world, factory, sim, history, wall, reproduce_command(sc, source, flags))
+
+
+def _when_formed(
+    sim: Simulator,
+    world: World,
+    factory: ShellFactory,
+    sc: Scenario,
+    then: Callable[[float], None],
+) -> None:
+    """Poll once per virtual second; call ``then`` once the mesh has formed."""
+    deadline = sc.marker_deadline_s()
+
+    def poll(now: float) -> None:
+        running = [i for i in range(sim.n) if sim.alive[i] and world.trusted_by_all(i)]
+        need = 0.99 * (len(running) - 1)
+        formed = sum(1 for i in running if factory.member_count(sim.nodes[i]) >= need)
+        if formed >= 0.99 * len(running) or now >= deadline:
+            then(now)
+        else:
+            sim.at(now + 1.0, poll)
+
+    sim.at(sc.topology.join_window + 1.0, poll)
 
 
 def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:

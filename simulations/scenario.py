@@ -196,8 +196,11 @@ class AdversaryModel(_Model):
 
 
 class ConvergenceModel(_Model):
-    #: when the marker node publishes a new record (default: after the mesh formed)
+    #: when the marker node publishes a new record (default: once the mesh has
+    #: formed, i.e. 99% of running nodes count 99% of the others as members)
     marker_at: Duration | None = None
+    #: latest automatic publication time, as a fraction of the safety phase
+    marker_deadline: Probability = 0.6
 
 
 class RunModel(_Model):
@@ -221,10 +224,12 @@ class Scenario(_Model):
     adversaries: AdversaryModel = AdversaryModel()
     convergence: ConvergenceModel = ConvergenceModel()
 
-    def marker_time(self) -> float:
-        if self.convergence.marker_at is not None:
-            return self.convergence.marker_at
-        return min(self.run.duration, self.topology.join_window + 8.0)
+    def marker_time(self) -> float | None:
+        """When the marker publishes; None: as soon as the mesh has formed."""
+        return self.convergence.marker_at
+
+    def marker_deadline_s(self) -> float:
+        return self.convergence.marker_deadline * self.run.duration
 
     def crypto(self) -> str:
         if self.run.crypto != "auto":
