@@ -18,7 +18,6 @@ delivered frame and every event a node emits; it does not depend on
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import struct
@@ -80,14 +79,6 @@ def index_of(ep: str) -> int | None:
     return int(tail) if tail.isdigit() else None
 
 
-def _event_key(ev: Event, cache: dict[type, tuple[str, ...]]) -> str:
-    names = cache.get(type(ev))
-    if names is None:
-        names = tuple(f.name for f in dataclasses.fields(ev))
-        cache[type(ev)] = names
-    return "|".join(repr(getattr(ev, n)) for n in names)
-
-
 class Simulator:
     """Runs ``n`` nodes on one virtual clock. Single-threaded, deterministic."""
 
@@ -95,7 +86,6 @@ class Simulator:
         "_capture",
         "_ep_cache",
         "_eps",
-        "_fields",
         "_heap",
         "_seq",
         "_spin",
@@ -145,7 +135,6 @@ class Simulator:
         self._seq = 0
         self._spin = 0
         self._trace = hashlib.sha256()
-        self._fields: dict[type, tuple[str, ...]] = {}
         self._ep_cache: dict[str, int | None] = {}
         self._eps = [endpoint(i) for i in range(n)]
         self._capture: list[str] | None = None
@@ -293,9 +282,8 @@ class Simulator:
     def _on_event(self, i: int, ev: Event) -> None:
         if self._capture is not None and type(ev) is FrameRejected:
             self._capture.append(ev.code)
-        self._trace.update(
-            f"{self.now!r}|{i}|{type(ev).__name__}|{_event_key(ev, self._fields)}\n".encode()
-        )
+        # the dataclass repr names the kind and every field, in a fixed order
+        self._trace.update(f"{self.now!r}|{i}|{ev!r}\n".encode())
         if self.observer is not None:
             self.observer(self.now, i, ev)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -206,6 +207,18 @@ def test_cli_failing_run_prints_how_to_reproduce() -> None:
     assert res.exit_code == 1
     assert "FAIL every-task-ends" in res.output
     assert "reproduce with: mesh-node simulate --seed 3 --nodes 12" in res.output
+
+
+def test_the_reproduce_command_reproduces() -> None:
+    args = ["--nodes", "12", "--duration", "6s", "--liveness", "0s", "--node", "toy"]
+    args += ["--tasks-per-s", "20", "--seed", "4", "--quiet"]
+    first = CliRunner().invoke(simulate, args)
+    line = next(x for x in first.output.splitlines() if x.startswith("reproduce with: "))
+    argv = shlex.split(line.removeprefix("reproduce with: "))
+    assert argv[:2] == ["mesh-node", "simulate"]
+    again = CliRunner().invoke(simulate, [*argv[2:], "--quiet"])
+    trace = [x for x in first.output.splitlines() if x.startswith("seed ")]
+    assert trace and trace == [x for x in again.output.splitlines() if x.startswith("seed ")]
 
 
 def test_cli_config_errors_are_usage_errors(tmp_path: Path) -> None:
