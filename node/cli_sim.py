@@ -17,7 +17,7 @@ __all__ = ["simulate"]
 _EXAMPLES = """
 \b
 Examples:
-  mesh-node simulate                              # 100 nodes, 60 s, default world
+  mesh-node simulate                              # 100 nodes, 30 s + 20 s, default world
   mesh-node simulate lan-1000.toml --crypto fast --json out.json --plot out.png
   mesh-node simulate chaos-1000.toml --seed 7 --nodes 200 --duration 30s
   mesh-node simulate --partition symmetric:0.5@10s-20s --loss 0.01 --crash 0.05

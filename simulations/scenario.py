@@ -207,8 +207,8 @@ class RunModel(_Model):
     name: str = "default"
     seed: int = 1
     nodes: int = Field(default=100, ge=2)
-    duration: Duration = 60.0
-    liveness: Duration = 30.0
+    duration: Duration = 30.0
+    liveness: Duration = 20.0
     crypto: Literal["real", "fast", "auto"] = "auto"
     node: Literal["core", "toy", "auto"] = "auto"
 

@@ -130,6 +130,7 @@ def test_real_crypto_core_small() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(4 * 3600)
 @pytest.mark.parametrize("seed", range(1, 21))
 def test_chaos_1000_twenty_seeds(seed: int) -> None:
     # PARLEY_SIM_SLOW_NODES lowers the size when the core is too slow for 1,000.
