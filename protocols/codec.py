@@ -17,7 +17,15 @@ import msgpack
 
 from protocols.errors import Malformed, RemoteProtocolError, TooLarge
 
-__all__ = ["MAX_DEPTH", "MAX_FRAME", "check_depth", "packb", "unpack_payload", "unpack_strict"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FRAME",
+    "check_depth",
+    "packb",
+    "unpack_array",
+    "unpack_payload",
+    "unpack_strict",
+]
 
 #: Default largest frame accepted (bytes); the real shell also sets ZMQ_MAXMSGSIZE.
 MAX_FRAME = 256 * 1024
@@ -60,6 +68,22 @@ def unpack_strict(data: bytes, *, limit: int = MAX_FRAME) -> Any:
         )
     except _DuplicateKey:
         raise RemoteProtocolError("a map has the same key twice", code="duplicate-key") from None
+    except msgpack.ExtraData:
+        raise Malformed("trailing bytes after the msgpack object") from None
+    except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:
+        raise Malformed(f"not valid msgpack: {type(exc).__name__}") from None
+
+
+def unpack_array(data: bytes, *, limit: int = MAX_FRAME) -> Any:
+    """Decode a structure that must be an array of scalars (envelope, certificate).
+
+    No duplicate-key hook: the callers reject any map by type, so none is needed,
+    and the C decoder runs without calling back into Python.
+    """
+    if len(data) > limit:
+        raise TooLarge(f"{len(data)} bytes is over the {limit}-byte limit")
+    try:
+        return msgpack.unpackb(data, raw=False, use_list=False, strict_map_key=True, max_ext_len=0)
     except msgpack.ExtraData:
         raise Malformed("trailing bytes after the msgpack object") from None
     except (ValueError, TypeError, msgpack.UnpackException, RecursionError) as exc:

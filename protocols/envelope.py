@@ -33,7 +33,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from protocols.codec import MAX_FRAME, packb, unpack_payload, unpack_strict
+from protocols.codec import MAX_FRAME, packb, unpack_array, unpack_payload
 from protocols.crypto import SIGNATURE_SIZE, Verifier
 from protocols.errors import LocalProtocolError, Malformed, RemoteProtocolError, TooLarge
 from protocols.identity import NodeIdentity
@@ -272,7 +272,7 @@ class Wire:
         if len(frame) > cfg.max_frame:
             raise TooLarge(f"frame of {len(frame)} bytes is over the {cfg.max_frame}-byte limit")
         body, signature = _split(frame, cfg.max_frame)
-        fields = unpack_strict(body, limit=cfg.max_frame)
+        fields = unpack_array(body, limit=cfg.max_frame)
         if type(fields) is not tuple or len(fields) != 9:
             raise Malformed("envelope body must be a 9-element array")
         version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
@@ -391,7 +391,7 @@ class Wire:
 
 
 def _split(frame: bytes, limit: int) -> tuple[bytes, bytes]:
-    outer = unpack_strict(frame, limit=limit)
+    outer = unpack_array(frame, limit=limit)
     if (
         type(outer) is not tuple
         or len(outer) != 2
