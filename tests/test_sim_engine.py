@@ -6,6 +6,9 @@ import random
 from collections.abc import Sequence
 from functools import partial
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mesh.events import Event, PeerJoined
 from simulations.engine import Simulator, endpoint, index_of
 from simulations.network import Latency, LinkClass, SimNetwork
@@ -194,3 +197,15 @@ def test_inject_reports_rejection_codes() -> None:
     # EchoNode rejects nothing: the engine reports an empty list of codes.
     assert results == [(0.51, 1, 0, "malformed", frozenset({"malformed"}), (), False)]
     assert f.made[1].got[0][2] == b"junk"
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=20), min_size=1, max_size=60))
+def test_scheduled_calls_run_in_time_then_insertion_order(times: list[int]) -> None:
+    sim, _ = make(1)
+    ran: list[tuple[float, int]] = []
+    for k, t in enumerate(times):
+        sim.at(t / 4, partial(lambda k, now: ran.append((now, k)), k))
+    sim.run_until(10.0)
+    assert ran == sorted(((t / 4, k) for k, t in enumerate(times)))
+    assert sim.now == 10.0 and sim.pending() == 0
