@@ -1,0 +1,66 @@
+"""The heap-based transmit-limited queue behaves exactly like the simple sorted model."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from protocols.membership.queue import TransmitLimitedQueue
+
+
+class SortedModel:
+    """The reference: sort everything by (transmits, -order) on every take."""
+
+    def __init__(self) -> None:
+        self.items: dict[str, list[int]] = {}  # key -> [order, transmits, payload]
+        self.order = 0
+
+    def put(self, key: str, payload: int) -> None:
+        self.order += 1
+        self.items[key] = [self.order, 0, payload]
+
+    def discard(self, key: str) -> None:
+        self.items.pop(key, None)
+
+    def take(self, count: int, limit: int, skip: str | None) -> list[int]:
+        ranked = sorted(self.items.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
+        chosen = [(k, v) for k, v in ranked if k != skip][:count]
+        out = []
+        for key, v in chosen:
+            v[1] += 1
+            out.append(v[2])
+            if v[1] >= limit:
+                del self.items[key]
+        return out
+
+
+keys = st.sampled_from("abcdefghij")
+ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("put"), keys, st.integers(0, 1000)),
+        st.tuples(st.just("discard"), keys, st.just(0)),
+        st.tuples(st.just("take"), st.one_of(st.none(), keys), st.integers(0, 5)),
+    ),
+    max_size=200,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(ops=ops, limit=st.integers(1, 6))
+def test_queue_matches_the_sorted_model(ops: list[tuple[str, str | None, int]], limit: int) -> None:
+    q: TransmitLimitedQueue[int] = TransmitLimitedQueue()
+    model = SortedModel()
+    for op, key, n in ops:
+        if op == "put":
+            assert key is not None
+            q.put(key, n)
+            model.put(key, n)
+        elif op == "discard":
+            assert key is not None
+            q.discard(key)
+            model.discard(key)
+        else:
+            assert q.take(n, limit, skip=key) == model.take(n, limit, key)
+        assert len(q) == len(model.items)
+        for k, (_, transmits, _) in model.items.items():
+            assert q.transmits(k) == transmits
