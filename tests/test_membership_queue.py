@@ -9,7 +9,7 @@ from protocols.membership.queue import TransmitLimitedQueue
 
 
 class SortedModel:
-    """The reference: sort everything by (transmits, -order) on every take."""
+    """The reference (the queue's first version): sort by (transmits, -order) on every take."""
 
     def __init__(self) -> None:
         self.items: dict[str, list[int]] = {}  # key -> [order, transmits, payload]
@@ -17,14 +17,18 @@ class SortedModel:
 
     def put(self, key: str, payload: int) -> None:
         self.order += 1
+        self.items.pop(key, None)
         self.items[key] = [self.order, 0, payload]
 
     def discard(self, key: str) -> None:
         self.items.pop(key, None)
 
     def take(self, count: int, limit: int, skip: str | None) -> list[int]:
-        ranked = sorted(self.items.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
-        chosen = [(k, v) for k, v in ranked if k != skip][:count]
+        if len(self.items) <= count + (skip is not None):  # all fit: queue order
+            chosen = [(k, v) for k, v in self.items.items() if k != skip][:count]
+        else:
+            ranked = sorted(self.items.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
+            chosen = [(k, v) for k, v in ranked if k != skip][:count]
         out = []
         for key, v in chosen:
             v[1] += 1

@@ -91,6 +91,12 @@ class TransmitLimitedQueue(Generic[T]):
             return []
         items = self._items
         chosen: list[tuple[str, _Item[T]]] = []
+        if len(items) <= count + (skip is not None):
+            # Everything fits on this message: take all, in queue order (their heap
+            # entries turn stale and are pushed again at their new count below).
+            chosen = [(k, it) for k, it in items.items() if k != skip][:count]
+            self._stale += len(chosen)
+            return self._advance(chosen, limit)
         skipped: tuple[int, int, str] | None = None
         for sent, heap in enumerate(self._heaps):
             while heap and len(chosen) < count:
@@ -107,6 +113,11 @@ class TransmitLimitedQueue(Generic[T]):
                 break
         if skipped is not None:
             heapq.heappush(self._heaps[skipped[0]], (skipped[1], skipped[2]))
+        return self._advance(chosen, limit)
+
+    def _advance(self, chosen: list[tuple[str, _Item[T]]], limit: int) -> list[T]:
+        """Count one more transmission of each chosen item; retire those at ``limit``."""
+        items = self._items
         out: list[T] = []
         for key, item in chosen:
             item.transmits += 1
