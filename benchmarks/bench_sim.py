@@ -25,6 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from simulations.report import peak_rss_mb
 from simulations.runner import run_scenario
 from simulations.scenario import Scenario, apply_overrides, load_scenario
 
@@ -112,6 +113,7 @@ def engine_only(nodes: int, seconds: float) -> dict[str, Any]:
         "wall_seconds": round(wall, 2),
         "events_per_second": round(sim.events / wall),
         "us_per_event": round(1e6 * wall / sim.events, 2),
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
