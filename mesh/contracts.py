@@ -25,6 +25,7 @@ at-most-once tasks runs the handler only after the requester's ``proceed``
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import heapq
 import random
 from collections import OrderedDict, deque
@@ -335,7 +336,11 @@ class ContractAgent:
         # Recount, at close, the awards we made to each bidder since our cfp: auctions
         # that overlap would otherwise all see the same stale load and pick one node.
         eligible = [
-            dataclasses.replace(b, recent=self._recent_awards(b.bidder, rec.cfp_at))
+            dataclasses.replace(
+                b,
+                recent=self._recent_awards(b.bidder, rec.cfp_at),
+                tiebreak=hashlib.sha256(f"{rec.task_id}|{b.bidder}".encode()).hexdigest(),
+            )
             for b in rec.bids.values()
             if spec.budget is None or b.price <= spec.budget
         ]

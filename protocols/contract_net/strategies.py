@@ -39,6 +39,9 @@ class Bid:
     capacity: int
     confidence: float = 1.0
     recent: int = 0  # awards we made to this bidder that its bid could not include
+    #: Final tie-break, set by the requester per task (a hash of task id and bidder):
+    #: deterministic, yet not always in favour of the same node id.
+    tiebreak: str = ""
 
     @property
     def effective_load(self) -> float:
@@ -49,18 +52,18 @@ Strategy = Callable[[Sequence[Bid]], list[Bid]]
 
 
 def least_loaded(bids: Sequence[Bid]) -> list[Bid]:
-    """Lowest effective load; then price, ETA, node id."""
-    return sorted(bids, key=lambda b: (b.effective_load, b.price, b.eta, b.bidder))
+    """Lowest effective load; then price, ETA, per-task tie-break, node id."""
+    return sorted(bids, key=lambda b: (b.effective_load, b.price, b.eta, b.tiebreak, b.bidder))
 
 
 def lowest_cost(bids: Sequence[Bid]) -> list[Bid]:
     """Lowest price; then effective load, ETA, node id."""
-    return sorted(bids, key=lambda b: (b.price, b.effective_load, b.eta, b.bidder))
+    return sorted(bids, key=lambda b: (b.price, b.effective_load, b.eta, b.tiebreak, b.bidder))
 
 
 def earliest_eta(bids: Sequence[Bid]) -> list[Bid]:
     """Earliest ETA; then effective load, price, node id."""
-    return sorted(bids, key=lambda b: (b.eta, b.effective_load, b.price, b.bidder))
+    return sorted(bids, key=lambda b: (b.eta, b.effective_load, b.price, b.tiebreak, b.bidder))
 
 
 def make_weighted(
@@ -83,7 +86,7 @@ def make_weighted(
                 - confidence * b.confidence
             )
 
-        return sorted(bids, key=lambda b: (score(b), b.bidder))
+        return sorted(bids, key=lambda b: (score(b), b.tiebreak, b.bidder))
 
     return _weighted
 

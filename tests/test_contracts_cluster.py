@@ -1,0 +1,161 @@
+"""Contract net on the real wire: MeshCluster of MeshNodeCores (signed frames, SWIM
+membership, 5 % loss), executors crashing mid-task, and load balancing.
+
+The same runs exist over the in-memory router (test_contracts_chaos.py); here every
+message is a sealed and opened frame and deaths come from membership itself.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import Counter
+
+import pytest
+from helpers import MeshCluster, SimNode
+
+from mesh.events import (
+    TaskAssigned,
+    TaskAwarded,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskOutcomeUnknown,
+    TaskReassigned,
+)
+from protocols.capabilities.records import CapabilitySpec
+from protocols.contract_net import TaskSpec
+from protocols.membership.config import local
+
+CAP = "work"
+
+
+class WorkCluster(MeshCluster):
+    """MeshCluster plus simulated executors: a TaskAssigned completes after a delay."""
+
+    def __init__(
+        self, n: int, requesters: int, *, seed: int, loss: float, duration: float | None = None
+    ) -> None:
+        self.requesters = requesters
+        self.duration = duration
+        self.work: list[tuple[float, int, int, str]] = []
+        self.work_seq = 0
+        self.cancelled: set[tuple[int, str]] = set()
+        self.assigned: Counter[tuple[int, str]] = Counter()
+        super().__init__(
+            n,
+            seed=seed,
+            loss=loss,
+            config=local(),
+            capabilities=lambda i: (
+                [] if i < requesters else [CapabilitySpec(name=CAP, max_concurrency=4)]
+            ),
+        )
+        self.work_rng = random.Random(seed * 7919)
+
+    def _drain(self, node: SimNode) -> None:
+        while (ev := node.ctx.next_event()) is not None:
+            node.events.append((self.now, ev))
+            if isinstance(ev, TaskAssigned):
+                self.assigned[(node.index, ev.task_id)] += 1
+                self.work_seq += 1
+                took = self.duration or self.work_rng.uniform(0.3, 1.5)
+                done = self.now + took
+                heapq.heappush(self.work, (done, self.work_seq, node.index, ev.task_id))
+            elif isinstance(ev, TaskCancelled):
+                self.cancelled.add((node.index, ev.task_id))
+
+    def run_until(self, t_end: float) -> None:
+        while True:
+            head = self.work[0][0] if self.work else None
+            if head is None or head > t_end:
+                super().run_until(t_end)
+                return
+            super().run_until(head)
+            _, _, index, task_id = heapq.heappop(self.work)
+            node = self.nodes[index]
+            if node.crashed or (index, task_id) in self.cancelled:
+                continue
+            node.core.complete(task_id, {"by": index}, self.now)
+            self.flush(node)
+            self.schedule_timer(node)
+
+
+def run(seed: int, tasks: int, crashes: int) -> tuple[WorkCluster, dict[str, str]]:
+    net = WorkCluster(50, 5, seed=seed, loss=0.05)
+    net.bootstrap()
+    net.start()
+    net.run_for(2.0)
+    rng = random.Random(seed)
+    semantics: dict[str, str] = {}
+    executors = list(range(net.requesters, 50))
+    crash_at = sorted(rng.uniform(1.0, 20.0) for _ in range(crashes))
+    victims = rng.sample(executors, crashes)
+    for k in range(tasks):
+        t = net.now + 0.02
+        while crash_at and crash_at[0] <= k * 0.02:
+            crash_at.pop(0)
+            net.crash(net.nodes[victims.pop()])
+        net.run_until(t)
+        req = net.nodes[k % net.requesters]
+        sem = "at-most-once" if k % 4 == 0 else "at-least-once"
+        spec = TaskSpec(CAP, input=k, semantics=sem, lease=3.0, reply_timeout=0.5, timeout=60.0)
+        semantics[req.core.submit(spec, net.now)] = sem
+        net.flush(req)
+        net.schedule_timer(req)
+    net.run_for(90.0)
+    return net, semantics
+
+
+@pytest.mark.parametrize("seed", [3])
+def test_real_wire_chaos_every_task_ends_once(seed: int) -> None:
+    net, semantics = run(seed, tasks=1000, crashes=9)
+    ends: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+    for node in net.nodes[: net.requesters]:
+        for _, ev in node.events:
+            if isinstance(ev, TaskCompleted | TaskFailed | TaskOutcomeUnknown):
+                ends[ev.task_id] += 1
+                kinds[type(ev).__name__] += 1
+                if isinstance(ev, TaskFailed):
+                    assert ev.reason and ev.attempts
+                if isinstance(ev, TaskOutcomeUnknown):
+                    assert semantics[ev.task_id] == "at-most-once"
+    assert set(ends) == set(semantics), f"{len(set(semantics) - set(ends))} tasks never ended"
+    assert max(ends.values()) == 1, "a task ended twice"
+    assert kinds["TaskCompleted"] >= 0.9 * len(semantics), kinds
+    # an at-most-once task never ran to completion on two executors
+    completed_on: dict[str, set[int]] = {}
+    for (index, task_id), _ in net.assigned.items():
+        alive = not net.nodes[index].crashed and (index, task_id) not in net.cancelled
+        if semantics.get(task_id) == "at-most-once" and alive:
+            completed_on.setdefault(task_id, set()).add(index)
+    assert all(len(v) <= 1 for v in completed_on.values())
+    # backups took over without a new auction when one was left
+    reassigned = [
+        ev
+        for node in net.nodes[: net.requesters]
+        for _, ev in node.events
+        if isinstance(ev, TaskReassigned)
+    ]
+    assert reassigned, "no executor crash hit a running task"
+    assert any(not ev.new_auction for ev in reassigned)
+
+
+def test_real_wire_least_loaded_spreads_equal_tasks() -> None:
+    net = WorkCluster(11, 1, seed=11, loss=0.0, duration=0.5)  # equal tasks
+    net.bootstrap()
+    net.start()
+    net.run_for(2.0)
+    req = net.nodes[0]
+    for k in range(500):
+        req.core.submit(TaskSpec(CAP, input=k, reply_timeout=0.5), net.now)
+        net.flush(req)
+        net.schedule_timer(req)
+        net.run_for(0.05)
+    net.run_for(30.0)
+    winners = Counter(ev.winner for _, ev in req.events if isinstance(ev, TaskAwarded))
+    done = [ev for _, ev in req.events if isinstance(ev, TaskCompleted)]
+    assert len(done) == 500
+    assert len(winners) == 10
+    assert max(winners.values()) <= 1.5 * min(winners.values()), winners
