@@ -5,9 +5,9 @@ protocol version, digest of the current capability record, endpoint) and
 browses for the others. A discovered endpoint is only a hint: it is handed to
 the core as a join candidate, and trust comes from the signed record.
 
-Interfaces are always explicit (default: loopback). ``InterfaceChoice.All`` is
-never used implicitly; pass ``interfaces=["0.0.0.0"]``-style addresses from the
-config to widen it on a real LAN.
+Interfaces are always explicit (default: loopback); zeroconf is never told to
+use every interface on its own. To advertise on a real LAN, list that LAN's
+interface addresses in the config (``mdns_interfaces``).
 """
 
 from __future__ import annotations
