@@ -7,7 +7,7 @@ the core as a join candidate, and trust comes from the signed record.
 
 Interfaces are always explicit (default: loopback); zeroconf is never told to
 use every interface on its own. To advertise on a real LAN, list that LAN's
-interface addresses in the config (``mdns_interfaces``).
+interface addresses in the config (``[mdns] interfaces``).
 """
 
 from __future__ import annotations
