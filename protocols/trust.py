@@ -297,34 +297,28 @@ class TrustStore:
 
     def check_offer(self, cert: Certificate, capability: str) -> None:
         """May this node offer ``capability`` to us? (its certificate and its org's policy)"""
-        policy = self._orgs.get(cert.org)
-        if policy is None:
-            raise RemoteProtocolError(
-                f"org {cert.org!r} is not in the trust store", code="untrusted-org"
-            )
-        if not capability_allowed(cert.offers, capability):
-            raise RemoteProtocolError(
-                f"{cert.name!r}'s certificate does not allow offering {capability!r}",
-                code="not-permitted",
-            )
-        if not capability_allowed(policy.may_offer, capability):
-            raise RemoteProtocolError(
-                f"org {cert.org!r} may not offer {capability!r} to us", code="not-permitted"
-            )
+        self._check(cert, capability, offer=True)
 
     def check_request(self, cert: Certificate, capability: str) -> None:
         """May this node request ``capability`` from us?"""
+        self._check(cert, capability, offer=False)
+
+    def _check(self, cert: Certificate, capability: str, *, offer: bool) -> None:
         policy = self._orgs.get(cert.org)
         if policy is None:
             raise RemoteProtocolError(
                 f"org {cert.org!r} is not in the trust store", code="untrusted-org"
             )
-        if not capability_allowed(cert.requests, capability):
+        if offer:
+            granted, allowed, verb, tail = cert.offers, policy.may_offer, "offer", "to us"
+        else:
+            granted, allowed, verb, tail = cert.requests, policy.may_request, "request", "from us"
+        if not capability_allowed(granted, capability):
             raise RemoteProtocolError(
-                f"{cert.name!r}'s certificate does not allow requesting {capability!r}",
+                f"{cert.name!r}'s certificate does not allow {verb}ing {capability!r}",
                 code="not-permitted",
             )
-        if not capability_allowed(policy.may_request, capability):
+        if not capability_allowed(allowed, capability):
             raise RemoteProtocolError(
-                f"org {cert.org!r} may not request {capability!r} from us", code="not-permitted"
+                f"org {cert.org!r} may not {verb} {capability!r} {tail}", code="not-permitted"
             )
