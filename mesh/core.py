@@ -179,12 +179,17 @@ def make_wire(
 
 
 def dispatch(
-    ctx: CoreContext, routes: dict[str, Agent], frame: bytes, endpoint: str, now: float
+    ctx: CoreContext,
+    routes: dict[str, Agent],
+    frame: bytes,
+    endpoint: str,
+    now: float,
+    digest: bytes | None = None,
 ) -> None:
     """Open one frame and hand it to the agent of its kind; count and report rejections."""
     ctx.counters["frames_in"] = ctx.counters.get("frames_in", 0) + 1
     try:
-        msg = ctx.wire.open(frame, now)
+        msg = ctx.wire.open(frame, now, digest=digest)
         agent = routes.get(msg.kind)
         if agent is None:
             raise LocalProtocolError(f"no agent handles kind {msg.kind!r}")
@@ -306,11 +311,12 @@ class MeshNodeCore(CoreContext):
     def receive(self, frame: bytes, endpoint: str, now: float) -> None:
         # A gossiped record forwarded to us again is skipped before any verification
         # (only gossiped frames are remembered by digest; others use the replay cache).
-        if self.gossip.has_seen(hashlib.sha256(frame).digest()):
+        digest = hashlib.sha256(frame).digest()
+        if self.gossip.has_seen(digest):
             self.count("frames_in")
             self.count("records_duplicate_skipped")
             return
-        dispatch(self, self._routes, frame, endpoint, now)
+        dispatch(self, self._routes, frame, endpoint, now, digest)
         self._after(now)
 
     def get_timer(self) -> float | None:

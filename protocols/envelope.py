@@ -266,8 +266,11 @@ class Wire:
 
     # -- opening ---------------------------------------------------------------
 
-    def open(self, frame: bytes, now: float) -> Opened:
-        """Check everything, then decode the payload. Raises ``RemoteProtocolError``."""
+    def open(self, frame: bytes, now: float, *, digest: bytes | None = None) -> Opened:
+        """Check everything, then decode the payload. Raises ``RemoteProtocolError``.
+
+        ``digest`` is ``sha256(frame)`` when the caller already computed it.
+        """
         cfg = self.config
         if len(frame) > cfg.max_frame:
             raise TooLarge(f"frame of {len(frame)} bytes is over the {cfg.max_frame}-byte limit")
@@ -312,7 +315,7 @@ class Wire:
             nonce,
             model,
             frame,
-            hashlib.sha256(frame).digest(),
+            hashlib.sha256(frame).digest() if digest is None else digest,
             cert,
         )
 
