@@ -36,7 +36,7 @@ from protocols.contract_net.bidding import DEFAULT_BIDDER_CAP, BidFunction, defa
 from protocols.contract_net.strategies import Strategy
 from protocols.contract_net.task import Offer, TaskSpec
 from protocols.crypto import Verifier
-from protocols.envelope import NONCE_SIZE, Opened, Wire, WireConfig
+from protocols.envelope import NONCE_SIZE, FrameMemo, Opened, Wire, WireConfig
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.identity import NodeIdentity
 from protocols.membership import config as membership_presets
@@ -128,9 +128,9 @@ class CoreContext:
         self._outbox.append((endpoint, frame))
         self.counters["frames_out"] = self.counters.get("frames_out", 0) + 1
 
-    def open(self, frame: bytes, now: float) -> Opened:
+    def open(self, frame: bytes, now: float, digest: bytes | None = None) -> Opened:
         """Open a nested frame (a gossiped record) through the same checks."""
-        return self.wire.open(frame, now)
+        return self.wire.open(frame, now, digest=digest)
 
     def endpoint_of(self, node_id: str) -> str | None:
         return self._endpoints.get(node_id)
@@ -258,6 +258,7 @@ class MeshNodeCore(CoreContext):
         bid: BidFunction = default_bid,
         strategies: dict[str, Strategy] | None = None,
         incarnation: int = 0,
+        memo: FrameMemo | None = None,
     ) -> None:
         from mesh.contracts import ContractAgent
         from mesh.gossip import GOSSIP_KINDS, GossipAgent
@@ -266,7 +267,8 @@ class MeshNodeCore(CoreContext):
 
         raw = certificate.raw if isinstance(certificate, Certificate) else certificate
         self._departed: deque[str] = deque()
-        super().__init__(Wire(identity, raw, trust, verifier, PAYLOADS, config.wire), rng)
+        wire = Wire(identity, raw, trust, verifier, PAYLOADS, config.wire, memo=memo)
+        super().__init__(wire, rng)
         self.config = config
         self.endpoint = endpoint
         self.gossip = GossipAgent(

@@ -370,8 +370,18 @@ class GossipAgent:
         self._ctx.count("told_dead")
 
     def _absorb(self, records: Sequence[bytes], claims: Sequence[Claim], now: float) -> None:
-        for frame in records:
-            self.absorb_record(frame, now)
+        if records:
+            fresh, duplicates = self._ingest.unseen(records, len(self.members))
+            if duplicates:
+                self._ctx.count("records_duplicate_skipped", duplicates)
+            ctx = self._ctx
+            for frame, digest in fresh:
+                verdict, info, verified = self._ingest.ingest_unseen(
+                    frame, digest, now, ctx.open, ctx.trust.check_offer
+                )
+                if verified:
+                    ctx.count("records_verified")
+                self._record_verdict(verdict, info, now, True)
         for claim in claims:
             self._apply_claim(claim, now)
 

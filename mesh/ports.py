@@ -70,7 +70,7 @@ class AgentContext(Protocol):
         """Seal one frame without queuing it (a node's own record, forwarded later)."""
         ...
 
-    def open(self, frame: bytes, now: float) -> Opened:
+    def open(self, frame: bytes, now: float, digest: bytes | None = None) -> Opened:
         """Open a nested frame (a piggybacked record) through every envelope check."""
         ...
 

@@ -44,6 +44,7 @@ __all__ = [
     "GOSSIP",
     "GOSSIPED_KINDS",
     "NONCE_SIZE",
+    "FrameMemo",
     "Opened",
     "ReplayCache",
     "Wire",
@@ -133,6 +134,59 @@ class ReplayCache:
         entries[key] = (created_at, expires_at)
 
 
+class FrameMemo:
+    """The node-independent work of opening frames, done once per process.
+
+    Parsing a certificate and decoding an envelope and its payload are pure
+    functions of the bytes. Where many nodes share a process (the simulator, a
+    process of embedded nodes) and open the same frames (gossiped records, a cfp
+    to a recipient set, a certificate met by every node), a ``Wire`` given a
+    memo reuses them. Every node-specific check still runs on every open:
+    recipient, time window, replay cache, the certificate's org signature and
+    trust, the frame's signature (through the node's own verifier) and the
+    capability policy. Only frames that opened successfully somewhere are
+    stored, keyed by their SHA-256; both tables are bounded (oldest out first).
+    """
+
+    __slots__ = ("_cert_cap", "_certs", "_frame_cap", "_frames", "payloads")
+
+    def __init__(
+        self,
+        payloads: Mapping[str, type[BaseModel]],
+        *,
+        certificates: int = 1 << 16,
+        frames: int = 1 << 14,
+    ) -> None:
+        self.payloads = payloads
+        self._certs: dict[bytes, Certificate] = {}
+        self._frames: dict[bytes, _Decoded] = {}
+        self._cert_cap = max(1, certificates)
+        self._frame_cap = max(1, frames)
+
+    def certificate(self, raw: bytes) -> Certificate:
+        """``parse_certificate(raw)``, parsed once (failures are not remembered)."""
+        cert = self._certs.get(raw)
+        if cert is None:
+            cert = parse_certificate(raw)
+            if len(self._certs) >= self._cert_cap:
+                del self._certs[next(iter(self._certs))]
+            self._certs[cert.raw] = cert
+        return cert
+
+    def get(self, digest: bytes) -> _Decoded | None:
+        return self._frames.get(digest)
+
+    def put(self, digest: bytes, decoded: _Decoded) -> None:
+        frames = self._frames
+        if len(frames) >= self._frame_cap:
+            del frames[next(iter(frames))]
+        frames[digest] = decoded
+
+
+#: kind, sender, cert field, to, created_ms, expires_ms, nonce, signature, signed bytes, model
+_Decoded = tuple[str, str, bytes, Any, int, int, bytes, bytes, bytes, BaseModel]
+
+
 @dataclass(frozen=True, slots=True)
 class Opened:
     """A frame that passed every check, with its payload decoded."""
@@ -161,8 +215,14 @@ class Wire:
         verifier: Verifier,
         payloads: Mapping[str, type[BaseModel]],
         config: WireConfig | None = None,
+        *,
+        memo: FrameMemo | None = None,
     ) -> None:
         self._init_receiver(identity.node_id, trust, verifier, payloads, config)
+        # A memo made for another payload registry is not used.
+        self.memo: FrameMemo | None = (
+            memo if memo is not None and memo.payloads is payloads else None
+        )
         self.identity = identity
         self.certificate_bytes = certificate
         self.certificate = parse_certificate(certificate)
@@ -208,6 +268,7 @@ class Wire:
         self._permission_kinds: dict[str, bool] = {}
         self._can_seal = False
         self._any_recipient = False
+        self.memo = None
 
     # -- sealing ---------------------------------------------------------------
 
@@ -274,12 +335,32 @@ class Wire:
         cfg = self.config
         if len(frame) > cfg.max_frame:
             raise TooLarge(f"frame of {len(frame)} bytes is over the {cfg.max_frame}-byte limit")
-        body, signature = _split(frame, cfg.max_frame)
-        fields = unpack_array(body, limit=cfg.max_frame)
-        if type(fields) is not tuple or len(fields) != 9:
-            raise Malformed("envelope body must be a 9-element array")
-        version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
-        _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
+        memo = self.memo
+        hit: _Decoded | None = None
+        if memo is not None:
+            if digest is None:
+                digest = hashlib.sha256(frame).digest()
+            hit = memo.get(digest)
+        if hit is None:
+            body, signature = _split(frame, cfg.max_frame)
+            fields = unpack_array(body, limit=cfg.max_frame)
+            if type(fields) is not tuple or len(fields) != 9:
+                raise Malformed("envelope body must be a 9-element array")
+            version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
+            _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
+        else:
+            (
+                kind,
+                sender,
+                cert_field,
+                to,
+                created_ms,
+                expires_ms,
+                nonce,
+                signature,
+                signed,
+                model,
+            ) = hit
         if kind not in self.payloads:
             raise RemoteProtocolError(f"unknown message kind {kind!r}", code="unknown-kind")
         recipients = self._check_recipient(to)
@@ -294,11 +375,30 @@ class Wire:
         cert = self._certificate(cert_field, now)
         if cert.node_id != sender:
             raise Malformed("the sender id does not match the certificate's key")
-        if not self.verifier.verify(cert.node_key, signature, signed_bytes(kind, body)):
+        if hit is None:
+            signed = signed_bytes(kind, body)
+        if not self.verifier.verify(cert.node_key, signature, signed):
             raise RemoteProtocolError("the signature does not verify", code="bad-signature")
         if not gossiped:
             self.replay.add(replay_key, created, expires, now - cfg.max_skew)
-        model = self._decode(kind, payload)
+        if hit is None:
+            model = self._decode(kind, payload)
+            if memo is not None and digest is not None and (gossiped or type(to) is tuple):
+                memo.put(
+                    digest,
+                    (
+                        kind,
+                        sender,
+                        cert_field,
+                        to,
+                        created_ms,
+                        expires_ms,
+                        nonce,
+                        signature,
+                        signed,
+                        model,
+                    ),
+                )
         if self._names_capabilities(kind):
             for what, capability in model.permissions():  # type: ignore[attr-defined]
                 if what == "offer":
@@ -363,7 +463,10 @@ class Wire:
         else:
             cert = self._certs.get(cert_field)
             if cert is None:
-                cert = parse_certificate(cert_field)
+                memo = self.memo
+                cert = (
+                    parse_certificate(cert_field) if memo is None else memo.certificate(cert_field)
+                )
                 cert.verify_signature(self.verifier)
                 self.trust.check_certificate(cert, now, self.config.max_skew)
                 self._remember(cert)

@@ -30,8 +30,9 @@ from protocols.crypto import (
     Signer,
     Verifier,
 )
-from protocols.envelope import GOSSIPED_KINDS
+from protocols.envelope import GOSSIPED_KINDS, FrameMemo
 from protocols.identity import NodeIdentity
+from protocols.kinds import PAYLOADS
 from protocols.membership.state import SUSPECT
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate
 from simulations.engine import endpoint
@@ -52,6 +53,9 @@ class CoreFactory:
         self.fast = crypto == "fast"
         self.registry = FastVerifier()
         self.records = RecordCache(1 << 18)
+        # Decoding a frame or a certificate is the same work for every node: done
+        # once per process; each node still runs its own checks and verification.
+        self.memo = FrameMemo(PAYLOADS)
         sc = world.scenario
         self.config = CoreConfig(membership=sc.membership.resolve())
         self.max_frame = self.config.wire.max_frame or MAX_FRAME
@@ -111,6 +115,7 @@ class CoreFactory:
             now=now,
             record_cache=self.records,
             incarnation=inc,
+            memo=self.memo,
         )
 
     # --- shell-level operations -------------------------------------------------

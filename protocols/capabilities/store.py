@@ -11,7 +11,7 @@ to counters: ``records_verified``, ``records_duplicate_skipped`` and
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pydantic import BaseModel
@@ -71,12 +71,32 @@ class RecordIngest:
             del seen[next(iter(seen))]
         return True
 
+    def unseen(
+        self, frames: Sequence[bytes], members: int
+    ) -> tuple[list[tuple[bytes, bytes]], int]:
+        """The frames not handled before, each with its digest (now remembered),
+        and how many were skipped as duplicates. The hot path of gossip: most
+        piggybacked records are copies a node already has."""
+        seen = self._seen
+        sha256 = hashlib.sha256
+        fresh: list[tuple[bytes, bytes]] = []
+        for frame in frames:
+            digest = sha256(frame).digest()
+            if digest not in seen:
+                seen[digest] = None
+                fresh.append((frame, digest))
+        if fresh:
+            cap = max(self._min_size, 4 * members)
+            while len(seen) > cap:
+                del seen[next(iter(seen))]
+        return fresh, len(frames) - len(fresh)
+
     def ingest(
         self,
         frame: bytes,
         now: float,
         members: int,
-        open_frame: Callable[[bytes, float], OpenedFrame],
+        open_frame: Callable[[bytes, float, bytes], OpenedFrame],
         check_offer: Callable[[Any, str], None],
     ) -> tuple[str, RecordInfo | None, bool]:
         """``(verdict, info, verified)``: verdict ``"ok"``, ``DUPLICATE`` or an error
@@ -84,8 +104,19 @@ class RecordIngest:
         digest = hashlib.sha256(frame).digest()
         if not self.remember(digest, members):
             return DUPLICATE, None, False
+        return self.ingest_unseen(frame, digest, now, open_frame, check_offer)
+
+    def ingest_unseen(
+        self,
+        frame: bytes,
+        digest: bytes,
+        now: float,
+        open_frame: Callable[[bytes, float, bytes], OpenedFrame],
+        check_offer: Callable[[Any, str], None],
+    ) -> tuple[str, RecordInfo | None, bool]:
+        """``ingest`` of a frame ``unseen`` already remembered (no duplicate check)."""
         try:
-            opened = open_frame(frame, now)
+            opened = open_frame(frame, now, digest)
         except RemoteProtocolError as err:
             return err.code, None, False
         verdict, info = self.check(opened, frame, digest, check_offer)
