@@ -54,8 +54,6 @@ from protocols.membership.view import MembershipView
 
 __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "OpenedFrame"]
 
-#: Chance that a push-pull goes to a dead member instead of a live one (reconnect).
-RECONNECT_PROBABILITY = 0.5
 #: A helper nacks after this fraction of the probe timeout (see ``_on_ping_req``).
 NACK_FRACTION = 0.8
 
@@ -300,19 +298,25 @@ class GossipAgent:
         period = timing.push_pull_scale(self.config.push_pull_interval, n)
         # Jitter (mean one period) keeps the nodes' push-pulls spread over time.
         self._next_push_pull = now + period * rng.uniform(0.5, 1.5)
-        peers: list[str] = []
-        if rng.random() < RECONNECT_PROBABILITY:
-            # Reconnect (as serf does): a dead member may be alive behind a healed
-            # partition; a push-pull with it lets both sides refute and merge.
+        # Anti-entropy with a live member every period, always (memberlist): it is the
+        # only repair for an update whose retransmits ran out while we were cut off.
+        peers = self._order.sample(1, self.view.is_live, rng)
+        if peers:
+            self._send_push_pull(peers[0], now)
+        # Reconnect (serf): a dead member may be alive behind a healed partition; a
+        # push-pull with it lets both sides refute and merge. Chance dead / live, so a
+        # few crashed members cost little while a split cluster reconnects every period.
+        dead = self.members.count_dead()
+        if dead and rng.random() < dead / max(1, n):
             peers = self._order.sample(1, self.view.is_dead, rng)
             if peers:
                 self._ctx.count("push_pull_reconnect")
-        if not peers:
-            peers = self._order.sample(1, self.view.is_live, rng)
-        if peers:
-            payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
-            self._send(peers[0], "push-pull", payload, now)
-            self._ctx.count("push_pull_sent")
+                self._send_push_pull(peers[0], now)
+
+    def _send_push_pull(self, peer: str, now: float) -> None:
+        payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
+        self._send(peer, "push-pull", payload, now)
+        self._ctx.count("push_pull_sent")
 
     def _send(self, node_id: str, kind: str, payload: BaseModel, now: float) -> None:
         endpoint = self.endpoint_of(node_id)

@@ -15,6 +15,7 @@ from helpers import MeshCluster, SimNode
 
 from mesh.events import PeerDead, PeerSuspected
 from protocols.membership import timing
+from protocols.membership.config import lan
 from protocols.membership.state import ALIVE, DEAD, SUSPECT
 
 
@@ -153,3 +154,40 @@ def test_partition_heals_to_agreement_64() -> None:
 @pytest.mark.slow
 def test_partition_heals_to_agreement_200() -> None:
     assert _partition_heals(200, seed=23) > 0
+
+
+def test_push_pull_repairs_a_stale_record_despite_dead_members() -> None:
+    """Regression (chaos-1000 seed 3): one node kept an old record of a peer after the
+    heal. The peer's update had run out of retransmits while the node was cut off, so
+    only anti-entropy could repair it, but half of all push-pulls went to a dead member
+    (reconnect) whenever any member was dead. Now every period has a live push-pull;
+    reconnects come on top, with chance dead / live (serf)."""
+    n, period = 16, 5.0
+    c = MeshCluster(n, seed=41, config=lan().with_(push_pull_interval=period))
+    c.bootstrap()
+    c.start()
+    c.run_for(2.0)
+    crashed = c.nodes[-3:]
+    for node in crashed:
+        c.crash(node)
+    c.run_for(40.0)
+    stale, peer = c.nodes[0], c.nodes[1]
+    assert all(stale.agent.members.get(x.node_id).status == DEAD for x in crashed)  # type: ignore[union-attr]
+    # The peer's new record reached everyone but ``stale`` and is queued nowhere
+    # (its retransmits ran out while ``stale`` was cut off).
+    peer.agent.update_load(0.5, c.now)
+    peer.agent.view.queue.discard(peer.node_id)
+    opened = peer.ctx.open(peer.agent.own.frame, c.now)
+    for node in c.live()[2:]:
+        node.agent.accept_record(opened, c.now, rebroadcast=False)
+    sent0 = stale.counters.get("push_pull_sent", 0)
+    reconnects0 = stale.counters.get("push_pull_reconnect", 0)
+    c.run_for(1.5 * period + 0.5)  # the longest gap between two push-pulls of a node
+    member = stale.agent.members.get(peer.node_id)
+    assert member is not None and member.info.version == peer.agent.own.version
+    c.run_for(100.0)
+    sent = stale.counters.get("push_pull_sent", 0) - sent0
+    reconnects = stale.counters.get("push_pull_reconnect", 0) - reconnects0
+    # At least one live push-pull per (at most 1.5 x period long) period.
+    assert sent - reconnects >= math.floor(107.5 / (1.5 * period)), (sent, reconnects)
+    assert 3 * reconnects < sent, (sent, reconnects)

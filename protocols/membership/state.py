@@ -104,6 +104,10 @@ class MemberTable:
         """Members alive or suspect (including ourselves)."""
         return sum(1 for m in self._members.values() if m.status <= SUSPECT)
 
+    def count_dead(self) -> int:
+        """Members held dead (not left)."""
+        return sum(1 for m in self._members.values() if m.status == DEAD)
+
     def set_self(self, info: RecordInfo, now: float) -> None:
         """Install our own (newly signed) record; we are alive at its incarnation."""
         rec = info.record
