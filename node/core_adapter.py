@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from node.verify_memo import shared_verifier
 from protocols.capabilities.records import CapabilitySpec
 from protocols.contract_net.task import TaskSpec
-from protocols.crypto import Ed25519Verifier
 from protocols.errors import LocalProtocolError
 from protocols.identity import NodeIdentity
 from protocols.trust import TrustStore, parse_certificate
@@ -59,7 +59,7 @@ def build_core(
             cert,
             trust,
             rng=rng,
-            verifier=Ed25519Verifier(),
+            verifier=shared_verifier(),
             endpoint=endpoint,
             capabilities=list(capabilities),
             now=time.time(),

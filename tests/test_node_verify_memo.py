@@ -1,0 +1,103 @@
+"""The process-wide memo of successful verifications (node/verify_memo.py)."""
+
+from __future__ import annotations
+
+from node.verify_memo import VerifyMemo, shared_verifier
+from protocols.crypto import Ed25519Signer, Ed25519Verifier
+
+
+class Counting:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.inner = Ed25519Verifier()
+
+    def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
+        self.calls += 1
+        return self.inner.verify(public_key, signature, data)
+
+
+def _signed(msg: bytes = b"cfp bytes") -> tuple[bytes, bytes, bytes]:
+    signer = Ed25519Signer(bytes(range(32)))
+    return signer.public_key, signer.sign(msg), msg
+
+
+def test_a_good_signature_is_verified_once_then_remembered() -> None:
+    inner = Counting()
+    memo = VerifyMemo(inner)
+    pk, sig, msg = _signed()
+    assert memo.verify(pk, sig, msg) and memo.verify(pk, sig, msg)
+    assert inner.calls == 1 and memo.hits == 1
+
+
+def test_a_bad_signature_is_never_remembered() -> None:
+    inner = Counting()
+    memo = VerifyMemo(inner)
+    pk, sig, msg = _signed()
+    bad = bytes([sig[0] ^ 1]) + sig[1:]
+    assert not memo.verify(pk, bad, msg)
+    assert not memo.verify(pk, bad, msg)
+    assert inner.calls == 2 and len(memo) == 0
+    # a good signature over other bytes, or with another key, is not a hit
+    assert memo.verify(pk, sig, msg)
+    assert not memo.verify(pk, sig, msg + b"!")
+    other = Ed25519Signer(bytes(32)).public_key
+    assert not memo.verify(other, sig, msg)
+    assert inner.calls == 5 and memo.hits == 0
+
+
+def test_odd_sizes_bypass_the_memo() -> None:
+    inner = Counting()
+    memo = VerifyMemo(inner)
+    pk, sig, msg = _signed()
+    # shifting a byte between key, signature and message must never collide
+    assert not memo.verify(pk[:-1], bytes([pk[-1]]) + sig, msg)
+    assert not memo.verify(pk, sig + msg[:1], msg[1:])
+    assert len(memo) == 0 and inner.calls == 2
+
+
+def test_the_memo_is_bounded() -> None:
+    memo = VerifyMemo(capacity=3)
+    signer = Ed25519Signer(bytes(range(32)))
+    msgs = [bytes([i]) * 10 for i in range(5)]
+    for m in msgs:
+        assert memo.verify(signer.public_key, signer.sign(m), m)
+    assert len(memo) == 3
+
+
+def test_nodes_of_one_process_share_one_memo() -> None:
+    assert shared_verifier() is shared_verifier()
+
+
+def test_embedded_nodes_verify_a_shared_cfp_once() -> None:
+    import asyncio
+
+    from node.api import LocalOrg, Node
+    from node.handlers import Task
+
+    async def echo(task: Task) -> object:
+        return task.input
+
+    async def main() -> None:
+        org = LocalOrg("memo")
+        req = Node.from_org(org, "req", preset="local")
+        async with req:
+            bidders = []
+            for i in range(3):
+                node = Node.from_org(org, f"b{i}", seeds=[req.endpoint], preset="local")
+                node.add_capability("echo", echo)
+                await node.start()
+                bidders.append(node)
+            try:
+                assert await req.wait_for_peers(3, timeout=10)
+                await asyncio.sleep(0.3)
+                memo = shared_verifier()
+                before = memo.hits
+                result = await req.request("echo", 7, timeout=5)
+                assert result.value == 7
+                # the cfp and the award each reach 3 nodes: 2 + 2 verifications saved
+                assert memo.hits - before >= 4
+            finally:
+                for node in bidders:
+                    await node.stop(0)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
