@@ -4,9 +4,12 @@
   org may request the capability (``OrgPolicy.check_request``).
 * Acts only on the highest epoch it has seen for a task. A duplicate award
   (same epoch) does nothing, so the handler never gets a second ``assigned``.
-* At-least-once: ``assigned`` at once, ``started`` sent. At-most-once:
-  ``started`` sent (and repeated with each heartbeat) and the handler runs only
-  after the requester's ``proceed`` for that epoch.
+* At-least-once: ``assigned`` at once, nothing sent: the award itself started
+  the lease, and a ``started`` would only renew it a few milliseconds later
+  while costing a signature, a verification and a message on the task's
+  critical path. At-most-once: ``started`` sent (and repeated with each
+  heartbeat) and the handler runs only after the requester's ``proceed`` for
+  that epoch.
 * While it holds a task, a heartbeat every ``lease / 3`` renews the lease.
 
 Per-task state is one small slotted object while the task is live; afterwards
@@ -221,9 +224,10 @@ class ExecutorSide:
         self._running[a.capability] = self._running.get(a.capability, 0) + 1
         if amo:
             self._pending_input[a.task_id] = (data, a.deadline, a.risk)
-        host.send("started", Started(task_id=a.task_id, epoch=a.epoch), [sender], now)
         self._schedule(a.task_id, job, now)
-        if not amo:
+        if amo:
+            host.send("started", Started(task_id=a.task_id, epoch=a.epoch), [sender], now)
+        else:
             host.assigned(
                 a.task_id, sender, a.capability, data, a.epoch, a.deadline, a.semantics, a.risk
             )

@@ -9,7 +9,8 @@ Flow (n invited bidders that all answer)::
     requester --cfp (1 signature, n copies)--> bidders
     bidder    --propose | refuse (n signatures)--> requester
     requester --award (1 signature, one copy per proposer)--> proposers
-    winner    --started, progress*, result | failure--> requester
+    winner    --progress*, result | failure--> requester
+    winner    --started--> requester          (at-most-once only: asks to go ahead)
     requester --proceed--> winner            (at-most-once only: go ahead)
     requester --cancel--> superseded holder   (new auction, give up, user cancel)
 """
@@ -105,7 +106,10 @@ class Award(_Payload):
 
 
 class Started(_Payload):
-    """After this, side effects may have happened (repeated while awaiting ``proceed``)."""
+    """At-most-once: the holder asks to run; repeated on each heartbeat until ``proceed``.
+
+    At-least-once holders do not send it (the award started the lease).
+    """
 
     task_id: str
     epoch: int = Field(ge=1)
