@@ -323,7 +323,14 @@ class ContractAgent:
 
     def _recent_awards(self, node: str, since: float) -> int:
         times = self._recent.get(node)
-        return 0 if times is None else sum(1 for t in times if t >= since)
+        if times is None:
+            return 0
+        n = 0  # times are in award order: count from the newest, stop at the first older
+        for t in reversed(times):
+            if t < since:
+                break
+            n += 1
+        return n
 
     def _note_award(self, node: str, now: float) -> None:
         times = self._recent.setdefault(node, deque())

@@ -254,7 +254,9 @@ class Node:
             **opts,
         )
         try:
-            return await asyncio.wait_for(fut, timeout + 2.0)
+            async with asyncio.timeout(timeout + 2.0):
+                result: Result = await fut
+                return result
         except TimeoutError:
             raise ContractNetError(
                 f"{capability}: no result in {timeout}s", code="timeout"

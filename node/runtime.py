@@ -390,7 +390,9 @@ class Runtime:
     async def _run(self, handler: Handler, task: Task) -> None:
         outcome: tuple[bool, Any]
         try:
-            value = await asyncio.wait_for(handler(task), max(0.01, task.remaining()))
+            # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
+            async with asyncio.timeout(max(0.01, task.remaining())):
+                value = await handler(task)
             outcome = (True, value)
         except asyncio.CancelledError:
             if self.running.get(task.task_id) is asyncio.current_task():
