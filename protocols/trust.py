@@ -26,6 +26,7 @@ Capability patterns in offers, requests and policies are exact names or
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +62,13 @@ def _ms(t: float) -> int:
 
 
 def capability_allowed(patterns: Iterable[str], capability: str) -> bool:
+    """Does any of ``patterns`` (exact names or shell-style wildcards) match ``capability``?"""
+    return _allowed(patterns if type(patterns) is tuple else tuple(patterns), capability)
+
+
+@functools.lru_cache(maxsize=16384)
+def _allowed(patterns: tuple[str, ...], capability: str) -> bool:
+    # Pure, and asked again for every record a node meets: memoized for the process.
     return any(p == capability or fnmatchcase(capability, p) for p in patterns)
 
 

@@ -18,8 +18,10 @@ delivered frame and every event a node emits; it does not depend on
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
+import operator
 import struct
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -38,6 +40,20 @@ Observer = Callable[[float, int, Event], None]
 #: (time, dst, src, attack, expected codes, codes got, exempt)
 InjectionObserver = Callable[[float, int, int, str, frozenset[str], tuple[str, ...], bool], None]
 
+
+
+#: Per event class, a C-level getter of its fields as a tuple (trace hashing).
+_FIELD_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
+
+
+def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
+    names = [f.name for f in dataclasses.fields(cls)]
+    if len(names) == 1:
+        one = operator.attrgetter(names[0])
+        return lambda ev: (one(ev),)
+    if not names:
+        return lambda ev: ()
+    return operator.attrgetter(*names)
 
 class SimNode(Protocol):
     """The part of MeshNodeCore's surface that the engine drives."""
@@ -282,8 +298,12 @@ class Simulator:
     def _on_event(self, i: int, ev: Event) -> None:
         if self._capture is not None and type(ev) is FrameRejected:
             self._capture.append(ev.code)
-        # the dataclass repr names the kind and every field, in a fixed order
-        self._trace.update(f"{self.now!r}|{i}|{ev!r}\n".encode())
+        # the kind and every field, in a fixed order (a dataclass repr, without its cost)
+        cls = type(ev)
+        get = _FIELD_GETTERS.get(cls)
+        if get is None:
+            get = _FIELD_GETTERS[cls] = _getter(cls)
+        self._trace.update(f"{self.now!r}|{i}|{cls.__name__}{get(ev)!r}\n".encode())
         if self.observer is not None:
             self.observer(self.now, i, ev)
 

@@ -122,6 +122,18 @@ def test_policy_from_certificate_and_org() -> None:
     assert _code(store.check_request, cert, "summarize") == "not-permitted"
 
 
+def test_a_policy_change_applies_to_grants_already_checked() -> None:
+    acme = make_org("acme")
+    store = TrustStore([acme.policy()])
+    cert = parse_certificate(make_node(acme, "a")[1])
+    store.check_offer(cert, "translate")  # granted (and remembered)
+    store.add(acme.policy(may_offer=("summarize",)))  # the org's policy narrows
+    assert _code(store.check_offer, cert, "translate") == "not-permitted"
+    store.check_request(cert, "translate")  # the other direction is unchanged
+    store.remove("acme")
+    assert _code(store.check_request, cert, "translate") == "untrusted-org"
+
+
 def test_store_add_remove_list() -> None:
     store = TrustStore()
     store.add(make_org("b").policy())
