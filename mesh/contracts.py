@@ -24,7 +24,6 @@ at-most-once tasks runs the handler only after the requester's ``proceed``
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import heapq
 import random
@@ -342,11 +341,17 @@ class ContractAgent:
         spec = rec.spec
         # Recount, at close, the awards we made to each bidder since our cfp: auctions
         # that overlap would otherwise all see the same stale load and pick one node.
+        # (Bid built directly: dataclasses.replace costs ~10x more, per bid, per round.)
         eligible = [
-            dataclasses.replace(
-                b,
-                recent=self._recent_awards(b.bidder, rec.cfp_at),
-                tiebreak=hashlib.sha256(f"{rec.task_id}|{b.bidder}".encode()).hexdigest(),
+            Bid(
+                b.bidder,
+                b.price,
+                b.eta,
+                b.running,
+                b.capacity,
+                b.confidence,
+                self._recent_awards(b.bidder, rec.cfp_at),
+                hashlib.sha256(f"{rec.task_id}|{b.bidder}".encode()).hexdigest(),
             )
             for b in rec.bids.values()
             if spec.budget is None or b.price <= spec.budget
