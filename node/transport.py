@@ -22,6 +22,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import zmq
 
@@ -30,6 +31,11 @@ from protocols.errors import TransportError
 __all__ = ["TransportLimits", "ZmqTransport", "check_endpoint"]
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}):(\d{1,5})$")
+
+# Plain ints: zmq's enum flags cost an enum construction on every ``&``.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+_NOBLOCK = int(zmq.NOBLOCK)
 
 #: Called with (sender endpoint, frame) for each inbound frame of a batch.
 FrameSink = Callable[[str, bytes], None]
@@ -131,10 +137,18 @@ class ZmqTransport:
         batch: list[tuple[str, bytes]] = []
         sock = self._router
         limit = self.limits.batch
+        recv = sock.recv_multipart
+        events = sock.getsockopt
+        more = False
         try:
-            while len(batch) < limit:
+            # Ask ZMQ_EVENTS before each read instead of reading until zmq.Again: the
+            # exception costs more than the query, and most wake-ups bring one frame.
+            while cast(int, events(_EVENTS)) & _POLLIN:
+                if len(batch) >= limit:
+                    more = True
+                    break
                 try:
-                    parts = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                    parts = recv(_NOBLOCK, copy=True)
                 except zmq.Again:
                     break
                 if len(parts) != 2:
@@ -145,7 +159,6 @@ class ZmqTransport:
                 except UnicodeDecodeError:
                     sender = ""
                 batch.append((sender, parts[1]))
-            more = bool(int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN)
         except zmq.ZMQError as exc:
             if self._closed:
                 return
@@ -159,8 +172,7 @@ class ZmqTransport:
 
     def poke(self) -> None:
         """Re-check the ROUTER (cheap); guards against a missed edge."""
-        events = int(self._router.getsockopt(zmq.EVENTS))
-        if not self._closed and events & zmq.POLLIN:
+        if not self._closed and cast(int, self._router.getsockopt(_EVENTS)) & _POLLIN:
             self._on_readable()
 
     # -- outbound ----------------------------------------------------------
@@ -202,7 +214,7 @@ class ZmqTransport:
             self.counters["transport.dropped_bad_endpoint"] += 1
             return False
         try:
-            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 4096)
+            sock.send(frame, _NOBLOCK, copy=len(frame) < 4096)
         except zmq.Again:
             self.counters["transport.dropped_hwm"] += 1
             return False
