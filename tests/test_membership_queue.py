@@ -5,11 +5,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from protocols.membership.queue import TransmitLimitedQueue
+from protocols.membership.queue import TransmitLimitedQueue, fresh_slots
 
 
 class SortedModel:
-    """The reference (the queue's first version): sort by (transmits, -order) on every take."""
+    """The reference: the ``fresh_slots`` newest, then the rest sorted by (transmits, -order)."""
 
     def __init__(self) -> None:
         self.items: dict[str, list[int]] = {}  # key -> [order, transmits, payload]
@@ -27,8 +27,13 @@ class SortedModel:
         if len(self.items) <= count + (skip is not None):  # all fit: queue order
             chosen = [(k, v) for k, v in self.items.items() if k != skip][:count]
         else:
+            newest = sorted(self.items.items(), key=lambda kv: -kv[1][0])
+            chosen = [(k, v) for k, v in newest if k != skip][: fresh_slots(count)]
+            taken = {k for k, _ in chosen}
             ranked = sorted(self.items.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
-            chosen = [(k, v) for k, v in ranked if k != skip][:count]
+            chosen += [(k, v) for k, v in ranked if k != skip and k not in taken][
+                : count - len(chosen)
+            ]
         out = []
         for key, v in chosen:
             v[1] += 1
@@ -68,3 +73,18 @@ def test_queue_matches_the_sorted_model(ops: list[tuple[str, str | None, int]], 
         assert len(q) == len(model.items)
         for k, (_, transmits, _) in model.items.items():
             assert q.transmits(k) == transmits
+
+
+def test_a_fresh_update_rides_every_message_despite_a_backlog() -> None:
+    """Regression (1,000-node convergence): after a mass join every queue holds ~N
+    updates sent a few times; a fresh record must not wait behind them once sent."""
+    q: TransmitLimitedQueue[str] = TransmitLimitedQueue()
+    for i in range(500):
+        q.put(f"old{i}", f"old{i}")
+    for _ in range(200):  # every update of the backlog has been sent once or more
+        q.take(8, 12)
+    q.put("marker", "marker")
+    sent = sum("marker" in q.take(8, 12) for _ in range(12))
+    assert sent == 12 and "marker" not in q
+    # The backlog still drains: the other half of each message goes to the fewest-sent.
+    assert all(q.transmits(f"old{i}") is None or q.transmits(f"old{i}") >= 1 for i in range(500))

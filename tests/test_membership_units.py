@@ -30,19 +30,21 @@ def test_queue_newer_update_replaces_older_and_limits_transmits() -> None:
     assert sent[3] == [] and len(q) == 0  # each sent exactly 3 times, then retired
 
 
-def test_queue_prefers_fewest_transmits_then_newest() -> None:
+def test_queue_takes_the_newest_then_fewest_transmits_then_newest() -> None:
     q: TransmitLimitedQueue[str] = TransmitLimitedQueue()
     for key in "abcd":
         q.put(key, key)
+    # Half of a message (one slot of two) goes to the newest update, whatever its count.
     assert q.take(2, limit=10) == ["d", "c"]
-    assert q.take(2, limit=10) == ["b", "a"]
+    assert q.take(2, limit=10) == ["d", "b"]
     q.put("e", "e")
-    assert q.take(2, limit=10) == ["e", "d"]
-    assert q.take(3, limit=10, skip="c") == ["e", "b", "a"]  # all sent once; d twice
+    assert q.take(2, limit=10) == ["e", "a"]
+    assert q.take(3, limit=10, skip="c") == ["e", "b", "a"]  # then the fewest-sent
     assert (
         q.transmits("c") == 1
         and q.transmits("e") == 2
         and q.transmits("d") == 2
+        and q.transmits("b") == 2
         and q.transmits("zz") is None
     )
 

@@ -1,9 +1,17 @@
 """Transmit-limited broadcast queue (memberlist ``queue.go``).
 
 Holds at most one pending update per member (a newer update about a node
-replaces the older one). ``take`` hands out the updates sent the fewest times
-first (newest first among equals) and retires an update once it has been sent
-``retransmit_limit(λ, N)`` times.
+replaces the older one) and retires an update once it has been sent
+``retransmit_limit(λ, N)`` times. ``take`` fills half of a message with the
+newest updates, whatever their count, and the rest with the updates sent the
+fewest times (newest first among equals), as memberlist orders its queue.
+
+The newest half is ours: with memberlist's order alone, a fresh update is sent
+once, then waits behind every older update sent fewer times. After a mass join
+every queue holds ~N such updates, so a fresh record went out once per node
+per second instead of on every message, and its epidemic stalled (at 1,000
+nodes 99 % of the nodes knew it after 33 gossip rounds instead of ~6). The
+fewest-sent half keeps the backlog draining.
 """
 
 from __future__ import annotations
@@ -11,9 +19,14 @@ from __future__ import annotations
 import heapq
 from typing import Generic, TypeVar
 
-__all__ = ["TransmitLimitedQueue"]
+__all__ = ["TransmitLimitedQueue", "fresh_slots"]
 
 T = TypeVar("T")
+
+
+def fresh_slots(count: int) -> int:
+    """Slots of a ``count``-update message that go to the newest updates."""
+    return count // 2
 
 
 class _Item(Generic[T]):
@@ -80,8 +93,8 @@ class TransmitLimitedQueue(Generic[T]):
         self._stale = 0
 
     def take(self, count: int, limit: int, skip: str | None = None) -> list[T]:
-        """Up to ``count`` payloads to piggyback on one message: fewest-sent first,
-        newest first among equals.
+        """Up to ``count`` payloads to piggyback on one message: the ``fresh_slots(count)``
+        newest first, then the fewest-sent (newest first among equals).
 
         Each returned payload's transmit counter goes up; payloads that reach
         ``limit`` are retired. ``skip`` leaves out the update about that key
@@ -97,7 +110,20 @@ class TransmitLimitedQueue(Generic[T]):
             chosen = [(k, it) for k, it in items.items() if k != skip][:count]
             self._stale += len(chosen)
             return self._advance(chosen, limit)
-        skipped: tuple[int, int, str] | None = None
+        # The newest: the dict keeps put order (put re-inserts a replaced key).
+        fresh = fresh_slots(count)
+        taken: set[str] = set()
+        if fresh:
+            for key in reversed(items):
+                if key == skip:
+                    continue
+                chosen.append((key, items[key]))
+                taken.add(key)
+                if len(chosen) >= fresh:
+                    break
+            # Their heap entries turn stale once their count moves (``_advance``).
+            self._stale += len(chosen)
+        skipped: list[tuple[int, int, str]] = []
         for sent, heap in enumerate(self._heaps):
             while heap and len(chosen) < count:
                 neg, key = heapq.heappop(heap)
@@ -105,14 +131,17 @@ class TransmitLimitedQueue(Generic[T]):
                 if item is None or item.order != -neg or item.transmits != sent:
                     self._stale = max(0, self._stale - 1)
                     continue
-                if key == skip:
-                    skipped = (sent, neg, key)
+                if key == skip or key in taken:
+                    skipped.append((sent, neg, key))
                     continue
                 chosen.append((key, item))
             if len(chosen) >= count:
                 break
-        if skipped is not None:
-            heapq.heappush(self._heaps[skipped[0]], (skipped[1], skipped[2]))
+        for sent, neg, key in skipped:
+            if key in taken:
+                # Still listed at its old count: stale now (counted above).
+                continue
+            heapq.heappush(self._heaps[sent], (neg, key))
         return self._advance(chosen, limit)
 
     def _advance(self, chosen: list[tuple[str, _Item[T]]], limit: int) -> list[T]:
