@@ -373,7 +373,19 @@ class GossipAgent:
         self._send(node_id, "gossip", Gossip(claims=[claim]), now)
         self._ctx.count("told_dead")
 
-    def _absorb(self, records: Sequence[bytes], claims: Sequence[Claim], now: float) -> None:
+    def _absorb(
+        self,
+        records: Sequence[bytes],
+        claims: Sequence[Claim],
+        now: float,
+        *,
+        news_of: str | None = None,
+    ) -> None:
+        """Apply piggybacked records and claims. With ``news_of`` (a push-pull), only
+        that node's own record is queued for gossip: the other records of a state
+        exchange are old news the cluster already spread, and re-gossiping the whole
+        table of every joiner kept each queue ~N updates deep (a fresh update then
+        waited behind them)."""
         if records:
             fresh, duplicates = self._ingest.unseen(records, len(self.members))
             if duplicates:
@@ -385,7 +397,8 @@ class GossipAgent:
                 )
                 if verified:
                     ctx.count("records_verified")
-                self._record_verdict(verdict, info, now, True)
+                rebroadcast = news_of is None or (info is not None and info.node_id == news_of)
+                self._record_verdict(verdict, info, now, rebroadcast)
         for claim in claims:
             self._apply_claim(claim, now)
 
@@ -450,7 +463,7 @@ class GossipAgent:
     def _on_push_pull(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         req = msg.payload
         assert isinstance(req, PushPull)
-        self._absorb(req.records, (), now)
+        self._absorb(req.records, (), now, news_of=msg.sender)
         self._absorb_digest_claims(req.digest, msg.sender, now)
         chunks, want, non_alive = self.view.answer_push_pull(req.digest)
         reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
@@ -465,7 +478,7 @@ class GossipAgent:
     def _on_push_pull_reply(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         reply = msg.payload
         assert isinstance(reply, PushPullReply)
-        self._absorb(reply.records, (), now)
+        self._absorb(reply.records, (), now, news_of=msg.sender)
         self._absorb_digest_claims(reply.digest, msg.sender, now)
         records = self.view.frames_of(reply.want)
         for chunk in chunk_records(records) if records else []:
@@ -474,7 +487,7 @@ class GossipAgent:
     def _on_push_pull_records(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         body = msg.payload
         assert isinstance(body, PushPullRecords)
-        self._absorb(body.records, (), now)
+        self._absorb(body.records, (), now, news_of=msg.sender)
 
     def _on_record(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         """A record sent as a top-level frame (already opened and verified by the core)."""

@@ -191,3 +191,20 @@ def test_has_seen_reports_handled_record_digests() -> None:
     a.agent.absorb_record(b.agent.own.frame, c.now)
     assert a.agent.has_seen(b.agent.own.digest)
     assert a.agent.index.find("cap1")[0].load == 0.3
+
+
+def test_push_pull_queues_only_the_counterparts_own_record() -> None:
+    """A joiner learns the whole table by push-pull; re-gossiping all of it (and each
+    seed re-gossiping the joiner's table) kept every queue ~N updates deep."""
+    c = MeshCluster(12, seed=13)
+    c.bootstrap()
+    c.start()
+    c.run_for(3.0)  # the bootstrap queues drain
+    newcomer = c.add_node()
+    seed = c.nodes[0]
+    c.join(newcomer, [seed])
+    c.run_for(0.05)  # the push-pull exchange, before any gossip round
+    assert len(newcomer.agent.members) == 13
+    queued = [m.node_id for m in newcomer.agent.members if m.node_id in newcomer.agent.view.queue]
+    assert queued in ([newcomer.node_id], [newcomer.node_id, seed.node_id])
+    assert newcomer.node_id in seed.agent.view.queue  # news for the seed: gossiped on
