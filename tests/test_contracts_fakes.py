@@ -78,13 +78,24 @@ class FakeCtx:
         recipients = [to] if isinstance(to, str) else list(to)
         assert recipients, "send with no recipient"
         self.net.signatures[kind] += 1
+        frame = f"frame-{len(self.net.frames)}".encode()
+        self.net.frames[frame] = (kind, payload, now)
+        if endpoint is not None:  # one copy, to the recipient at that endpoint
+            recipients = [r for r in recipients if self.endpoint_of(r) == endpoint]
+            assert recipients, "endpoint of no recipient"
         for r in recipients:
             self.net.copies[kind] += 1
             self.net.queue.append(Packet(self._node_id, r, kind, payload, now))
-        return b""
+            self.net.sent.append(self.net.queue[-1])
+        return frame
 
     def send_frame(self, endpoint: str, frame: bytes) -> None:
-        raise AssertionError("contract agent never forwards frames")
+        """Another copy of a frame this node sealed earlier (held-back award copies)."""
+        kind, payload, sealed_at = self.net.frames[frame]
+        self.net.copies[kind] += 1
+        to = endpoint.removeprefix("fake://")
+        self.net.queue.append(Packet(self._node_id, to, kind, payload, sealed_at))
+        self.net.sent.append(self.net.queue[-1])
 
     def endpoint_of(self, node_id: str) -> str | None:
         return f"fake://{node_id}"
@@ -125,6 +136,8 @@ class FakeNet:
     offers: dict[str, set[str]] = field(default_factory=dict)
     executors: list[str] = field(default_factory=list)
     queue: list[Packet] = field(default_factory=list)
+    frames: dict[bytes, tuple[str, BaseModel, float]] = field(default_factory=dict)
+    sent: list[Packet] = field(default_factory=list)  # every copy queued, in order
     signatures: Counter[str] = field(default_factory=Counter)
     copies: Counter[str] = field(default_factory=Counter)
     log: list[tuple[str, Event]] = field(default_factory=list)

@@ -95,6 +95,11 @@ def test_embedded_nodes_verify_a_shared_cfp_once() -> None:
                 result = await req.request("echo", 7, timeout=5)
                 assert result.value == 7
                 # the cfp and the award each reach 3 nodes: 2 + 2 verifications saved
+                # (the losers' award copies leave with the result: wait a little)
+                for _ in range(100):
+                    if memo.hits - before >= 4:
+                        break
+                    await asyncio.sleep(0.01)
                 assert memo.hits - before >= 4
             finally:
                 for node in bidders:
