@@ -81,6 +81,7 @@ class ExecutorSide:
     ) -> None:
         self._host = host
         self._offers = {o.capability: o for o in offers}
+        self._capacity = sum(o.max_concurrency for o in self._offers.values())
         self._policy = policy
         self._bid = bid
         #: False once the node is leaving: every new cfp is refused ("leaving").
@@ -102,8 +103,9 @@ class ExecutorSide:
 
     def load(self) -> float:
         """Held tasks over total declared concurrency (what gossip publishes)."""
-        total = sum(o.max_concurrency for o in self._offers.values())
-        return 0.0 if total == 0 else sum(self._running.values()) / total
+        total = self._capacity  # the offers are fixed; the core asks after every frame
+        running = self._running
+        return 0.0 if total == 0 or not running else sum(running.values()) / total
 
     def job_state(self, task_id: str) -> ExecState | None:
         job = self._jobs.get(task_id)
