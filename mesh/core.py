@@ -213,8 +213,13 @@ class CoreConfig:
     wire: WireConfig = field(default_factory=WireConfig)
     #: Most bidders invited to one call for proposals (a fair seeded sample).
     bidder_cap: int = DEFAULT_BIDDER_CAP
-    #: Smallest change of our load (0..1) worth re-signing our record for.
-    load_publish_delta: float = 0.25
+    #: Smallest change of our load (0..1) worth re-signing our record for. Every
+    #: record version floods the whole mesh, while bids carry the exact load, so
+    #: records carry a coarse figure: idle, busy, full (and any return to idle).
+    load_publish_delta: float = 0.5
+    #: Fewest seconds between two load publications of one node (a burst of
+    #: task starts and ends makes one new record, not one per task).
+    load_publish_interval: float = 1.0
 
     @classmethod
     def lan(cls) -> CoreConfig:
@@ -293,6 +298,8 @@ class MeshNodeCore(CoreContext):
         self._routes: dict[str, Agent] = dict.fromkeys(GOSSIP_KINDS, self.gossip)
         self._routes.update(dict.fromkeys(CONTRACT_NET_PAYLOADS, self.contracts))
         self._published_load = 0.0
+        self._load_next_at = now
+        self._load_pending = False
         self._stopping = False
 
     # -- views -----------------------------------------------------------------
@@ -323,6 +330,8 @@ class MeshNodeCore(CoreContext):
 
     def get_timer(self) -> float | None:
         timers = [t for t in (self.gossip.get_timer(), self.contracts.get_timer()) if t is not None]
+        if self._load_pending:
+            timers.append(self._load_next_at)
         return min(timers) if timers else None
 
     def handle_timer(self, now: float) -> None:
@@ -345,10 +354,14 @@ class MeshNodeCore(CoreContext):
         while self._departed:
             self.contracts.on_peer_dead(self._departed.popleft(), now)
         load = self.contracts.load()
-        if abs(load - self._published_load) >= self.config.load_publish_delta or (
-            load == 0.0 and self._published_load != 0.0
-        ):
+        published = self._published_load
+        self._load_pending = abs(load - published) >= self.config.load_publish_delta or (
+            load != published and (load == 0.0 or load >= 1.0)
+        )
+        if self._load_pending and now >= self._load_next_at:
             self._published_load = load
+            self._load_pending = False
+            self._load_next_at = now + self.config.load_publish_interval
             self.gossip.update_load(load, now)
 
     # -- commands ----------------------------------------------------------------

@@ -159,3 +159,42 @@ def test_real_wire_least_loaded_spreads_equal_tasks() -> None:
     assert len(done) == 500
     assert len(winners) == 10
     assert max(winners.values()) <= 1.5 * min(winners.values()), winners
+
+
+def test_load_goes_into_the_record_coarsely_and_at_most_once_a_second() -> None:
+    """Every record version floods the mesh: one task more or less (0.25 of an
+    executor of 4) is not worth one; idle / busy / full are, at most once a second."""
+    net = WorkCluster(2, 1, seed=5, loss=0.0, duration=10.0)
+    net.bootstrap()
+    net.start()
+    net.run_for(2.0)
+    req, ex = net.nodes
+    published = []
+
+    def submit(k: int) -> None:
+        req.core.submit(TaskSpec(CAP, input=k, reply_timeout=0.5), net.now)
+        net.flush(req)
+        net.schedule_timer(req)
+
+    def loads() -> tuple[float, float]:
+        own = ex.core.gossip.own.record.load
+        seen = req.agent.members.get(ex.node_id)
+        assert seen is not None
+        return own, seen.info.record.load
+
+    submit(0)
+    net.run_for(0.5)
+    assert ex.core.contracts.load() == 0.25 and loads() == (0.0, 0.0)  # not worth a record
+    submit(1)
+    net.run_for(0.5)
+    published.append(loads())
+    submit(2)
+    submit(3)
+    net.run_for(0.3)
+    assert ex.core.contracts.load() == 1.0
+    assert loads()[0] == 0.5  # full, but the last publication was under a second ago
+    net.run_for(1.0)
+    published.append(loads())
+    net.run_for(12.0)  # every task done: back to idle
+    published.append(loads())
+    assert published == [(0.5, 0.5), (1.0, 1.0), (0.0, 0.0)]
