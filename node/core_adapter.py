@@ -53,16 +53,19 @@ def build_core(
     config = presets[preset]()
 
     def make(endpoint: str) -> Any:
-        return MeshNodeCore(
+        verifier = shared_verifier()
+        core = MeshNodeCore(
             config,
             identity,
             cert,
             trust,
             rng=rng,
-            verifier=shared_verifier(),
+            verifier=verifier,
             endpoint=endpoint,
             capabilities=list(capabilities),
             now=time.time(),
         )
+        verifier.register(core)  # the memo works once two nodes share the process
+        return core
 
     return make

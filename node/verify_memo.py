@@ -14,7 +14,10 @@ nodes of one process share this memo:
 * a failed verification is never remembered: a forgery costs a full
   verification every time, as without the memo;
 * it is bounded (the oldest entries go first) and guarded by a lock, so nodes
-  running on loops in different threads may share it.
+  running on loops in different threads may share it;
+* it only works while at least two nodes of the process are registered
+  (``register``): a lone node can never meet a frame another node verified, so
+  it pays nothing for the memo.
 
 Every other check of a frame (recipient, time window, replay cache, trust and
 policy) still runs in each node's own wire.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 
 from protocols.crypto import Ed25519Verifier, Verifier
 
@@ -36,21 +40,39 @@ _SIG_SIZE = 64
 class VerifyMemo:
     """A ``Verifier`` that remembers successful verifications (bounded, thread-safe)."""
 
-    __slots__ = ("_capacity", "_inner", "_lock", "_ok", "hits", "misses")
+    __slots__ = ("_capacity", "_inner", "_lock", "_ok", "_users", "hits", "misses")
 
     def __init__(self, inner: Verifier | None = None, capacity: int = 8192) -> None:
         self._inner: Verifier = inner if inner is not None else Ed25519Verifier()
         self._capacity = max(1, capacity)
         self._ok: dict[bytes, None] = {}
         self._lock = threading.Lock()
+        self._users = 0
         self.hits = 0
         self.misses = 0
 
     def __len__(self) -> int:
         return len(self._ok)
 
+    @property
+    def users(self) -> int:
+        """Registered owners (nodes) still alive."""
+        return self._users
+
+    def register(self, owner: object) -> None:
+        """Count ``owner`` (a node's core) as a user until it is garbage collected."""
+        with self._lock:
+            self._users += 1
+        weakref.finalize(owner, self._release)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users < 2:
+                self._ok.clear()
+
     def verify(self, public_key: bytes, signature: bytes, data: bytes) -> bool:
-        if len(public_key) != _KEY_SIZE or len(signature) != _SIG_SIZE:
+        if self._users < 2 or len(public_key) != _KEY_SIZE or len(signature) != _SIG_SIZE:
             return self._inner.verify(public_key, signature, data)
         key = hashlib.sha256(public_key + signature + data).digest()
         ok = self._ok

@@ -16,6 +16,18 @@ class Counting:
         return self.inner.verify(public_key, signature, data)
 
 
+class Owner:
+    """Stands for a node's core: the memo works while two of them are alive."""
+
+
+def _memo(inner: Counting | None = None, **kw: int) -> tuple[VerifyMemo, list[Owner]]:
+    memo = VerifyMemo(inner, **kw)
+    owners = [Owner(), Owner()]
+    for o in owners:
+        memo.register(o)
+    return memo, owners
+
+
 def _signed(msg: bytes = b"cfp bytes") -> tuple[bytes, bytes, bytes]:
     signer = Ed25519Signer(bytes(range(32)))
     return signer.public_key, signer.sign(msg), msg
@@ -23,7 +35,7 @@ def _signed(msg: bytes = b"cfp bytes") -> tuple[bytes, bytes, bytes]:
 
 def test_a_good_signature_is_verified_once_then_remembered() -> None:
     inner = Counting()
-    memo = VerifyMemo(inner)
+    memo, _owners = _memo(inner)
     pk, sig, msg = _signed()
     assert memo.verify(pk, sig, msg) and memo.verify(pk, sig, msg)
     assert inner.calls == 1 and memo.hits == 1
@@ -31,7 +43,7 @@ def test_a_good_signature_is_verified_once_then_remembered() -> None:
 
 def test_a_bad_signature_is_never_remembered() -> None:
     inner = Counting()
-    memo = VerifyMemo(inner)
+    memo, _owners = _memo(inner)
     pk, sig, msg = _signed()
     bad = bytes([sig[0] ^ 1]) + sig[1:]
     assert not memo.verify(pk, bad, msg)
@@ -47,7 +59,7 @@ def test_a_bad_signature_is_never_remembered() -> None:
 
 def test_odd_sizes_bypass_the_memo() -> None:
     inner = Counting()
-    memo = VerifyMemo(inner)
+    memo, _owners = _memo(inner)
     pk, sig, msg = _signed()
     # shifting a byte between key, signature and message must never collide
     assert not memo.verify(pk[:-1], bytes([pk[-1]]) + sig, msg)
@@ -56,7 +68,7 @@ def test_odd_sizes_bypass_the_memo() -> None:
 
 
 def test_the_memo_is_bounded() -> None:
-    memo = VerifyMemo(capacity=3)
+    memo, _owners = _memo(capacity=3)
     signer = Ed25519Signer(bytes(range(32)))
     msgs = [bytes([i]) * 10 for i in range(5)]
     for m in msgs:
@@ -66,6 +78,24 @@ def test_the_memo_is_bounded() -> None:
 
 def test_nodes_of_one_process_share_one_memo() -> None:
     assert shared_verifier() is shared_verifier()
+
+
+def test_a_lone_node_pays_nothing_for_the_memo() -> None:
+    import gc
+
+    inner = Counting()
+    memo = VerifyMemo(inner)
+    pk, sig, msg = _signed()
+    one, two = Owner(), Owner()
+    memo.register(one)
+    assert memo.verify(pk, sig, msg) and memo.verify(pk, sig, msg)
+    assert inner.calls == 2 and len(memo) == 0  # one user: straight to the verifier
+    memo.register(two)
+    assert memo.verify(pk, sig, msg) and memo.verify(pk, sig, msg)
+    assert inner.calls == 3 and memo.hits == 1
+    del two
+    gc.collect()
+    assert memo.users == 1 and len(memo) == 0  # forgotten with the second user
 
 
 def test_embedded_nodes_verify_a_shared_cfp_once() -> None:
