@@ -381,11 +381,12 @@ class GossipAgent:
         *,
         news_of: str | None = None,
     ) -> None:
-        """Apply piggybacked records and claims. With ``news_of`` (a push-pull), only
-        that node's own record is queued for gossip: the other records of a state
-        exchange are old news the cluster already spread, and re-gossiping the whole
-        table of every joiner kept each queue ~N updates deep (a fresh update then
-        waited behind them)."""
+        """Apply piggybacked records and claims. With ``news_of`` (a push-pull), a record
+        of a member we did not know is not queued for gossip unless it is that node's
+        own: a state exchange brings a joiner the whole table, old news the cluster has
+        spread already, and re-gossiping it kept every queue ~N updates deep (a fresh
+        update then waited behind them). A record that moves a known member forward
+        (a repair) is queued as always: other nodes likely miss it too."""
         if records:
             fresh, duplicates = self._ingest.unseen(records, len(self.members))
             if duplicates:
@@ -397,8 +398,8 @@ class GossipAgent:
                 )
                 if verified:
                     ctx.count("records_verified")
-                rebroadcast = news_of is None or (info is not None and info.node_id == news_of)
-                self._record_verdict(verdict, info, now, rebroadcast)
+                quiet = news_of is not None and (info is None or info.node_id != news_of)
+                self._record_verdict(verdict, info, now, True, quiet_join=quiet)
         for claim in claims:
             self._apply_claim(claim, now)
 
@@ -528,7 +529,13 @@ class GossipAgent:
         self._record_verdict(verdict, info, now, rebroadcast)
 
     def _record_verdict(
-        self, verdict: str, info: RecordInfo | None, now: float, rebroadcast: bool
+        self,
+        verdict: str,
+        info: RecordInfo | None,
+        now: float,
+        rebroadcast: bool,
+        *,
+        quiet_join: bool = False,
     ) -> None:
         ctx = self._ctx
         if info is None:
@@ -536,7 +543,7 @@ class GossipAgent:
         elif info.node_id == self.node_id:
             self._own_record_seen(info, now)
         else:
-            self._apply_record(info, now, rebroadcast)
+            self._apply_record(info, now, rebroadcast, quiet_join=quiet_join)
 
     def _own_record_seen(self, info: RecordInfo, now: float) -> None:
         """Our id with a newer record than ours: we restarted; move past it."""
@@ -546,8 +553,10 @@ class GossipAgent:
             self._ctx.count("own_record_superseded")
             self._resign(now, leaving=self._left)
 
-    def _apply_record(self, info: RecordInfo, now: float, rebroadcast: bool = True) -> None:
-        outcome = self.view.apply_record(info, now, rebroadcast)
+    def _apply_record(
+        self, info: RecordInfo, now: float, rebroadcast: bool = True, *, quiet_join: bool = False
+    ) -> None:
+        outcome = self.view.apply_record(info, now, rebroadcast, quiet_join=quiet_join)
         ctx, node_id, rec = self._ctx, info.node_id, info.record
         if outcome == Outcome.STALE:
             ctx.count("dropped.stale-record")

@@ -90,8 +90,14 @@ class MembershipView:
         self.index.upsert(info, alive=not info.record.leaving)
         self.queue.put(self.self_id, info.frame)
 
-    def apply_record(self, info: RecordInfo, now: float, rebroadcast: bool = True) -> str:
-        """Apply a verified record of another node; returns the table's ``Outcome``."""
+    def apply_record(
+        self, info: RecordInfo, now: float, rebroadcast: bool = True, *, quiet_join: bool = False
+    ) -> str:
+        """Apply a verified record of another node; returns the table's ``Outcome``.
+
+        Queued for gossip if ``rebroadcast``, except a first record (``JOINED``) when
+        ``quiet_join`` (a push-pull's third-party records: old news for the cluster).
+        """
         node_id = info.node_id
         outcome = self.members.apply_record(info, now)
         if outcome == Outcome.STALE:
@@ -103,7 +109,7 @@ class MembershipView:
         if outcome in (Outcome.ALIVE, Outcome.LEFT):
             self.suspicions.pop(node_id, None)
         self.index.upsert(info, alive=member.status <= SUSPECT)
-        if rebroadcast:
+        if rebroadcast and not (quiet_join and outcome == Outcome.JOINED):
             self.queue.put(node_id, info.frame)
         return outcome
 
