@@ -33,7 +33,7 @@ from protocols.capabilities.records import (
 )
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
 from protocols.membership import timing
-from protocols.membership.config import MembershipConfig
+from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.messages import (
     MEMBERSHIP_PAYLOADS,
     Ack,
@@ -112,13 +112,20 @@ class GossipAgent:
         self._next_probe = now + rng.uniform(0, config.probe_interval)
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
+        self._catch_ups = 0  # catch-up push-pulls still due after a join
+        self._catch_up_delay = 0.0
         self._refresh_at = now
         self.own: RecordInfo = self._resign(now, leaving=False)
 
     # --- commands -------------------------------------------------------------
 
     def join(self, seeds: Sequence[str], now: float) -> None:
-        """Push-pull with every seed endpoint (recipient GOSSIP: their ids are unknown)."""
+        """Push-pull with every seed endpoint (recipient GOSSIP: their ids are unknown),
+        then catch up with random live members a few times (``join_catch_up``)."""
+        if seeds and self.config.join_catch_up > 0:
+            self._catch_ups = JOIN_CATCH_UPS
+            self._catch_up_delay = self.config.join_catch_up
+            self._next_push_pull = min(self._next_push_pull, now + self._catch_up_delay)
         for seed in seeds:
             if seed in self._endpoints:
                 continue
@@ -297,7 +304,14 @@ class GossipAgent:
         rng = self._ctx.rng
         period = timing.push_pull_scale(self.config.push_pull_interval, n)
         # Jitter (mean one period) keeps the nodes' push-pulls spread over time.
-        self._next_push_pull = now + period * rng.uniform(0.5, 1.5)
+        after = period * rng.uniform(0.5, 1.5)
+        if self._catch_ups > 0:
+            self._catch_ups -= 1
+            self._catch_up_delay *= 2
+            if self._catch_ups:
+                after = self._catch_up_delay
+            self._ctx.count("push_pull_catch_up")
+        self._next_push_pull = now + after
         # Anti-entropy with a live member every period, always (memberlist): it is the
         # only repair for an update whose retransmits ran out while we were cut off.
         peers = self._order.sample(1, self.view.is_live, rng)

@@ -191,3 +191,26 @@ def test_push_pull_repairs_a_stale_record_despite_dead_members() -> None:
     # At least one live push-pull per (at most 1.5 x period long) period.
     assert sent - reconnects >= math.floor(107.5 / (1.5 * period)), (sent, reconnects)
     assert 3 * reconnects < sent, (sent, reconnects)
+
+
+@pytest.mark.parametrize("catch_up", [True, False])
+def test_nodes_joining_together_catch_up_with_push_pull(catch_up: bool) -> None:
+    """Nodes that join at once through a seed that does not know the others yet learn
+    them from the catch-up push-pulls, not from the scaled period (minutes at scale).
+    Few retransmits make gossip alone leave gaps; without catch-ups they stay."""
+    config = lan().with_(retransmit_mult=1, push_pull_interval=120.0)
+    if not catch_up:
+        config = config.with_(join_catch_up=0.0)
+    n = 80
+    c = MeshCluster(n, seed=17, config=config)
+    first = c.nodes[0]
+    c.start()
+    for node in c.nodes[1:]:
+        c.join(node, [first])
+    c.run_for(20.0)
+    missing = sum(n - len(x.agent.members) for x in c.nodes)
+    if catch_up:
+        assert missing == 0
+        assert all(x.counters.get("push_pull_catch_up", 0) == 3 for x in c.nodes[1:])
+    else:
+        assert missing > 0  # the gap the catch-ups close (keeps this test honest)

@@ -11,7 +11,11 @@ from dataclasses import dataclass, replace
 
 from protocols.errors import ConfigError
 
-__all__ = ["MembershipConfig", "lan", "local", "wan"]
+__all__ = ["JOIN_CATCH_UPS", "MembershipConfig", "lan", "local", "wan"]
+
+
+#: Catch-up push-pulls after a join (see ``MembershipConfig.join_catch_up``).
+JOIN_CATCH_UPS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,11 @@ class MembershipConfig:
     * ``max_piggyback`` (count, 8): updates piggybacked on one message at most.
     * ``push_pull_interval`` (s, 30.0): anti-entropy period with one random peer,
       scaled up for clusters above 32 members (``push_pull_scale``). 0 disables.
+    * ``join_catch_up`` (s, 2.0): after joining, push-pull with a random live
+      member this long after the join, then after twice and four times as long
+      (``JOIN_CATCH_UPS`` catch-ups): nodes that join together learn the members
+      their seeds did not know yet, instead of waiting for the scaled period
+      (minutes at 1,000 members). 0 disables.
     * ``dead_reclaim_time`` (s, 300.0): after a member has been dead or gone for
       this long, any valid record for its id is accepted again (a node that lost
       its incarnation counter on restart reclaims its id). 0 disables reclaiming.
@@ -61,6 +70,7 @@ class MembershipConfig:
     gossip_nodes: int = 3
     max_piggyback: int = 8
     push_pull_interval: float = 30.0
+    join_catch_up: float = 2.0
     dead_reclaim_time: float = 300.0
     record_ttl: float = 3600.0
     seen_cache_size: int = 4096
@@ -85,7 +95,7 @@ class MembershipConfig:
         for name in counts:
             if getattr(self, name) < (0 if name in ("indirect_checks", "gossip_nodes") else 1):
                 raise ConfigError(f"membership.{name} is out of range")
-        if self.push_pull_interval < 0 or self.dead_reclaim_time < 0:
+        if self.push_pull_interval < 0 or self.dead_reclaim_time < 0 or self.join_catch_up < 0:
             raise ConfigError("membership intervals must be >= 0")
 
     def with_(self, **changes: float) -> MembershipConfig:
@@ -105,6 +115,7 @@ def wan() -> MembershipConfig:
         probe_timeout=3.0,
         suspicion_mult=6,
         push_pull_interval=60.0,
+        join_catch_up=10.0,
         gossip_nodes=4,
         gossip_interval=0.5,
         dead_reclaim_time=900.0,
@@ -120,6 +131,7 @@ def local() -> MembershipConfig:
         retransmit_mult=2,
         suspicion_mult=3,
         push_pull_interval=15.0,
+        join_catch_up=1.0,
         gossip_interval=0.1,
         dead_reclaim_time=60.0,
     )
