@@ -2,12 +2,20 @@
 
 Keeping it here means the shell depends on the core's constructor in one
 spot; everything else talks to it through ``node.runtime.CoreLike``.
+
+Nodes embedded in one process share two memos, so that a frame sent to several
+of them (a call for proposals, an award, a gossiped record) costs one
+signature verification (``node.verify_memo``) and one decode
+(``protocols.envelope.FrameMemo``, one per event loop: it is not thread-safe);
+every node still runs every check of its own.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,6 +27,29 @@ from protocols.identity import NodeIdentity
 from protocols.trust import TrustStore, parse_certificate
 
 __all__ = ["build_core", "capability_spec", "task_spec"]
+
+#: Small on purpose: co-located nodes open a shared frame within milliseconds.
+_MEMO_FRAMES = 1024
+_MEMO_CERTS = 1024
+_frame_memos: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _frame_memo() -> Any:
+    """The decode memo shared by the nodes on the running loop (None off a loop)."""
+    from protocols.envelope import FrameMemo
+    from protocols.kinds import PAYLOADS
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    memo = _frame_memos.get(loop)
+    if memo is None:
+        memo = FrameMemo(PAYLOADS, certificates=_MEMO_CERTS, frames=_MEMO_FRAMES)
+        _frame_memos[loop] = memo
+    return memo
 
 
 def capability_spec(name: str, version: str, max_concurrency: int, bid: float) -> CapabilitySpec:
@@ -64,6 +95,7 @@ def build_core(
             endpoint=endpoint,
             capabilities=list(capabilities),
             now=time.time(),
+            memo=_frame_memo(),
         )
         verifier.register(core)  # the memo works once two nodes share the process
         return core

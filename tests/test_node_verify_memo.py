@@ -119,6 +119,9 @@ def test_embedded_nodes_verify_a_shared_cfp_once() -> None:
                 bidders.append(node)
             try:
                 assert await req.wait_for_peers(3, timeout=10)
+                # ... and one decode memo (per event loop)
+                memos = {id(n._rt().core.wire.memo) for n in (req, *bidders)}
+                assert len(memos) == 1 and req._rt().core.wire.memo is not None
                 await asyncio.sleep(0.3)
                 memo = shared_verifier()
                 before = memo.hits
