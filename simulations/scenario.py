@@ -192,6 +192,10 @@ class AdversaryModel(_Model):
     oversized: int = Field(default=0, ge=0)
     abandon: int = Field(default=0, ge=0)
     untrusted: int = Field(default=0, ge=0)
+    #: when above 0: this fraction of the nodes misbehave, spread evenly over the
+    #: kinds given a count above (over all six kinds when none is), whatever ``nodes``;
+    #: at least one node of each of those kinds
+    fraction: Probability = 0.0
     rate: float = Field(default=2.0, gt=0)
 
 

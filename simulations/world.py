@@ -85,6 +85,13 @@ class World:
     def _roles(sc: Scenario, n: int) -> dict[int, str]:
         adv = sc.adversaries
         counts = [(r, getattr(adv, r)) for r in ROLES]
+        if adv.fraction > 0:
+            kinds = [r for r, c in counts if c > 0] or list(ROLES)
+            want = max(len(kinds), round(adv.fraction * n))  # every kind at least once
+            counts = [
+                (r, want // len(kinds) + (1 if k < want % len(kinds) else 0))
+                for k, r in enumerate(kinds)
+            ]
         total = sum(c for _, c in counts)
         if total > n // 2:
             raise ValueError(f"{total} adversaries for {n} nodes: at most half may misbehave")

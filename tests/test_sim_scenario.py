@@ -106,3 +106,17 @@ def test_overrides_win_over_the_file() -> None:
     assert o.faults.crash_fraction == 0.0 and o.workload.tasks_per_s == 1.0
     assert [p.kind for p in o.faults.partitions] == ["oneway"]
     assert o.adversaries == sc.adversaries
+
+
+@pytest.mark.parametrize(("nodes", "expected"), [(60, 6), (1000, 50)])
+def test_adversary_fraction_scales_with_the_mesh(nodes: int, expected: int) -> None:
+    """chaos-1000 is 5 % adversarial at any size, with every kind of adversary present."""
+    from collections import Counter
+
+    from simulations.world import ROLES, World
+
+    sc = apply_overrides(load_scenario("chaos-1000.toml"), nodes=nodes)
+    roles = Counter(World._roles(sc, nodes).values())
+    assert sum(roles.values()) == expected
+    assert set(roles) == set(ROLES)
+    assert max(roles.values()) - min(roles.values()) <= 1
