@@ -113,6 +113,7 @@ class GossipAgent:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
         self._catch_ups = 0  # catch-up push-pulls still due after a join
+        self._told_record: dict[str, float] = {}  # claimant -> when we last answered it
         self._catch_up_delay = 0.0
         self._refresh_at = now
         self.own: RecordInfo = self._resign(now, leaving=False)
@@ -587,6 +588,8 @@ class GossipAgent:
         outcome = self.view.apply_claim(claim, now)
         if outcome == Outcome.REFUTE:
             self._refute(claim.incarnation, now)
+        elif outcome == Outcome.STALE and claim.node == self.node_id:
+            self._answer_old_claim(claim.by, now)
         elif outcome == Outcome.SUSPECTED:
             self._ctx.count("suspicions_started")
             self._ctx.emit(PeerSuspected(node_id=claim.node, incarnation=claim.incarnation))
@@ -594,6 +597,19 @@ class GossipAgent:
             self._ctx.count("suspicion_confirmations")
         elif outcome == Outcome.DEAD:
             self._ctx.emit(PeerDead(node_id=claim.node, incarnation=claim.incarnation))
+
+    def _answer_old_claim(self, by: str, now: float) -> None:
+        """``by`` still holds a claim against an incarnation we refuted already: our
+        refutation missed it (its retransmits ran out while it was cut off). Send it
+        our record directly, at most once per probe interval per claimant."""
+        told = self._told_record
+        if by == self.node_id or now - told.get(by, -math.inf) < self.config.probe_interval:
+            return
+        if len(told) >= 1024:
+            told.clear()
+        told[by] = now
+        self._send(by, "gossip", Gossip(records=[self.own.frame]), now)
+        self._ctx.count("record_sent_to_old_claim")
 
 
 _Handler = Callable[[GossipAgent, OpenedFrame, str, float], None]

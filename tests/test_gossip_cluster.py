@@ -16,6 +16,7 @@ from helpers import MeshCluster, SimNode
 from mesh.events import PeerDead, PeerSuspected
 from protocols.membership import timing
 from protocols.membership.config import lan
+from protocols.membership.messages import Claim
 from protocols.membership.state import ALIVE, DEAD, SUSPECT
 
 
@@ -214,3 +215,33 @@ def test_nodes_joining_together_catch_up_with_push_pull(catch_up: bool) -> None:
         assert all(x.counters.get("push_pull_catch_up", 0) == 3 for x in c.nodes[1:])
     else:
         assert missing > 0  # the gap the catch-ups close (keeps this test honest)
+
+
+@pytest.mark.parametrize("answer", [True, False])
+def test_a_node_told_an_old_claim_sends_its_record_to_the_claimant(answer: bool) -> None:
+    """A holds B dead at incarnation 0; B refuted (incarnation 1) but the refutation
+    never reached A. When B next talks to A, A tells it "dead at 0"; B answers with
+    its current record directly, instead of leaving A wrong until a push-pull."""
+    config = lan().with_(push_pull_interval=600.0)
+    c = MeshCluster(3, seed=23, config=config)
+    c.bootstrap()
+    c.start()
+    c.run_for(2.0)
+    a, b, _ = c.nodes
+    a.agent._apply_claim(Claim(node=b.node_id, incarnation=0, status="dead", by=a.node_id), c.now)
+    a.ctx.frames_to_send(c.now)  # A's news of it is lost ...
+    a.agent._queue.discard(b.node_id)
+    b.agent._refute(0, c.now)
+    b.ctx.frames_to_send(c.now)  # ... and so is B's refutation (its retransmits ran out)
+    b.agent._queue.discard(b.node_id)
+    assert a.agent.members.get(b.node_id).status == DEAD  # type: ignore[union-attr]
+    if not answer:
+        b.agent._answer_old_claim = lambda by, now: None  # type: ignore[method-assign]
+    c.run_for(10.0)  # B probes A within 3 probe periods (round-robin over 2 peers)
+    seen = a.agent.members.get(b.node_id)
+    assert seen is not None
+    if answer:
+        assert seen.status == ALIVE and seen.incarnation == 1
+        assert b.counters.get("record_sent_to_old_claim", 0) >= 1
+    else:
+        assert seen.status == DEAD  # what the direct answer repairs
