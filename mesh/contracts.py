@@ -82,6 +82,7 @@ __all__ = ["ContractAgent", "Inbound", "OrgPolicy"]
 _LIVE = (ReqState.AUCTION, ReqState.AWARDED, ReqState.STARTED)
 _DONE_KEEP = 4096  # finished tasks remembered to classify late messages
 _RECENT_HORIZON = 120.0  # seconds of our own awards kept for load correction
+_RECENT_SWEEP = 256  # sweep idle bidders out of the award history above 4x this many
 #: Longest lease for which the losers' copies of a first award wait for the winner's
 #: first word (their flush point is at the latest the lease's end: well inside the
 #: frame's default 30 s lifetime).
@@ -201,6 +202,7 @@ class ContractAgent:
         self.executor.handle_timer(now)
 
     def on_peer_dead(self, node_id: str, now: float) -> None:
+        self._recent.pop(node_id, None)  # a returning node starts with a fresh count
         for rec in list(self._tasks.values()):
             if node_id in rec.backups:
                 rec.backups.remove(node_id)
@@ -340,8 +342,13 @@ class ContractAgent:
     def _note_award(self, node: str, now: float) -> None:
         times = self._recent.setdefault(node, deque())
         times.append(now)
-        while times and times[0] < now - _RECENT_HORIZON:
+        horizon = now - _RECENT_HORIZON
+        while times and times[0] < horizon:
             times.popleft()
+        if len(self._recent) > 4 * _RECENT_SWEEP and len(times) == 1:
+            # Bounded: forget bidders we have not awarded anything within the horizon.
+            for gone in [k for k, q in self._recent.items() if not q or q[-1] < horizon]:
+                del self._recent[gone]
 
     def _close_auction(self, rec: RequesterTask, now: float) -> None:
         spec = rec.spec

@@ -326,3 +326,19 @@ def test_load_is_published_and_freed() -> None:
     assert net.agents["x00"].load() == pytest.approx(1 / 4)
     net.agents["x00"].complete(task_id, 1, net.now)
     assert net.agents["x00"].load() == 0.0
+
+
+def test_award_history_forgets_dead_and_idle_bidders() -> None:
+    """The requester's recent-award counts (load correction) stay bounded."""
+    net = make_net(executors=3, work_time=10.0)
+    net.submit("req", TaskSpec(CAP, lease=30.0, timeout=100.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    agent = net.agents["req"]
+    assert awarded.winner in agent._recent
+    net.crash(awarded.winner)
+    net.run_until(30.0)
+    assert awarded.winner not in agent._recent  # dead: forgotten
+    for i in range(1100):  # many short-lived bidders long ago ...
+        agent._note_award(f"gone-{i}", 0.0)
+    agent._note_award("fresh", 500.0)  # ... are swept when a new one comes
+    assert len(agent._recent) <= 3
