@@ -103,9 +103,18 @@ def test_probe_order_is_deterministic_and_samples_distinct_eligible() -> None:
 
 def test_compare_digests() -> None:
     ours = [("me", 0, 1, 0), ("a", 1, 5, 0), ("b", 2, 0, 2), ("c", 0, 3, 0)]
-    theirs = [("me", 0, 0, 0), ("a", 1, 6, 0), ("b", 1, 9, 0), ("d", 0, 0, 0), ("them", 0, 1, 0)]
+    theirs = [
+        ("me", 0, 0, 0),
+        ("a", 1, 6, 0),
+        ("b", 1, 9, 0),
+        ("d", 0, 0, 0),
+        ("them", 0, 1, 0),
+        ("x", 3, 0, 2),
+    ]
     send, want = compare_digests(ours, theirs, "me")
-    assert send == ["me", "b", "c"]
+    # b and x are dead on one side: their records (signed before the death) do not
+    # travel and bring them back alive; the status goes as a claim (claims_in).
+    assert send == ["me", "c"]
     assert want == ["a", "d", "them"]
     assert claims_in([*ours, ("e", 4, 0, 1)]) == [("b", 2, "dead"), ("e", 4, "suspect")]
 

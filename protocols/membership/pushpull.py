@@ -29,22 +29,32 @@ def compare_digests(
 
     We send a record when they lack it or hold an older ``(incarnation, seq)``;
     we ask for one when they hold a newer version or one we lack. Our own id is
-    never asked for (we are the authority on our record).
+    never asked for (we are the authority on our record). The record of a member
+    held dead is neither sent nor asked for: it was signed before the death and
+    would bring the member back alive on a node that declared it dead at a lower
+    incarnation (or never knew it); the dead status travels as a claim instead.
     """
     their_versions: dict[str, tuple[int, int]] = {}
-    for node_id, inc, seq, _status in theirs:
+    their_dead: set[str] = set()
+    for node_id, inc, seq, status in theirs:
         their_versions[node_id] = (inc, seq)
+        if status == DEAD:
+            their_dead.add(node_id)
     send: list[str] = []
     ours_versions: dict[str, tuple[int, int]] = {}
-    for node_id, inc, seq, _status in ours:
+    for node_id, inc, seq, status in ours:
         ours_versions[node_id] = (inc, seq)
+        if status == DEAD:
+            continue
         theirs_v = their_versions.get(node_id)
         if theirs_v is None or theirs_v < (inc, seq):
             send.append(node_id)
     want = [
         node_id
         for node_id, version in their_versions.items()
-        if node_id != self_id and version > ours_versions.get(node_id, (-1, -1))
+        if node_id != self_id
+        and node_id not in their_dead
+        and version > ours_versions.get(node_id, (-1, -1))
     ]
     return send, want
 
