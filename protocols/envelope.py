@@ -183,8 +183,8 @@ class FrameMemo:
         frames[digest] = decoded
 
 
-#: kind, sender, cert field, to, created_ms, expires_ms, nonce, signature, signed bytes, model
-_Decoded = tuple[str, str, bytes, Any, int, int, bytes, bytes, bytes, BaseModel]
+#: the envelope body's nine fields (type-checked), signature, signed bytes, payload model
+_Decoded = tuple[tuple[Any, ...], bytes, bytes, BaseModel]
 
 
 @dataclass(frozen=True, slots=True)
@@ -346,21 +346,11 @@ class Wire:
             fields = unpack_array(body, limit=cfg.max_frame)
             if type(fields) is not tuple or len(fields) != 9:
                 raise Malformed("envelope body must be a 9-element array")
-            version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
-            _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
         else:
-            (
-                kind,
-                sender,
-                cert_field,
-                to,
-                created_ms,
-                expires_ms,
-                nonce,
-                signature,
-                signed,
-                model,
-            ) = hit
+            fields, signature, signed, model = hit
+        version, kind, sender, cert_field, to, created_ms, expires_ms, nonce, payload = fields
+        if hit is None:
+            _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
         if kind not in self.payloads:
             raise RemoteProtocolError(f"unknown message kind {kind!r}", code="unknown-kind")
         recipients = self._check_recipient(to)
@@ -384,21 +374,7 @@ class Wire:
         if hit is None:
             model = self._decode(kind, payload)
             if memo is not None and digest is not None and (gossiped or type(to) is tuple):
-                memo.put(
-                    digest,
-                    (
-                        kind,
-                        sender,
-                        cert_field,
-                        to,
-                        created_ms,
-                        expires_ms,
-                        nonce,
-                        signature,
-                        signed,
-                        model,
-                    ),
-                )
+                memo.put(digest, (fields, signature, signed, model))
         if self._names_capabilities(kind):
             for what, capability in model.permissions():  # type: ignore[attr-defined]
                 if what == "offer":
