@@ -165,7 +165,7 @@ class ContractAgent:
     def on_message(self, msg: Inbound, endpoint: str, now: float) -> None:
         p = msg.payload
         if isinstance(p, Propose | Refuse):
-            self._on_reply(msg, p, now)
+            self._on_reply(msg, p, endpoint, now)
         elif isinstance(p, Started | Progress):
             self._on_renewal(msg.sender, p, now)
         elif isinstance(p, Result | Failure):
@@ -206,6 +206,7 @@ class ContractAgent:
         for rec in list(self._tasks.values()):
             if node_id in rec.backups:
                 rec.backups.remove(node_id)
+                rec.unchecked.pop(node_id, None)
             if rec.state is not ReqState.AUCTION and rec.holder == node_id:
                 self._lost_holder(rec, "peer-dead", now, notify_old=False)
 
@@ -298,20 +299,38 @@ class ContractAgent:
         self._ctx.count("contract.cfp")
         self._set_timer(rec, reply_by)
 
-    def _on_reply(self, msg: Inbound, p: Propose | Refuse, now: float) -> None:
+    def _checked(self, msg: Inbound, endpoint: str) -> bool:
+        """Is the frame's signature good? (Checked now if its kind defers it.)"""
+        return msg.proof is None or self._ctx.confirm(msg, endpoint)
+
+    def _bid_checked(self, rec: RequesterTask, bidder: str) -> bool:
+        """Check the signature of ``bidder``'s bid before acting on it (award, re-award)."""
+        held = rec.unchecked.pop(bidder, None)
+        return held is None or self._checked(*held)
+
+    def _on_reply(self, msg: Inbound, p: Propose | Refuse, endpoint: str, now: float) -> None:
         rec = self._tasks.get(p.task_id)
         sender = msg.sender
+        # A bid's signature is checked only when the bid is acted on, or (below) when
+        # the bid is dropped, so that a forgery is reported as one, not as late.
         if rec is None or rec.state is not ReqState.AUCTION or p.round != rec.round:
-            self._ctx.count("contract.late_bid")
+            if self._checked(msg, endpoint):
+                self._ctx.count("contract.late_bid")
             return
+        # Two bids from one bidder: if the first is a forgery, this one may be real.
+        if sender in rec.unchecked and not self._bid_checked(rec, sender):
+            del rec.bids[sender]
         if sender not in rec.invited or sender in rec.bids or sender in rec.refused:
-            self._ctx.count("contract.rejected.unexpected-message")
+            if self._checked(msg, endpoint):
+                self._ctx.count("contract.rejected.unexpected-message")
             return
         accepted = isinstance(p, Propose)
         if isinstance(p, Propose) and self._policy is not None:
             try:
                 self._policy.check_offer(msg.certificate, rec.spec.capability)
             except MeshError:
+                if not self._checked(msg, endpoint):
+                    return
                 self._ctx.count("contract.rejected.not-permitted")
                 accepted = False
         if isinstance(p, Propose) and accepted:
@@ -319,7 +338,10 @@ class ContractAgent:
             rec.bids[sender] = Bid(
                 sender, p.price, p.eta, p.running, p.capacity, p.confidence, recent
             )
-            self._ctx.emit(TaskBid(p.task_id, sender, True, p.price, p.load))
+            verified = msg.proof is None
+            if not verified:
+                rec.unchecked[sender] = (msg, endpoint)
+            self._ctx.emit(TaskBid(p.task_id, sender, True, p.price, p.load, verified))
         else:
             reason = p.reason if isinstance(p, Refuse) else "not-permitted"
             rec.refused[sender] = reason
@@ -369,7 +391,13 @@ class ContractAgent:
             for b in rec.bids.values()
             if spec.budget is None or b.price <= spec.budget
         ]
-        if not eligible:
+        ranked = rank(eligible, spec.strategy, self._strategies) if eligible else []
+        proposers = [b.bidder for b in ranked]
+        # The winner's signature is checked now (its bid was opened with it deferred);
+        # a forged winner is rejected and the next bid wins. Backups wait for promotion.
+        while proposers and not self._bid_checked(rec, proposers[0]):
+            proposers.pop(0)
+        if not proposers:
             refused = ",".join(sorted(set(rec.refused.values()))) or "-"
             rec.attempts.append(
                 f"round {rec.round}: no bids ({len(rec.invited)} invited, "
@@ -377,8 +405,6 @@ class ContractAgent:
             )
             self._next_auction_or_fail(rec, "no-bidders", now)
             return
-        ranked = rank(eligible, spec.strategy, self._strategies)
-        proposers = [b.bidder for b in ranked]
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.AWARD)
         rec.epoch += 1
         rec.holder = proposers[0]
@@ -386,6 +412,8 @@ class ContractAgent:
         rec.bids = {}
         rec.refused = {}
         rec.invited = ()
+        for bidder in [b for b in rec.unchecked if b not in rec.backups]:
+            del rec.unchecked[bidder]  # over budget: never acted on
         # One award frame names every proposer. The winner's copy goes now; for a
         # task's first award the losers' copies (the same frame) wait for the winner's
         # result, failure or first renewal, or the lease's end: a loser only drops its
@@ -497,7 +525,9 @@ class ContractAgent:
             self._ctx.count("contract.outcome_unknown")
             self._ctx.emit(TaskOutcomeUnknown(rec.task_id, old, rec.epoch, why))
             return
-        while rec.backups and rec.backups[0] in rec.excluded:
+        while rec.backups and (
+            rec.backups[0] in rec.excluded or not self._bid_checked(rec, rec.backups[0])
+        ):
             rec.backups.pop(0)
         if not rec.backups:
             if notify_old:
@@ -523,6 +553,7 @@ class ContractAgent:
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.REAUCTION)
         rec.holder = ""
         rec.backups = []
+        rec.unchecked = {}
         rec.excluded = []  # a new auction gives everyone alive a fresh chance
         self._ctx.count("contract.reauction")
         self._start_round(rec, now)
@@ -549,6 +580,7 @@ class ContractAgent:
         assert rec.state in REQUESTER_TERMINAL
         del self._tasks[rec.task_id]
         rec.bids, rec.refused, rec.backups, rec.invited, rec.excluded = {}, {}, [], (), []
+        rec.unchecked = {}
         self._done[rec.task_id] = rec
         while len(self._done) > _DONE_KEEP:
             self._done.popitem(last=False)

@@ -33,6 +33,8 @@ from pydantic import BaseModel
 from mesh.events import Event, FrameRejected, PeerDead, PeerLeft
 from protocols.capabilities.records import CapabilitySpec, RecordCache
 from protocols.contract_net.bidding import DEFAULT_BIDDER_CAP, BidFunction, default_bid
+from protocols.contract_net.host import Inbound
+from protocols.contract_net.messages import DEFERRED_KINDS
 from protocols.contract_net.strategies import Strategy
 from protocols.contract_net.task import Offer, TaskSpec
 from protocols.crypto import Verifier
@@ -132,6 +134,15 @@ class CoreContext:
         """Open a nested frame (a gossiped record) through the same checks."""
         return self.wire.open(frame, now, digest=digest)
 
+    def confirm(self, msg: Inbound, endpoint: str) -> bool:
+        """Check a signature that ``open`` deferred; a forgery is rejected here."""
+        try:
+            self.wire.confirm(msg.proof)
+        except RemoteProtocolError as exc:
+            self.reject(exc, endpoint)
+            return False
+        return True
+
     def endpoint_of(self, node_id: str) -> str | None:
         return self._endpoints.get(node_id)
 
@@ -185,11 +196,16 @@ def dispatch(
     endpoint: str,
     now: float,
     digest: bytes | None = None,
+    defer: frozenset[str] = frozenset(),
 ) -> None:
-    """Open one frame and hand it to the agent of its kind; count and report rejections."""
+    """Open one frame and hand it to the agent of its kind; count and report rejections.
+
+    Frames of a kind in ``defer`` reach their agent with the signature unchecked
+    (``Opened.proof``): the agent confirms it before it acts on the frame.
+    """
     ctx.counters["frames_in"] = ctx.counters.get("frames_in", 0) + 1
     try:
-        msg = ctx.wire.open(frame, now, digest=digest)
+        msg = ctx.wire.open(frame, now, digest=digest, defer=defer)
         agent = routes.get(msg.kind)
         if agent is None:
             raise LocalProtocolError(f"no agent handles kind {msg.kind!r}")
@@ -325,7 +341,7 @@ class MeshNodeCore(CoreContext):
             self.count("frames_in")
             self.count("records_duplicate_skipped")
             return
-        dispatch(self, self._routes, frame, endpoint, now, digest)
+        dispatch(self, self._routes, frame, endpoint, now, digest, DEFERRED_KINDS)
         self._after(now)
 
     def get_timer(self) -> float | None:

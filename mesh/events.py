@@ -101,6 +101,10 @@ class TaskBid(Event):
     accepted: bool
     price: float = 0.0
     load: float = 0.0
+    #: False for a bid whose signature is checked only if the bid is acted on
+    #: (``protocols.contract_net.messages.DEFERRED_KINDS``); a forgery found then
+    #: is reported as ``FrameRejected`` (bad-signature).
+    verified: bool = True
 
 
 @dataclass(frozen=True, slots=True)

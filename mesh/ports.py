@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel
 
 from mesh.events import Event
+from protocols.contract_net.host import Inbound
 from protocols.envelope import Opened
 from protocols.trust import TrustStore
 
@@ -84,6 +85,11 @@ class AgentContext(Protocol):
     def endpoint_of(self, node_id: str) -> str | None: ...
 
     def emit(self, event: Event) -> None: ...
+
+    def confirm(self, msg: Inbound, endpoint: str) -> bool:
+        """Check the signature of a frame opened with it deferred (a bid). On failure
+        the frame is counted and reported as rejected (``bad-signature``): False."""
+        ...
 
     def count(self, name: str, n: int = 1) -> None: ...
 

@@ -189,7 +189,11 @@ _Decoded = tuple[tuple[Any, ...], bytes, bytes, BaseModel]
 
 @dataclass(frozen=True, slots=True)
 class Opened:
-    """A frame that passed every check, with its payload decoded."""
+    """A frame that passed every check, with its payload decoded.
+
+    With ``Wire.open(..., defer=kinds)`` a frame of one of those kinds passed every
+    check but the signature: ``proof`` then holds what ``Wire.confirm`` verifies.
+    """
 
     kind: str
     sender: str
@@ -202,6 +206,8 @@ class Opened:
     frame: bytes = field(repr=False)
     digest: bytes = field(repr=False)
     certificate: Certificate = field(repr=False)
+    #: ``(public key, signature, signed bytes)`` while the signature is unchecked
+    proof: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
 
 
 class Wire:
@@ -327,10 +333,20 @@ class Wire:
 
     # -- opening ---------------------------------------------------------------
 
-    def open(self, frame: bytes, now: float, *, digest: bytes | None = None) -> Opened:
+    def open(
+        self,
+        frame: bytes,
+        now: float,
+        *,
+        digest: bytes | None = None,
+        defer: frozenset[str] = frozenset(),
+    ) -> Opened:
         """Check everything, then decode the payload. Raises ``RemoteProtocolError``.
 
         ``digest`` is ``sha256(frame)`` when the caller already computed it.
+        For a kind in ``defer`` every check runs but the signature's: the result
+        carries a ``proof`` and the caller must ``confirm`` it before acting on
+        the frame (a requester's bids: only the one it awards is ever checked).
         """
         cfg = self.config
         if len(frame) > cfg.max_frame:
@@ -360,6 +376,10 @@ class Wire:
         replay_key = b""
         if not gossiped:
             replay_key = nonce + sender.encode()
+            if kind in defer:
+                # Unverified yet: a forgery carrying a genuine frame's nonce must not
+                # shadow it. Ed25519 signatures are not malleable: one frame, one key.
+                replay_key += signature
             if self.replay.seen(replay_key, created):
                 raise RemoteProtocolError("this frame was seen before", code="replayed")
         cert = self._certificate(cert_field, now)
@@ -367,7 +387,10 @@ class Wire:
             raise Malformed("the sender id does not match the certificate's key")
         if hit is None:
             signed = signed_bytes(kind, body)
-        if not self.verifier.verify(cert.node_key, signature, signed):
+        proof: tuple[bytes, bytes, bytes] | None = None
+        if kind in defer:
+            proof = (cert.node_key, signature, signed)
+        elif not self.verifier.verify(cert.node_key, signature, signed):
             raise RemoteProtocolError("the signature does not verify", code="bad-signature")
         if not gossiped:
             self.replay.add(replay_key, created, expires, now - cfg.max_skew)
@@ -393,7 +416,15 @@ class Wire:
             frame,
             hashlib.sha256(frame).digest() if digest is None else digest,
             cert,
+            proof,
         )
+
+    def confirm(self, proof: tuple[bytes, bytes, bytes] | None) -> None:
+        """Check the signature ``open`` deferred (``Opened.proof``).
+
+        Raises ``RemoteProtocolError`` (bad-signature)."""
+        if proof is not None and not self.verifier.verify(*proof):
+            raise RemoteProtocolError("the signature does not verify", code="bad-signature")
 
     def _names_capabilities(self, kind: str) -> bool:
         """Does this kind's payload class define ``permissions()``? (cached per kind)"""

@@ -342,3 +342,81 @@ def test_award_history_forgets_dead_and_idle_bidders() -> None:
         agent._note_award(f"gone-{i}", 0.0)
     agent._note_award("fresh", 500.0)  # ... are swept when a new one comes
     assert len(agent._recent) <= 3
+
+
+# --- bids are verified only when acted on --------------------------------------
+
+
+def test_only_the_winning_bid_is_verified_and_a_backup_when_promoted() -> None:
+    n = 5
+    net = make_net(executors=n, work_time=10.0)
+    task_id = net.submit("req", TaskSpec(CAP, lease=30.0, timeout=100.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.bidders == n and net.confirms["propose"] == 1
+    bids = [e for _, e in net.events(TaskBid)]
+    assert len(bids) == n and not any(b.verified for b in bids)
+    net.crash(awarded.winner)
+    net.run_until(40.0)
+    ((_, moved),) = net.events(TaskReassigned)
+    assert moved.winner == awarded.backups[0]
+    assert net.confirms["propose"] == 2  # the promoted backup's bid, checked then
+    assert completed(net)[task_id].executor == moved.winner
+
+
+def test_a_forged_winning_bid_is_rejected_and_the_next_bid_wins() -> None:
+    net = FakeNet()
+    net.add("req")
+    net.add("x00", offer(cost=0.1))  # the cheapest: its (forged) bid would win
+    for i in (1, 2):
+        net.add(f"x{i:02d}", offer(cost=1.0))
+    net.forged_by.add("x00")
+    task_id = net.submit("req", TaskSpec(CAP, strategy="lowest_cost"))
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.winner != "x00" and "x00" not in awarded.backups
+    assert net.ctxs["req"].counters["rejected.bad-signature"] == 1
+    net.run_until(5.0)
+    assert completed(net)[task_id].executor == awarded.winner
+
+
+def test_every_bid_forged_means_no_bids_then_a_bounded_failure() -> None:
+    net = make_net(executors=2)
+    net.forged_by.update(net.executors)
+    task_id = net.submit("req", TaskSpec(CAP, max_auctions=2, reply_timeout=0.5))
+    net.run_until(10.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert failed.task_id == task_id and "attempts exhausted" in failed.reason
+    assert not net.events(TaskAwarded)
+    assert net.ctxs["req"].counters["rejected.bad-signature"] == 4  # 2 rounds x 2 bids
+
+
+def test_a_bid_dropped_for_a_protocol_reason_is_verified_first() -> None:
+    net = make_net(executors=3)
+    net.agents["req"].submit(TaskSpec(CAP, reply_timeout=1.0), net.now)
+    cfps = [p for p in net.queue if p.kind == "cfp"]
+    net.queue = []
+    for p in cfps:
+        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.5)
+    (first, second, third) = net.queue
+    net.queue = []
+    req = net.agents["req"]
+    good, bad = (b"good", b"", b""), (b"bad", b"", b"")
+    req.on_message(Msg(first.kind, first.sender, first.payload, None, 0.5, good), "", 0.6)
+    # a forged copy of a bid we hold: reported as a forgery, not as a duplicate
+    req.on_message(Msg(first.kind, first.sender, first.payload, None, 0.5, bad), "", 0.6)
+    counters = net.ctxs["req"].counters
+    assert counters["rejected.bad-signature"] == 1
+    assert counters["contract.rejected.unexpected-message"] == 0
+    # a genuine duplicate: both checked, counted as unexpected
+    req.on_message(Msg(first.kind, first.sender, first.payload, None, 0.5, good), "", 0.6)
+    assert counters["contract.rejected.unexpected-message"] == 1
+    # a forgery that came first does not shut out the genuine bid that follows
+    req.on_message(Msg(second.kind, second.sender, second.payload, None, 0.5, bad), "", 0.7)
+    req.on_message(Msg(second.kind, second.sender, second.payload, None, 0.5, good), "", 0.7)
+    assert counters["rejected.bad-signature"] == 2
+    assert not net.events(TaskAwarded)
+    req.on_message(Msg(third.kind, third.sender, third.payload, None, 0.5, good), "", 0.7)
+    ((_, awarded),) = net.events(TaskAwarded)  # every genuine bid in: closed at once
+    assert awarded.bidders == 3
+    # late: the auction is closed; a forged late bid is a forgery
+    req.on_message(Msg(second.kind, second.sender, second.payload, None, 0.5, bad), "", 0.8)
+    assert counters["rejected.bad-signature"] == 3 and counters["contract.late_bid"] == 0

@@ -114,6 +114,15 @@ def test_one_negotiation_over_the_real_wire_counts_messages_and_signatures() -> 
     net.run_until(START + 10.0)
     req = net.cores[0]
     assert len(req.index.find("echo", "*")) == n, "membership did not converge"
+    checked: list[bytes] = []
+    inner = req.wire.verifier
+
+    class Counting:
+        def verify(self, key: bytes, signature: bytes, data: bytes) -> bool:
+            checked.append(data[: len(b"parley/1/propose")])
+            return inner.verify(key, signature, data)
+
+    req.wire.verifier = Counting()
     task_id = req.submit(TaskSpec("echo", input={"x": 1}, reply_timeout=0.5), net.now)
     net.flush(0)
     net.run_until(net.now + 0.6)
@@ -123,6 +132,8 @@ def test_one_negotiation_over_the_real_wire_counts_messages_and_signatures() -> 
     negotiation = ("cfp", "propose", "refuse", "award")
     assert [net.copies.get(k, 0) for k in negotiation] == [n, n, 0, n]
     assert sum(net.signed.get(k, 0) for k in negotiation) == n + 2
+    # of the n bids the requester verified one: the winner's
+    assert checked.count(b"parley/1/propose") == 1
     net.run_until(net.now + 5.0)
     done = [e for _, e in net.events if isinstance(e, TaskCompleted)]
     assert [(d.task_id, d.result) for d in done] == [(task_id, "ok")]

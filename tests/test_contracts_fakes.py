@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from mesh.contracts import ContractAgent
 from mesh.events import Event, TaskAssigned, TaskCancelled
 from protocols.contract_net import Offer, TaskSpec
+from protocols.contract_net.messages import DEFERRED_KINDS
 
 CAP = "summarize"
 
@@ -32,6 +33,9 @@ class Msg:
     payload: BaseModel
     certificate: Any
     created_at: float
+    #: bids arrive with their signature check deferred (as on the real wire):
+    #: FakeCtx.confirm accepts b"good" and rejects anything else
+    proof: Any = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +104,13 @@ class FakeCtx:
     def endpoint_of(self, node_id: str) -> str | None:
         return f"fake://{node_id}"
 
+    def confirm(self, msg: Any, endpoint: str) -> bool:
+        self.net.confirms[msg.kind] += 1
+        if msg.proof is None or msg.proof[0] == b"good":
+            return True
+        self.counters["rejected.bad-signature"] += 1
+        return False
+
     def emit(self, event: Event) -> None:
         self.events.append(event)
         self.net.log.append((self._node_id, event))
@@ -140,6 +151,8 @@ class FakeNet:
     sent: list[Packet] = field(default_factory=list)  # every copy queued, in order
     signatures: Counter[str] = field(default_factory=Counter)
     copies: Counter[str] = field(default_factory=Counter)
+    confirms: Counter[str] = field(default_factory=Counter)  # deferred signature checks
+    forged_by: set[str] = field(default_factory=set)  # their bids carry a bad signature
     log: list[tuple[str, Event]] = field(default_factory=list)
     crashed: set[str] = field(default_factory=set)
     declared_dead: set[str] = field(default_factory=set)
@@ -179,7 +192,10 @@ class FakeNet:
         p = self.queue.pop(index)
         if p.sender in self.crashed or p.to in self.crashed:
             return
-        msg = Msg(p.kind, p.sender, p.payload, None, p.sent_at)
+        proof = None
+        if p.kind in DEFERRED_KINDS:
+            proof = (b"bad" if p.sender in self.forged_by else b"good", b"", b"")
+        msg = Msg(p.kind, p.sender, p.payload, None, p.sent_at, proof)
         self.agents[p.to].on_message(msg, "fake", self.now)
 
     def pump(self, limit: int = 100_000) -> None:

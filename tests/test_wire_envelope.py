@@ -238,3 +238,43 @@ def test_every_error_is_a_mesh_error_with_a_one_line_message() -> None:
     for code in REMOTE_CODES:
         err = RemoteProtocolError("one line", code=code)
         assert isinstance(err, MeshError) and str(err) == "one line" and err.code == code
+
+
+def test_deferred_signature_check_runs_every_other_check_and_confirms_later() -> None:
+    w = WireWorld()
+    later = frozenset({"any"})
+    good = w.seal(1)
+    opened = w.bob.open(good, NOW, defer=later)
+    assert opened.proof is not None and opened.payload == AnyPayload(data=1)
+    w.bob.confirm(opened.proof)  # a good signature: no error
+    w.bob.confirm(None)  # nothing deferred: nothing to check
+    forged = bytearray(w.seal(2))
+    forged[-3] ^= 0x10
+    opened = w.bob.open(bytes(forged), NOW, defer=later)
+    with pytest.raises(RemoteProtocolError) as info:
+        w.bob.confirm(opened.proof)
+    assert info.value.code == "bad-signature"
+    # every other check still runs on arrival
+    assert code_of_deferred(w.bob, w.seal(3, to="a" * 52)) == "wrong-recipient"
+    assert code_of_deferred(w.bob, w.seal(3, now=NOW - 100, ttl=30)) == "expired"
+    assert code_of_deferred(w.bob, good) == "replayed"
+    # kinds not listed are verified on arrival as always
+    assert code_of(w.bob, bytes(forged)) == "bad-signature"
+
+
+def test_a_deferred_forgery_does_not_shadow_the_genuine_frame_in_the_replay_cache() -> None:
+    w = WireWorld()
+    later = frozenset({"any"})
+    frame = w.seal(1)
+    forged = bytearray(frame)
+    forged[-1] ^= 1  # same nonce, another signature: arrives first
+    w.bob.open(bytes(forged), NOW, defer=later)
+    genuine = w.bob.open(frame, NOW, defer=later)
+    w.bob.confirm(genuine.proof)
+    assert code_of_deferred(w.bob, frame) == "replayed"
+
+
+def code_of_deferred(wire: Wire, frame: bytes) -> str:
+    with pytest.raises(RemoteProtocolError) as info:
+        wire.open(frame, NOW, defer=frozenset({"any"}))
+    return info.value.code

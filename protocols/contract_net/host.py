@@ -12,7 +12,7 @@ __all__ = ["ExecutorHost", "Inbound", "OrgPolicy"]
 
 
 class Inbound(Protocol):
-    """An opened, verified frame (``protocols.envelope.Opened`` satisfies it)."""
+    """An opened frame (``protocols.envelope.Opened`` satisfies it)."""
 
     @property
     def kind(self) -> str: ...
@@ -25,6 +25,11 @@ class Inbound(Protocol):
 
     @property
     def certificate(self) -> Any: ...
+
+    @property
+    def proof(self) -> tuple[bytes, bytes, bytes] | None:
+        """What a deferred signature check needs (None: the signature was checked)."""
+        ...
 
 
 class OrgPolicy(Protocol):

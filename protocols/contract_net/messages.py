@@ -8,6 +8,8 @@ Flow (n invited bidders that all answer)::
 
     requester --cfp (1 signature, n copies)--> bidders
     bidder    --propose | refuse (n signatures)--> requester
+              (a propose's signature is checked when the requester acts on it:
+               the winner's before the award, a backup's before a re-award)
     requester --award (1 signature, one copy per proposer)--> proposers
     winner    --progress*, result | failure--> requester
     winner    --started--> requester          (at-most-once only: asks to go ahead)
@@ -23,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "CONTRACT_NET_PAYLOADS",
+    "DEFERRED_KINDS",
     "Award",
     "Cancel",
     "Cfp",
@@ -161,3 +164,9 @@ CONTRACT_NET_PAYLOADS: dict[str, type[BaseModel]] = {
     "failure": Failure,
     "cancel": Cancel,
 }
+
+#: Kinds whose signature a node checks only when it acts on the frame: of n bids
+#: the requester verifies the one it awards (and a backup's when it promotes it),
+#: not the n - 1 that lose. Every other check (size, structure, time window,
+#: replay, certificate, recipient, permissions) runs on arrival as for any frame.
+DEFERRED_KINDS: frozenset[str] = frozenset({"propose"})

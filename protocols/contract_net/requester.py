@@ -6,6 +6,8 @@ The transitions are applied by ``mesh.contracts.ContractAgent`` through
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocols.contract_net._state import ReqState
 from protocols.contract_net.messages import Award
 from protocols.contract_net.strategies import Bid
@@ -35,6 +37,7 @@ class RequesterTask:
         "state",
         "task_id",
         "timer_at",
+        "unchecked",
     )
 
     def __init__(self, task_id: str, spec: TaskSpec, deadline: float) -> None:
@@ -55,6 +58,9 @@ class RequesterTask:
         self.attempts: list[str] = []
         self.excluded: list[str] = []
         self.pending: tuple[str, str] | None = None  # (previous holder, reason) for a new auction
+        #: bidder -> (opened frame, endpoint) of bids whose signature is not checked yet
+        #: (checked when the bid wins or its bidder is promoted from backup)
+        self.unchecked: dict[str, tuple[Any, str]] = {}
 
     def award(self, *, with_input: bool) -> Award:
         spec = self.spec
