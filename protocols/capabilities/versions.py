@@ -12,6 +12,7 @@ missing parts count as 0. A spec is one of:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from protocols.errors import LocalProtocolError
@@ -62,6 +63,7 @@ def _clause(clause: str, version: Version) -> bool:
     return version == parse_version(clause)
 
 
+@functools.lru_cache(maxsize=4096)
 def matches(spec: str, version: str) -> bool:
     """Whether ``version`` satisfies ``spec``. A record's version that does not
     parse matches only ``"*"``; a spec that does not parse raises."""
