@@ -120,3 +120,35 @@ async def test_garbage_multipart_counted() -> None:
     finally:
         raw.close(linger=0)
         b.close()
+
+
+@aio
+async def test_drain_rearms_after_short_and_long_batches() -> None:
+    """A wake-up's drain ends on a ZMQ_EVENTS query (a few messages) or on zmq.Again
+    (a burst, cut into batches): either way the next message still wakes the reader."""
+    got: list[tuple[str, bytes]] = []
+    sizes: list[int] = []
+
+    def sink(batch: list[tuple[str, bytes]]) -> None:
+        sizes.append(len(batch))
+        got.extend(batch)
+
+    a = ZmqTransport("tcp://127.0.0.1:*", lambda b: None)
+    b = ZmqTransport("tcp://127.0.0.1:*", sink, limits=TransportLimits(batch=7))
+    a.start()
+    b.start()
+    try:
+        expected: list[bytes] = []
+        # One message at a time, then small groups, then a burst of several batches.
+        for n in (1, 1, 2, 3, 5, 1, 40, 1):
+            frames = [b"m%d" % (len(expected) + i) for i in range(n)]
+            for f in frames:
+                assert a.send(b.endpoint, f)
+            expected += frames
+            want = len(expected)
+            await _wait_for(lambda want=want: len(got) == want)
+            assert [f for _, f in got] == expected
+        assert max(sizes) <= 7
+    finally:
+        a.close()
+        b.close()
