@@ -83,10 +83,6 @@ _LIVE = (ReqState.AUCTION, ReqState.AWARDED, ReqState.STARTED)
 _DONE_KEEP = 4096  # finished tasks remembered to classify late messages
 _RECENT_HORIZON = 120.0  # seconds of our own awards kept for load correction
 _RECENT_SWEEP = 256  # sweep idle bidders out of the award history above 4x this many
-#: Longest lease for which the losers' copies of a first award wait for the winner's
-#: first word (their flush point is at the latest the lease's end: well inside the
-#: frame's default 30 s lifetime).
-_DEFER_MAX_LEASE = 20.0
 
 
 class _Host:
@@ -156,8 +152,6 @@ class ContractAgent:
         self._recent: dict[str, deque[float]] = {}
         self._heap: list[tuple[float, int, str]] = []
         self._seq = 0
-        #: task id -> (award frame, losers): the copies held back (see _close_auction)
-        self._held: dict[str, tuple[bytes, list[str]]] = {}
         self.executor = ExecutorSide(_Host(ctx), offers, policy=policy, bid=bid)
 
     # --- core-facing surface -------------------------------------------------
@@ -414,19 +408,11 @@ class ContractAgent:
         rec.invited = ()
         for bidder in [b for b in rec.unchecked if b not in rec.backups]:
             del rec.unchecked[bidder]  # over budget: never acted on
-        # One award frame names every proposer. The winner's copy goes now; for a
-        # task's first award the losers' copies (the same frame) wait for the winner's
-        # result, failure or first renewal, or the lease's end: a loser only drops its
-        # cached input and notes the epoch, and on a shared host (agents embedded in one
-        # process) it would otherwise compete with the winner for the CPU.
-        award = rec.award(with_input=False)
-        where = self._ctx.endpoint_of(rec.holder)
-        losers = proposers[1:]
-        if losers and rec.epoch == 1 and spec.lease <= _DEFER_MAX_LEASE and where is not None:
-            frame = self._ctx.send("award", award, proposers, now, endpoint=where)
-            self._held[rec.task_id] = (frame, losers)
-        else:
-            self._send("award", award, proposers, now)
+        # The award goes to the winner only (it names the backups). Losers are not told:
+        # nothing is reserved for a bid, and a loser drops the input it cached for the
+        # award when its bid expires (``Propose.valid_until``). Telling them cost n - 1
+        # frames per auction, each opened by a node that has nothing to do with it.
+        self._send("award", rec.award(with_input=False), [rec.holder], now)
         self._note_award(rec.holder, now)
         self._ctx.count("contract.award")
         if rec.pending is not None:
@@ -440,19 +426,6 @@ class ContractAgent:
         )
         self._set_timer(rec, now + spec.lease)
 
-    def _release_losers(self, task_id: str) -> None:
-        """Send the held-back copies of a first award to the round's losers."""
-        held = self._held.pop(task_id, None)
-        if held is None:
-            return
-        frame, losers = held
-        for node in losers:
-            where = self._ctx.endpoint_of(node)
-            if where is None:
-                self._ctx.count("send.no-endpoint")
-            else:
-                self._ctx.send_frame(where, frame)
-
     def _on_renewal(self, sender: str, p: Started | Progress, now: float) -> None:
         rec = self._tasks.get(p.task_id)
         if rec is None or rec.state is ReqState.AUCTION or sender != rec.holder:
@@ -461,7 +434,6 @@ class ContractAgent:
         if p.epoch != rec.epoch:
             self._stale_notice(sender, p.task_id, p.epoch, rec, now)
             return
-        self._release_losers(rec.task_id)
         event = ReqEvent.STARTED if isinstance(p, Started) else ReqEvent.PROGRESS
         rec.state = transition(REQUESTER_TABLE, rec.state, event)
         if isinstance(p, Started) and rec.spec.semantics == "at-most-once":
@@ -513,7 +485,6 @@ class ContractAgent:
 
     def _lost_holder(self, rec: RequesterTask, why: str, now: float, *, notify_old: bool) -> None:
         """The holder died, missed its lease or failed: re-award, re-auction or end."""
-        self._release_losers(rec.task_id)  # before any newer epoch goes out
         old = rec.holder
         rec.attempts.append(f"epoch {rec.epoch} {old}: {why}")
         if old not in rec.excluded:
@@ -575,7 +546,6 @@ class ContractAgent:
         self._ctx.emit(TaskFailed(rec.task_id, reason, tuple(rec.attempts)))
 
     def _finish(self, rec: RequesterTask, event: ReqEvent) -> None:
-        self._release_losers(rec.task_id)
         rec.state = transition(REQUESTER_TABLE, rec.state, event)
         assert rec.state in REQUESTER_TERMINAL
         del self._tasks[rec.task_id]

@@ -133,6 +133,10 @@ class ReplayCache:
             self.floor = max(self.floor, entries.pop(first)[0])
         entries[key] = (created_at, expires_at)
 
+    def forget(self, key: bytes) -> None:
+        """Withdraw an entry (a frame whose deferred signature check failed)."""
+        self._entries.pop(key, None)
+
 
 class FrameMemo:
     """The node-independent work of opening frames, done once per process.
@@ -206,8 +210,9 @@ class Opened:
     frame: bytes = field(repr=False)
     digest: bytes = field(repr=False)
     certificate: Certificate = field(repr=False)
-    #: ``(public key, signature, signed bytes)`` while the signature is unchecked
-    proof: tuple[bytes, bytes, bytes] | None = field(default=None, repr=False)
+    #: ``(public key, signature, signed bytes, replay key)`` while the signature is
+    #: unchecked (``Wire.confirm`` checks it)
+    proof: tuple[bytes, bytes, bytes, bytes] | None = field(default=None, repr=False)
 
 
 class Wire:
@@ -387,9 +392,9 @@ class Wire:
             raise Malformed("the sender id does not match the certificate's key")
         if hit is None:
             signed = signed_bytes(kind, body)
-        proof: tuple[bytes, bytes, bytes] | None = None
+        proof: tuple[bytes, bytes, bytes, bytes] | None = None
         if kind in defer:
-            proof = (cert.node_key, signature, signed)
+            proof = (cert.node_key, signature, signed, replay_key)
         elif not self.verifier.verify(cert.node_key, signature, signed):
             raise RemoteProtocolError("the signature does not verify", code="bad-signature")
         if not gossiped:
@@ -419,11 +424,16 @@ class Wire:
             proof,
         )
 
-    def confirm(self, proof: tuple[bytes, bytes, bytes] | None) -> None:
+    def confirm(self, proof: tuple[bytes, bytes, bytes, bytes] | None) -> None:
         """Check the signature ``open`` deferred (``Opened.proof``).
 
-        Raises ``RemoteProtocolError`` (bad-signature)."""
-        if proof is not None and not self.verifier.verify(*proof):
+        Raises ``RemoteProtocolError`` (bad-signature); a forgery's replay-cache
+        entry is then withdrawn, so it leaves no trace there (§7)."""
+        if proof is None:
+            return
+        key, signature, signed, replay_key = proof
+        if not self.verifier.verify(key, signature, signed):
+            self.replay.forget(replay_key)
             raise RemoteProtocolError("the signature does not verify", code="bad-signature")
 
     def _names_capabilities(self, kind: str) -> bool:

@@ -128,9 +128,9 @@ def test_one_negotiation_over_the_real_wire_counts_messages_and_signatures() -> 
     net.run_until(net.now + 0.6)
     awarded = [e for _, e in net.events if isinstance(e, TaskAwarded)]
     assert len(awarded) == 1 and awarded[0].bidders == n
-    # n cfp copies + n replies + n award copies; n + 2 signatures before execution
+    # n cfp copies + n replies + 1 award (the winner's); n + 2 signatures before execution
     negotiation = ("cfp", "propose", "refuse", "award")
-    assert [net.copies.get(k, 0) for k in negotiation] == [n, n, 0, n]
+    assert [net.copies.get(k, 0) for k in negotiation] == [n, n, 0, 1]
     assert sum(net.signed.get(k, 0) for k in negotiation) == n + 2
     # of the n bids the requester verified one: the winner's
     assert checked.count(b"parley/1/propose") == 1

@@ -278,3 +278,17 @@ def code_of_deferred(wire: Wire, frame: bytes) -> str:
     with pytest.raises(RemoteProtocolError) as info:
         wire.open(frame, NOW, defer=frozenset({"any"}))
     return info.value.code
+
+
+def test_a_deferred_forgery_found_out_leaves_no_replay_entry() -> None:
+    w = WireWorld()
+    later = frozenset({"any"})
+    forged = bytearray(w.seal(1))
+    forged[-3] ^= 0x10
+    size = len(w.bob.replay)
+    for _ in range(2):  # the same forgery twice (a network duplicate): found out twice
+        opened = w.bob.open(bytes(forged), NOW, defer=later)
+        with pytest.raises(RemoteProtocolError) as info:
+            w.bob.confirm(opened.proof)
+        assert info.value.code == "bad-signature"
+        assert len(w.bob.replay) == size

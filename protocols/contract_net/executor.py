@@ -88,7 +88,9 @@ class ExecutorSide:
         self.accepting = True
         self._jobs: dict[str, _Job] = {}
         self._epochs: OrderedDict[str, int] = OrderedDict()
-        self._inputs: OrderedDict[str, tuple[str, Any]] = OrderedDict()
+        self._inputs: OrderedDict[str, tuple[str, Any, float]] = (
+            OrderedDict()
+        )  # task: requester, input, bid expiry
         self._running: dict[str, int] = {}
         self._pending_input: dict[
             str, tuple[Any, float, str]
@@ -148,7 +150,8 @@ class ExecutorSide:
         )
         decision = self._bid(BidSituation(cfp, offer, running, queued, now))
         if isinstance(decision, Quote):
-            self._remember(self._inputs, cfp.task_id, (msg.sender, cfp.input), _INPUTS_KEEP)
+            valid_until = now + decision.valid_for
+            self._cache_input(cfp.task_id, (msg.sender, cfp.input, valid_until), now)
             reply: Propose | Refuse = Propose(
                 task_id=cfp.task_id,
                 round=cfp.round,
@@ -158,7 +161,7 @@ class ExecutorSide:
                 running=running,
                 capacity=offer.max_concurrency,
                 confidence=decision.confidence,
-                valid_until=now + decision.valid_for,
+                valid_until=valid_until,
             )
             host.send("propose", reply, [msg.sender], now)
         else:
@@ -340,6 +343,15 @@ class ExecutorSide:
             job = self._jobs.get(task_id)
             if job is not None and job.next_beat == when:
                 self._beat(task_id, job, now)
+
+    def _cache_input(self, task_id: str, entry: tuple[str, Any, float], now: float) -> None:
+        """Keep a bid's input for its award until the bid expires. Losers are not told
+        they lost: expired entries leave (oldest first) as new ones come, and the
+        table never holds more than ``_INPUTS_KEEP``."""
+        inputs = self._inputs
+        while inputs and next(iter(inputs.values()))[2] < now:
+            inputs.popitem(last=False)
+        self._remember(inputs, task_id, entry, _INPUTS_KEEP)
 
     @staticmethod
     def _remember(table: OrderedDict[str, Any], key: str, value: Any, keep: int) -> None:

@@ -27,7 +27,7 @@ class Inbound(Protocol):
     def certificate(self) -> Any: ...
 
     @property
-    def proof(self) -> tuple[bytes, bytes, bytes] | None:
+    def proof(self) -> tuple[bytes, bytes, bytes, bytes] | None:
         """What a deferred signature check needs (None: the signature was checked)."""
         ...
 

@@ -10,7 +10,7 @@ Flow (n invited bidders that all answer)::
     bidder    --propose | refuse (n signatures)--> requester
               (a propose's signature is checked when the requester acts on it:
                the winner's before the award, a backup's before a re-award)
-    requester --award (1 signature, one copy per proposer)--> proposers
+    requester --award (1 signature)--> winner (losers are not told)
     winner    --progress*, result | failure--> requester
     winner    --started--> requester          (at-most-once only: asks to go ahead)
     requester --proceed--> winner            (at-most-once only: go ahead)
@@ -88,10 +88,10 @@ class Refuse(_Payload):
 
 
 class Award(_Payload):
-    """One per round (to every proposer) or per re-award (new winner + superseded holder).
+    """One per round (to the winner) or per re-award (new winner + superseded holder).
 
     ``epoch`` is the fencing token. ``input`` travels only in re-awards: the
-    round's first award goes to every proposer, who all kept the cfp's input.
+    round's winner kept the cfp's input with its bid; a promoted backup may not have.
     """
 
     task_id: str
