@@ -9,6 +9,12 @@
 * ``cnp_p50_ms`` / ``cnp_p99_ms``: one full contract-net round (cfp → bids →
   award → result) seen by a requester, with 1, 4 and 16 bidders living in
   separate processes.
+* ``cnp_floor_ms``: the same run's lower bound for a one-bidder round on this
+  machine, with no protocol code at all: two ZeroMQ round trips between two
+  processes (``rtt_ms``, median, blocking sockets) plus the round's four
+  Ed25519 signatures and four verifications (``sign_us``, ``verify_us``).
+  ``cnp_p50_ms["1"] / cnp_floor_ms`` is what the protocol and the asyncio
+  shell add on top of the machine's transport and crypto.
 """
 
 from __future__ import annotations
@@ -46,6 +52,59 @@ def bench_verify(n: int) -> float:
     for m, s in zip(msgs, sigs, strict=True):
         verifier.verify(pk, s, m)
     return n / (time.perf_counter() - t0)
+
+
+def bench_sign(n: int) -> float:
+    signer = Ed25519Signer(os.urandom(32))
+    msgs = [os.urandom(200) for _ in range(n)]
+    t0 = time.perf_counter()
+    for m in msgs:
+        signer.sign(m)
+    return n / (time.perf_counter() - t0)
+
+
+def _echo(port: int, n: int) -> None:
+    """Child of ``bench_rtt``: send back each of ``n`` messages (bounded wait)."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    try:
+        for _ in range(n):
+            if not sock.poll(10_000):
+                return
+            sock.send(sock.recv())
+    finally:
+        sock.close(linger=0)
+
+
+def bench_rtt(n: int) -> float:
+    """Median round trip (ms) of a 300-byte message to another process and back."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    args = [sys.executable, "-m", "node.bench", "--echo", str(port), str(n + 20)]
+    child = subprocess.Popen(args)
+    msg = b"x" * 300
+    samples: list[float] = []
+    try:
+        for i in range(n + 20):
+            t0 = time.perf_counter()
+            sock.send(msg)
+            if not sock.poll(10_000):
+                raise TransportError("bench echo process did not answer")
+            sock.recv()
+            if i >= 20:  # the first ones connect and warm up
+                samples.append(time.perf_counter() - t0)
+    finally:
+        sock.close(linger=0)
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(5)
+    return statistics.median(samples) * 1000
 
 
 def _frames_for(node: Node, org: LocalOrg, n: int) -> list[bytes]:
@@ -240,6 +299,16 @@ def run_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     out["ingest_ratio"] = round(ingest / verify, 3)
     say(f"  {out['verify_per_s']:,} verifications/s")
     say(f"  {out['ingest_per_s']:,} frames/s (ratio {out['ingest_ratio']})")
+    say("floor: ZeroMQ round trip between two processes, Ed25519 sign and verify ...")
+    out["rtt_ms"] = round(bench_rtt(300 if quick else 2000), 3)
+    out["sign_us"] = round(1e6 / bench_sign(2000), 1)
+    out["verify_us"] = round(1e6 / bench_verify(2000), 1)
+    floor = 2 * out["rtt_ms"] + 4 * (out["sign_us"] + out["verify_us"]) / 1000
+    out["cnp_floor_ms"] = round(floor, 3)
+    say(
+        f"  round trip {out['rtt_ms']:.3f} ms, sign {out['sign_us']:.0f} µs, "
+        f"verify {out['verify_us']:.0f} µs: one-bidder floor {floor:.2f} ms"
+    )
     out["cnp_p50_ms"], out["cnp_p99_ms"] = {}, {}
     for k in (1, 4, 16):
         say(f"contract net: {k} bidder(s) in other processes ...")
@@ -250,5 +319,7 @@ def run_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
     return out
 
 
-if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve":
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--echo":
+    _echo(int(sys.argv[2]), int(sys.argv[3]))
+elif __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--serve":
     asyncio.run(_serve_bidders(int(sys.argv[2]), sys.argv[3], bytes.fromhex(sys.argv[4]), 600))
