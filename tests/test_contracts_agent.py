@@ -423,3 +423,24 @@ def test_a_bid_dropped_for_a_protocol_reason_is_verified_first() -> None:
     # late: the auction is closed; a forged late bid is a forgery
     req.on_message(Msg(second.kind, second.sender, second.payload, None, 0.5, bad), "", 0.8)
     assert counters["rejected.bad-signature"] == 3 and counters["contract.late_bid"] == 0
+
+
+def test_a_bidder_keeps_the_input_until_the_auction_can_no_longer_award_it() -> None:
+    net = make_net(executors=1)
+    x = net.agents["x00"].executor
+
+    def cfp_at(t: float, reply_timeout: float) -> str:
+        net.now = t
+        task_id = net.agents["req"].submit(TaskSpec(CAP, reply_timeout=reply_timeout), t)
+        (p,) = [p for p in net.queue if p.kind == "cfp"]
+        net.queue = []
+        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, t), "", t)
+        net.queue = []
+        return task_id
+
+    slow = cfp_at(0.0, reply_timeout=10.0)  # its auction may award until t = 10
+    cfp_at(1.0, reply_timeout=1.0)  # its bid expires at t = 6 (valid_for 5 s)
+    cfp_at(7.0, reply_timeout=1.0)
+    assert slow in x._inputs  # past its bid's expiry, but its auction is still open
+    last = cfp_at(11.0, reply_timeout=1.0)
+    assert slow not in x._inputs and last in x._inputs  # swept oldest first

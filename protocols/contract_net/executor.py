@@ -151,7 +151,10 @@ class ExecutorSide:
         decision = self._bid(BidSituation(cfp, offer, running, queued, now))
         if isinstance(decision, Quote):
             valid_until = now + decision.valid_for
-            self._cache_input(cfp.task_id, (msg.sender, cfp.input, valid_until), now)
+            # kept for the award until the bid expires, and at least until the auction
+            # closes (an award comes at the latest at reply-by)
+            keep = max(valid_until, cfp.reply_by)
+            self._cache_input(cfp.task_id, (msg.sender, cfp.input, keep), now)
             reply: Propose | Refuse = Propose(
                 task_id=cfp.task_id,
                 round=cfp.round,
