@@ -345,10 +345,13 @@ class MeshNodeCore(CoreContext):
         self._after(now)
 
     def get_timer(self) -> float | None:
-        timers = [t for t in (self.gossip.get_timer(), self.contracts.get_timer()) if t is not None]
-        if self._load_pending:
-            timers.append(self._load_next_at)
-        return min(timers) if timers else None
+        at = self.gossip.get_timer()
+        t = self.contracts.get_timer()
+        if t is not None and (at is None or t < at):
+            at = t
+        if self._load_pending and (at is None or self._load_next_at < at):
+            at = self._load_next_at
+        return at
 
     def handle_timer(self, now: float) -> None:
         t = self.gossip.get_timer()

@@ -186,21 +186,29 @@ class GossipAgent:
     # --- timers -------------------------------------------------------------
 
     def get_timer(self) -> float | None:
-        times = [self._refresh_at]
-        if self._queue:
-            times.append(self._next_gossip)
-        if not self._left:
-            times.append(self._next_probe)
-            if self.config.push_pull_interval > 0:
-                times.append(self._next_push_pull)
-            probe = self._probe
-            if probe is not None:
-                times.append(probe.end if probe.indirect else probe.direct_deadline)
-            suspicion_deadline = self.view.next_deadline()
-            if suspicion_deadline is not None:
-                times.append(suspicion_deadline)
-            times.extend(entry[3] for entry in self._indirect.values())
-        return min(times)
+        # Called after every pump of the shell: plain comparisons, no list and no min().
+        at = self._refresh_at
+        if self._queue and self._next_gossip < at:
+            at = self._next_gossip
+        if self._left:
+            return at
+        if self._next_probe < at:
+            at = self._next_probe
+        if self.config.push_pull_interval > 0 and self._next_push_pull < at:
+            at = self._next_push_pull
+        probe = self._probe
+        if probe is not None:
+            t = probe.end if probe.indirect else probe.direct_deadline
+            if t < at:
+                at = t
+        if self.view.suspicions:
+            deadline = self.view.next_deadline()
+            if deadline is not None and deadline < at:
+                at = deadline
+        for entry in self._indirect.values():
+            if entry[3] < at:
+                at = entry[3]
+        return at
 
     def _gossip_clock(self, now: float) -> None:
         """Gossip ticks sit on a fixed grid (random phase): move to the first tick > now."""
