@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -103,13 +104,17 @@ class ReplayCache:
     When full, the oldest entry is evicted and the *floor* rises to its creation
     time: any later frame created at or before the floor is refused as a
     possible replay. So memory is bounded and a replay is never accepted.
+
+    An ``OrderedDict``, not a dict: removing a dict's oldest entries leaves holes at
+    the front of its entry table that ``next(iter(d))`` walks over every time (at
+    ~6,000 live entries, 100 frames/s: ~10 us per frame, vs ~1 us here).
     """
 
     __slots__ = ("_capacity", "_entries", "floor")
 
     def __init__(self, capacity: int) -> None:
         self._capacity = max(1, capacity)
-        self._entries: dict[bytes, tuple[float, float]] = {}
+        self._entries: OrderedDict[bytes, tuple[float, float]] = OrderedDict()
         self.floor = float("-inf")
 
     def __len__(self) -> int:
@@ -129,8 +134,7 @@ class ReplayCache:
                 break
             del entries[first]
         if len(entries) >= self._capacity:
-            first = next(iter(entries))
-            self.floor = max(self.floor, entries.pop(first)[0])
+            self.floor = max(self.floor, entries.popitem(last=False)[1][0])
         entries[key] = (created_at, expires_at)
 
     def forget(self, key: bytes) -> None:
@@ -163,7 +167,8 @@ class FrameMemo:
     ) -> None:
         self.payloads = payloads
         self._certs: dict[bytes, Certificate] = {}
-        self._frames: dict[bytes, _Decoded] = {}
+        # oldest out first: an OrderedDict (see ReplayCache)
+        self._frames: OrderedDict[bytes, _Decoded] = OrderedDict()
         self._cert_cap = max(1, certificates)
         self._frame_cap = max(1, frames)
 
@@ -183,7 +188,7 @@ class FrameMemo:
     def put(self, digest: bytes, decoded: _Decoded) -> None:
         frames = self._frames
         if len(frames) >= self._frame_cap:
-            del frames[next(iter(frames))]
+            frames.popitem(last=False)
         frames[digest] = decoded
 
 
@@ -374,7 +379,21 @@ class Wire:
             _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
         if kind not in self.payloads:
             raise RemoteProtocolError(f"unknown message kind {kind!r}", code="unknown-kind")
-        recipients = self._check_recipient(to)
+        if hit is None:
+            recipients = self._check_recipient(to)
+        elif type(to) is tuple:
+            # Opened somewhere already: `to` is a non-empty tuple of str (check 5's shape).
+            if self.node_id not in to and not self._any_recipient:
+                raise RemoteProtocolError(
+                    "the frame is addressed to other nodes", code="wrong-recipient"
+                )
+            recipients = to
+        elif to == self.node_id or to == GOSSIP or self._any_recipient:
+            recipients = (to,)
+        else:
+            raise RemoteProtocolError(
+                "the frame is addressed to another node", code="wrong-recipient"
+            )
         created, expires = created_ms / 1000, expires_ms / 1000
         gossiped = kind in GOSSIPED_KINDS
         self._check_window(created, expires, now, gossiped)
