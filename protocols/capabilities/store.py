@@ -11,6 +11,7 @@ to counters: ``records_verified``, ``records_duplicate_skipped`` and
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -50,7 +51,8 @@ class RecordIngest:
     __slots__ = ("_cache", "_min_size", "_seen")
 
     def __init__(self, min_size: int, cache: RecordCache) -> None:
-        self._seen: dict[bytes, None] = {}
+        # oldest out first; an OrderedDict: a dict's front holes make next(iter()) walk
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
         self._min_size = min_size
         self._cache = cache
 
@@ -68,7 +70,7 @@ class RecordIngest:
         seen[digest] = None
         cap = max(self._min_size, 4 * members)
         while len(seen) > cap:
-            del seen[next(iter(seen))]
+            seen.popitem(last=False)
         return True
 
     def unseen(
@@ -88,7 +90,7 @@ class RecordIngest:
         if fresh:
             cap = max(self._min_size, 4 * members)
             while len(seen) > cap:
-                del seen[next(iter(seen))]
+                seen.popitem(last=False)
         return fresh, len(frames) - len(fresh)
 
     def ingest(
