@@ -160,6 +160,8 @@ async def run_demo(*, n_tasks: int = 24, live: bool = True) -> int:
                 view.update(_tables(board, nodes))
                 await asyncio.sleep(0.12)
             view.update(_tables(board, nodes))
+        if not console.is_terminal:
+            console.print()  # a redirected Live ends without a newline
     results = await batch
     killer.cancel()
     watcher.cancel()
