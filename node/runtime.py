@@ -127,6 +127,9 @@ class Runtime:
         self.peers: dict[str, PeerView] = {}
         self.tasks: OrderedDict[str, TaskView] = OrderedDict()
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: the Task each running handler was given (its ``cancelled`` event is set
+        #: before the handler's asyncio task is cancelled)
+        self._given: dict[str, Task] = {}
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._timer: asyncio.TimerHandle | None = None
@@ -172,9 +175,8 @@ class Runtime:
         finished = handed_back = 0
         if pending:
             _done, not_done = await asyncio.wait(pending, timeout=grace)
-            for t in not_done:
-                t.cancel()
             for task_id in [k for k, v in self.running.items() if v in not_done]:
+                self._stop_handler(task_id)
                 self.core.fail(task_id, "executor shutting down", time.time())
                 handed_back += 1
             finished = len(pending) - handed_back
@@ -197,8 +199,8 @@ class Runtime:
             return
         self.closed = True
         self.accepting = False
-        for t in self.running.values():
-            t.cancel()
+        for task_id in list(self.running):
+            self._stop_handler(task_id)
         self.running.clear()
         if self._timer is not None:
             self._timer.cancel()
@@ -355,9 +357,7 @@ class Runtime:
     # -- executor side -----------------------------------------------------
 
     def _on_assigned(self, ev: TaskAssigned) -> None:
-        old = self.running.pop(ev.task_id, None)
-        if old is not None:
-            old.cancel()  # a newer epoch of the same task supersedes ours
+        self._stop_handler(ev.task_id)  # a newer epoch of the same task supersedes ours
         handler = self.handlers.get(ev.capability)
         now = time.time()
         if handler is None or not self.accepting:
@@ -380,6 +380,17 @@ class Runtime:
         assert self._loop is not None
         at = self._loop.create_task(self._run(handler, task))
         self.running[ev.task_id] = at
+        self._given[ev.task_id] = task
+
+    def _stop_handler(self, task_id: str) -> None:
+        """Tell a running handler to stop: its Task's ``cancelled`` event, then
+        ``CancelledError`` in the handler."""
+        given = self._given.pop(task_id, None)
+        if given is not None:
+            given.cancelled.set()
+        t = self.running.pop(task_id, None)
+        if t is not None:
+            t.cancel()
 
     def _progress(self, task_id: str, percent: float | None, message: str | None) -> None:
         report = getattr(self.core, "report_progress", None)
@@ -397,6 +408,7 @@ class Runtime:
         except asyncio.CancelledError:
             if self.running.get(task.task_id) is asyncio.current_task():
                 self.running.pop(task.task_id, None)
+                self._given.pop(task.task_id, None)
             raise
         except TimeoutError:
             outcome = (False, "handler missed the deadline")
@@ -409,6 +421,7 @@ class Runtime:
         if self.running.get(task.task_id) is not asyncio.current_task() or self.closed:
             return  # superseded or cancelled meanwhile
         del self.running[task.task_id]
+        self._given.pop(task.task_id, None)
         view = self.tasks.get(task.task_id)
         if view is not None:
             view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
@@ -419,9 +432,7 @@ class Runtime:
         self._pump()
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:
-        t = self.running.pop(ev.task_id, None)
-        if t is not None:
-            t.cancel()
+        self._stop_handler(ev.task_id)
         view = self.tasks.get(ev.task_id)
         if view is not None and view.role == "executor":
             view.state, view.reason = "cancelled", ev.reason

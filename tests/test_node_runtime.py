@@ -94,12 +94,26 @@ async def slow(task: Task) -> Any:
     return "late"
 
 
+GIVEN: list[Task] = []
+
+
+async def shielded(task: Task) -> Any:
+    """Work that cannot be interrupted mid-way (a thread, a subprocess) and polls
+    ``task.cancelled`` instead of receiving CancelledError."""
+    GIVEN.append(task)
+    for _ in range(1000):
+        if task.cancelled.is_set():
+            return "stopped"
+        await asyncio.shield(asyncio.sleep(0.01))
+    return "late"
+
+
 def _runtime(cores: list[FakeCore]) -> Runtime:
     def make(endpoint: str) -> FakeCore:
         cores.append(FakeCore(endpoint))
         return cores[-1]
 
-    handlers = {"double": double, "broken": broken, "slow": slow}
+    handlers = {"double": double, "broken": broken, "slow": slow, "shielded": shielded}
     return Runtime(make, handlers=handlers)  # type: ignore[arg-type]
 
 
@@ -170,3 +184,26 @@ async def test_stop_hands_back_unfinished_work() -> None:
     assert out == {"finished": 0, "handed_back": 1}
     assert cores[0].failed[tid] == "executor shutting down"
     assert cores[0].left
+
+
+@aio
+async def test_cancel_and_stop_set_the_tasks_cancelled_event() -> None:
+    cores: list[FakeCore] = []
+    rt = _runtime(cores)
+    rt.start()
+    GIVEN.clear()
+    try:
+        tid, _fut = rt.submit(TaskSpec("shielded", 0))
+        await asyncio.sleep(0.05)
+        (given,) = GIVEN
+        assert not given.cancelled.is_set()
+        cores[0].events.append(TaskCancelled(tid, 1, "superseded"))
+        rt._pump()
+        assert given.cancelled.is_set() and tid not in rt.running
+        tid2, _fut2 = rt.submit(TaskSpec("shielded", 0))
+        await asyncio.sleep(0.05)
+    finally:
+        out = await rt.stop(0.05)
+    assert GIVEN[1].cancelled.is_set()
+    assert out == {"finished": 0, "handed_back": 1}
+    assert cores[0].failed[tid2] == "executor shutting down"
