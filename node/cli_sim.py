@@ -42,7 +42,11 @@ def _flags(given: dict[str, Any]) -> list[str]:
 @click.option("--nodes", type=click.IntRange(min=2), help="Number of simulated nodes.")
 @click.option("--seed", type=int, help="Master seed (the run is a pure function of it).")
 @click.option("--duration", help="Safety phase length, e.g. 60s (faults on).")
-@click.option("--liveness", help="Liveness phase length, e.g. 30s (faults healed).")
+@click.option(
+    "--liveness",
+    help="Liveness phase length, e.g. 30s (faults healed); 'auto': as long as membership "
+    "can take to settle at this size.",
+)
 @click.option("--tasks-per-s", type=click.FloatRange(min=0), help="Task arrival rate.")
 @click.option("--loss", type=click.FloatRange(0, 1), help="Frame loss probability.")
 @click.option("--crash", type=click.FloatRange(0, 1), help="Fraction of nodes that crash.")
@@ -62,7 +66,7 @@ def simulate(scenario: str | None, **opts: Any) -> None:
 
     sc = load_scenario(scenario) if scenario else Scenario()
     for key in ("duration", "liveness"):
-        if opts[key] is not None:
+        if opts[key] is not None and not (key == "liveness" and opts[key] == "auto"):
             try:
                 opts[key] = parse_duration(opts[key])
             except ValueError as exc:
@@ -80,7 +84,7 @@ def _run(sc: Any, source: str | None, flags: list[str], *, quiet: bool) -> Any:
 
     from simulations.runner import run_scenario
 
-    total = sc.run.duration + sc.run.liveness
+    total = sc.run.duration + sc.liveness_s()
     if quiet or not sys.stderr.isatty():
         return run_scenario(sc, source=source, flags=flags)
     columns = (

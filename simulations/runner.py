@@ -136,7 +136,7 @@ def run_scenario(
         _when_formed(sim, world, factory, sc, publish)
     sim.run_until(safety_end, progress)
     faults.heal_all()
-    sim.run_until(safety_end + sc.run.liveness, progress)
+    sim.run_until(safety_end + sc.liveness_s(), progress)
     wall = time.perf_counter() - wall0
     return _finish(sc, world, factory, sim, history, wall, reproduce_command(sc, source, flags))
 
@@ -204,6 +204,7 @@ def _finish(
         "node_kind": type(factory).__name__,
         "crypto": sc.crypto(),
         "virtual_seconds": round(sim.now, 3),
+        "liveness_seconds": sc.liveness_s(),
         "wall_seconds": round(wall, 3),
         "events": sim.events,
         "trace_hash": sim.trace_hash(),

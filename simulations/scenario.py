@@ -7,6 +7,7 @@ Every table and key is checked (``extra = "forbid"``); a mistake becomes a
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -16,6 +17,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from protocols.errors import ConfigError
 from protocols.membership import config as presets
+from protocols.membership import timing
 from protocols.membership.config import MembershipConfig
 from simulations.network import Latency, LinkClass
 
@@ -212,7 +214,9 @@ class RunModel(_Model):
     seed: int = 1
     nodes: int = Field(default=100, ge=2)
     duration: Duration = 30.0
-    liveness: Duration = 20.0
+    #: seconds, or "auto": as long as membership can take to settle after the last
+    #: heal at this size (``protocols.membership.timing.settle_time``)
+    liveness: Duration | Literal["auto"] = 20.0
     crypto: Literal["real", "fast", "auto"] = "auto"
     node: Literal["core", "toy", "auto"] = "auto"
 
@@ -227,6 +231,21 @@ class Scenario(_Model):
     faults: FaultsModel = FaultsModel()
     adversaries: AdversaryModel = AdversaryModel()
     convergence: ConvergenceModel = ConvergenceModel()
+
+    def liveness_s(self) -> float:
+        """The liveness phase in seconds ("auto" resolved for this size and config)."""
+        if self.run.liveness != "auto":
+            return self.run.liveness
+        cfg = self.membership.resolve()
+        return math.ceil(
+            timing.settle_time(
+                cfg.push_pull_interval,
+                cfg.suspicion_mult,
+                cfg.suspicion_max_timeout_mult,
+                cfg.probe_interval,
+                self.run.nodes,
+            )
+        )
 
     def marker_time(self) -> float | None:
         """When the marker publishes; None: as soon as the mesh has formed."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,15 @@ def test_adversary_fraction_scales_with_the_mesh(nodes: int, expected: int) -> N
     assert sum(roles.values()) == expected
     assert set(roles) == set(ROLES)
     assert max(roles.values()) - min(roles.values()) <= 1
+
+
+def test_auto_liveness_is_the_membership_settle_time_for_the_size() -> None:
+    sc = load_scenario("chaos-1000.toml")
+    assert sc.run.liveness == "auto"
+    # push-pull 10 s scaled x6 at 1,000 members, twice, plus the longest suspicion
+    # (4 x log10(1000) x 1 s = 12 s, x6 = 72 s)
+    assert sc.liveness_s() == 2 * 60 + 72
+    small = apply_overrides(sc, nodes=60)
+    assert small.liveness_s() == math.ceil(2 * 20 + 6 * 4 * math.log10(60))
+    fixed = apply_overrides(sc, liveness=30.0)
+    assert fixed.liveness_s() == 30.0

@@ -80,6 +80,26 @@ def probe_failure_delta(expected_nacks: int, nacks: int) -> int:
     return 1
 
 
+def settle_time(
+    push_pull_interval: float,
+    suspicion_mult: int,
+    suspicion_max_timeout_mult: int,
+    probe_interval: float,
+    n: int,
+) -> float:
+    """How long after the last heal every live member's view can take to settle.
+
+    The slow case: a node missed a death's gossip (partitioned, clogged). It learns
+    the death from a push-pull, as a suspicion (a remote "dead" only makes us
+    suspect, as memberlist's mergeState), which then runs to Lifeguard's longest
+    timeout when no second claim confirms it. Two scaled push-pull periods (the
+    first peer may have missed the death too) plus that longest suspicion.
+    """
+    min_t = suspicion_min_timeout(suspicion_mult, n, probe_interval)
+    longest = suspicion_max_timeout(suspicion_max_timeout_mult, min_t)
+    return 2 * push_pull_scale(push_pull_interval, n) + longest
+
+
 def push_pull_scale(interval: float, n: int) -> float:
     """Push-pull period for ``n`` members: grows with log2(n) above 32 members."""
     if n <= PUSH_PULL_SCALE_THRESHOLD:
