@@ -410,7 +410,7 @@ class ContractAgent:
             del rec.unchecked[bidder]  # over budget: never acted on
         # The award goes to the winner only (it names the backups). Losers are not told:
         # nothing is reserved for a bid, and a loser drops the input it cached for the
-        # award when its bid expires (``Propose.valid_until``). Telling them cost n - 1
+        # award once its bid expired and the auction closed. Telling them cost n - 1
         # frames per auction, each opened by a node that has nothing to do with it.
         self._send("award", rec.award(with_input=False), [rec.holder], now)
         self._note_award(rec.holder, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from test_contracts_fakes import CAP, FakeNet, Msg, make_net, offer
+from test_contracts_fakes import CAP, FakeNet, Msg, Packet, make_net, offer
 
 from mesh.events import (
     TaskAssigned,
@@ -21,6 +21,16 @@ from mesh.events import (
 from protocols.contract_net import Offer, ReqState, TaskSpec
 from protocols.contract_net.messages import Award, Result
 from protocols.errors import LocalProtocolError, RemoteProtocolError
+
+
+def replies_to_cfps(net: FakeNet, now: float) -> list[Packet]:
+    """Deliver the queued cfps to their bidders; return (and unqueue) their replies."""
+    cfps = [p for p in net.queue if p.kind == "cfp"]
+    net.queue = []
+    for p in cfps:
+        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, p.sent_at), "", now)
+    replies, net.queue = net.queue, []
+    return replies
 
 
 def completed(net: FakeNet) -> dict[str, TaskCompleted]:
@@ -123,13 +133,7 @@ def test_no_candidates_fails_after_bounded_auctions_listing_attempts() -> None:
 def test_late_bid_is_rejected_and_counted() -> None:
     net = make_net(executors=2)
     net.agents["req"].submit(TaskSpec(CAP, reply_timeout=1.0), net.now)
-    # hold the replies: deliver cfps only, then let reply-by pass
-    cfps = [p for p in net.queue if p.kind == "cfp"]
-    net.queue = []
-    for p in cfps:
-        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.5)
-    held = list(net.queue)
-    net.queue = []
+    held = replies_to_cfps(net, 0.5)  # held back: reply-by passes first
     net.now = 1.0
     net.agents["req"].handle_timer(1.0)  # auction closes with no bids
     for p in held:
@@ -395,12 +399,7 @@ def test_every_bid_forged_means_no_bids_then_a_bounded_failure() -> None:
 def test_a_bid_dropped_for_a_protocol_reason_is_verified_first() -> None:
     net = make_net(executors=3)
     net.agents["req"].submit(TaskSpec(CAP, reply_timeout=1.0), net.now)
-    cfps = [p for p in net.queue if p.kind == "cfp"]
-    net.queue = []
-    for p in cfps:
-        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.5)
-    (first, second, third) = net.queue
-    net.queue = []
+    (first, second, third) = replies_to_cfps(net, 0.5)
     req = net.agents["req"]
     good, bad = (b"good", b"", b""), (b"bad", b"", b"")
     req.on_message(Msg(first.kind, first.sender, first.payload, None, 0.5, good), "", 0.6)
@@ -432,10 +431,7 @@ def test_a_bidder_keeps_the_input_until_the_auction_can_no_longer_award_it() -> 
     def cfp_at(t: float, reply_timeout: float) -> str:
         net.now = t
         task_id = net.agents["req"].submit(TaskSpec(CAP, reply_timeout=reply_timeout), t)
-        (p,) = [p for p in net.queue if p.kind == "cfp"]
-        net.queue = []
-        net.agents[p.to].on_message(Msg(p.kind, p.sender, p.payload, None, t), "", t)
-        net.queue = []
+        replies_to_cfps(net, t)
         return task_id
 
     slow = cfp_at(0.0, reply_timeout=10.0)  # its auction may award until t = 10
