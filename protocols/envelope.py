@@ -379,21 +379,8 @@ class Wire:
             _check_types(version, kind, sender, cert_field, created_ms, expires_ms, nonce, payload)
         if kind not in self.payloads:
             raise RemoteProtocolError(f"unknown message kind {kind!r}", code="unknown-kind")
-        if hit is None:
-            recipients = self._check_recipient(to)
-        elif type(to) is tuple:
-            # Opened somewhere already: `to` is a non-empty tuple of str (check 5's shape).
-            if self.node_id not in to and not self._any_recipient:
-                raise RemoteProtocolError(
-                    "the frame is addressed to other nodes", code="wrong-recipient"
-                )
-            recipients = to
-        elif to == self.node_id or to == GOSSIP or self._any_recipient:
-            recipients = (to,)
-        else:
-            raise RemoteProtocolError(
-                "the frame is addressed to another node", code="wrong-recipient"
-            )
+        # A memo hit was opened somewhere already: the shape of `to` is known good.
+        recipients = self._check_recipient(to, shaped=hit is not None)
         created, expires = created_ms / 1000, expires_ms / 1000
         gossiped = kind in GOSSIPED_KINDS
         self._check_window(created, expires, now, gossiped)
@@ -463,14 +450,15 @@ class Wire:
             self._permission_kinds[kind] = known
         return known
 
-    def _check_recipient(self, to: Any) -> tuple[str, ...]:
+    def _check_recipient(self, to: Any, *, shaped: bool = False) -> tuple[str, ...]:
+        """Check 5. ``shaped``: ``to`` is known to be a str or a non-empty tuple of str."""
         if type(to) is str:
             if to == self.node_id or to == GOSSIP or self._any_recipient:
                 return (to,)
             raise RemoteProtocolError(
                 "the frame is addressed to another node", code="wrong-recipient"
             )
-        if type(to) is tuple and to and all(type(r) is str for r in to):
+        if type(to) is tuple and (shaped or (to and all(type(r) is str for r in to))):
             if self.node_id in to or self._any_recipient:
                 return to
             raise RemoteProtocolError(
