@@ -21,14 +21,19 @@ Examples:
   mesh-node simulate lan-1000.toml --crypto fast --json out.json --plot out.png
   mesh-node simulate chaos-1000.toml --seed 7 --nodes 200 --duration 30s
   mesh-node simulate --partition symmetric:0.5@10s-20s --loss 0.01 --crash 0.05
+  mesh-node simulate chaos-1000.toml --seeds 1-20 --jobs 2   # a sweep: one verdict per seed
 """
+
+
+#: Options that are not scenario overrides (left out of the reproducing command).
+_NOT_OVERRIDES = ("seed", "seeds", "jobs", "json_out", "plot", "quiet")
 
 
 def _flags(given: dict[str, Any]) -> list[str]:
     """The override flags the user gave, to print a reproducing command."""
     out: list[str] = []
     for name, value in given.items():
-        if value is None or value == () or name in ("seed", "json_out", "plot", "quiet"):
+        if value is None or value == () or name in _NOT_OVERRIDES:
             continue
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, tuple) else (value,)
@@ -41,6 +46,15 @@ def _flags(given: dict[str, Any]) -> list[str]:
 @click.argument("scenario", required=False, type=click.Path(dir_okay=False))
 @click.option("--nodes", type=click.IntRange(min=2), help="Number of simulated nodes.")
 @click.option("--seed", type=int, help="Master seed (the run is a pure function of it).")
+@click.option(
+    "--seeds",
+    help="Run once per seed, e.g. 1-20 or 1-5,9, in parallel processes; exits 1 if any fails.",
+)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Processes for --seeds (default: one per core). A 1,000-node run takes ~1.6 GB.",
+)
 @click.option("--duration", help="Safety phase length, e.g. 60s (faults on).")
 @click.option(
     "--liveness",
@@ -73,10 +87,70 @@ def simulate(scenario: str | None, **opts: Any) -> None:
                 raise click.BadParameter(str(exc), param_hint=f"--{key}") from None
     sc = apply_overrides(
         sc,
-        **{k: v for k, v in opts.items() if k not in ("json_out", "plot", "quiet")},
+        **{k: v for k, v in opts.items() if k not in _NOT_OVERRIDES or k == "seed"},
     )
+    if opts["seeds"] is not None:
+        _sweep(sc, scenario, opts)
+        return
+    if opts["jobs"] is not None:
+        raise click.UsageError("--jobs goes with --seeds")
     result = _run(sc, scenario, _flags(opts), quiet=opts["quiet"])
     _output(result, opts)
+
+
+def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
+    """``--seeds``: the scenario once per seed; a line per seed as it ends, then a table."""
+    from simulations.sweep import default_jobs, parse_seeds, run_seeds
+
+    if opts["seed"] is not None:
+        raise click.UsageError("give --seed or --seeds, not both")
+    if opts["plot"]:
+        raise click.UsageError("--plot draws one run: use --seed")
+    try:
+        seeds = parse_seeds(opts["seeds"])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--seeds") from None
+    jobs = opts["jobs"] or default_jobs(len(seeds))
+    click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
+
+    def done(o: Any) -> None:
+        verdict = "pass" if o.ok else "FAIL " + ",".join(o.failed)
+        click.echo(
+            f"seed {o.seed} {verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
+            f"{o.wall_seconds:,.1f} s wall, peak RSS {o.peak_rss_mb:,.0f} MB"
+        )
+
+    outcomes = run_seeds(sc, seeds, jobs=jobs, source=source, flags=_flags(opts), on_done=done)
+    if opts["json_out"]:
+        with open(opts["json_out"], "w", encoding="utf-8") as f:
+            json.dump([o.report for o in outcomes], f, indent=2, sort_keys=True)
+    failed = [o for o in outcomes if not o.ok]
+    if not opts["quiet"]:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"{len(outcomes) - len(failed)} of {len(outcomes)} seeds pass")
+        for col in ("seed", "verdict", "trace", "events", "wall s", "peak RSS MB"):
+            table.add_column(col, justify="left" if col in ("verdict", "trace") else "right")
+        for o in outcomes:
+            table.add_row(
+                str(o.seed),
+                "pass" if o.ok else "FAIL " + ", ".join(o.failed),
+                o.trace_hash[:16],
+                f"{o.events:,}",
+                f"{o.wall_seconds:,.1f}",
+                f"{o.peak_rss_mb:,.0f}",
+            )
+        Console(stderr=False).print(table)
+    click.echo(f"{len(outcomes) - len(failed)} of {len(outcomes)} seeds pass")
+    if failed:
+        for o in failed:
+            for name, problems in o.problems.items():
+                click.echo(
+                    f"FAIL seed {o.seed} {name}: {problems[0] if problems else ''}", err=True
+                )
+            click.echo(f"reproduce with: {o.reproduce}", err=True)
+        raise SystemExit(1)
 
 
 def _run(sc: Any, source: str | None, flags: list[str], *, quiet: bool) -> Any:
