@@ -74,7 +74,7 @@ from protocols.contract_net.messages import (
 )
 from protocols.contract_net.requester import RequesterTask
 from protocols.contract_net.strategies import STRATEGIES, Bid, Strategy, rank
-from protocols.contract_net.task import Offer, TaskSpec
+from protocols.contract_net.task import STRAGGLER_FACTOR, Offer, TaskSpec
 from protocols.errors import LocalProtocolError, MeshError
 
 __all__ = ["ContractAgent", "Inbound", "OrgPolicy"]
@@ -336,6 +336,12 @@ class ContractAgent:
             if not verified:
                 rec.unchecked[sender] = (msg, endpoint)
             self._ctx.emit(TaskBid(p.task_id, sender, True, p.price, p.load, verified))
+            grace = rec.spec.bid_grace
+            if grace is not None and len(rec.bids) == 1:
+                # The first bid: the others get max(grace, factor x its delay) more.
+                close_at = now + max(grace, STRAGGLER_FACTOR * (now - rec.cfp_at))
+                if close_at < rec.timer_at:
+                    self._set_timer(rec, close_at)
         else:
             reason = p.reason if isinstance(p, Refuse) else "not-permitted"
             rec.refused[sender] = reason

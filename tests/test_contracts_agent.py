@@ -142,6 +142,70 @@ def test_late_bid_is_rejected_and_counted() -> None:
     assert not net.events(TaskAwarded)
 
 
+def _award_time(net: FakeNet, until: float, step: float = 0.01) -> float | None:
+    """Advance in small steps; the first time a TaskAwarded is seen (None: not by ``until``)."""
+    while net.now < until - 1e-9:
+        net.run_until(round(net.now + step, 6))
+        if net.events(TaskAwarded):
+            return net.now
+    return None
+
+
+def test_a_silent_bidder_costs_the_grace_not_the_reply_window() -> None:
+    # x01 is dead and not yet detected: it is invited and never answers. The others bid
+    # at once, so the auction closes bid_grace (50 ms) after the first bid, not at
+    # reply_by (1 s), and awards among the bids it has.
+    net = make_net(executors=3, detect_delay=30.0)
+    net.crash("x01")
+    net.submit("req", TaskSpec(CAP, reply_timeout=1.0))
+    at = _award_time(net, 1.5)
+    assert at is not None and 0.04 < at <= 0.06
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.bidders == 2 and "x01" not in (awarded.winner, *awarded.backups)
+
+
+def test_without_a_grace_the_auction_waits_for_every_answer_or_reply_by() -> None:
+    net = make_net(executors=3, detect_delay=30.0)
+    net.crash("x01")
+    net.submit("req", TaskSpec(CAP, reply_timeout=1.0, bid_grace=None))
+    at = _award_time(net, 1.5)
+    assert at is not None and 0.99 <= at <= 1.01
+
+
+def test_the_grace_scales_with_the_first_bids_delay() -> None:
+    # Bids that took 0.2 s to come (a slow link): the others get 3 x 0.2 = 0.6 s more,
+    # not 50 ms; the auction closes at 0.8 s.
+    net = make_net(executors=3, detect_delay=30.0)
+    net.crash("x01")
+    net.agents["req"].submit(TaskSpec(CAP, reply_timeout=2.0), net.now)
+    held = replies_to_cfps(net, 0.0)
+    net.now = 0.2
+    for p in held:
+        if p.sender != "x01":
+            net.agents["req"].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.2)
+    assert not net.events(TaskAwarded)
+    at = _award_time(net, 2.5)
+    assert at is not None and 0.79 <= at <= 0.81
+
+
+def test_a_grace_never_outlasts_reply_by() -> None:
+    net = make_net(executors=3, detect_delay=30.0)
+    net.crash("x01")
+    net.agents["req"].submit(TaskSpec(CAP, reply_timeout=0.5, bid_grace=5.0), net.now)
+    held = replies_to_cfps(net, 0.0)
+    net.now = 0.1
+    for p in held:
+        if p.sender != "x01":
+            net.agents["req"].on_message(Msg(p.kind, p.sender, p.payload, None, 0.0), "", 0.1)
+    at = _award_time(net, 2.0)
+    assert at is not None and 0.49 <= at <= 0.51
+
+
+def test_bid_grace_must_be_a_duration_or_none() -> None:
+    with pytest.raises(LocalProtocolError):
+        TaskSpec(CAP, bid_grace=-0.1)
+
+
 def test_winner_dead_reawards_to_backup_without_new_auction() -> None:
     net = make_net(executors=3, work_time=10.0)
     task_id = net.submit("req", TaskSpec(CAP, lease=30.0, timeout=100.0))

@@ -8,7 +8,11 @@ from typing import Any
 from protocols.contract_net.messages import Semantics
 from protocols.errors import LocalProtocolError
 
-__all__ = ["Offer", "TaskSpec"]
+__all__ = ["STRAGGLER_FACTOR", "Offer", "TaskSpec"]
+
+#: After the first bid, an auction waits at least this many times that bid's delay
+#: (from the cfp) for the others: the grace scales with the network it runs on.
+STRAGGLER_FACTOR = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +23,13 @@ class TaskSpec:
     and the agent draws one from its injected random generator.
     Durations are seconds; ``deadline`` is absolute (the same clock as ``now``),
     or ``None`` for ``now + timeout`` at submission.
+
+    An auction closes when every invited bidder has answered, at ``reply_by``
+    (``reply_timeout`` after the cfp), or once the stragglers have had their chance:
+    ``max(bid_grace, STRAGGLER_FACTOR x the first bid's delay)`` after the first bid
+    (a lost frame or a dead, not yet detected, bidder then costs tens of
+    milliseconds, not the whole reply window). ``bid_grace=None`` waits for every
+    answer or ``reply_by``.
     """
 
     capability: str
@@ -30,6 +41,7 @@ class TaskSpec:
     semantics: Semantics = "at-least-once"
     constraints: dict[str, Any] = field(default_factory=dict)
     reply_timeout: float = 1.0
+    bid_grace: float | None = 0.05
     lease: float = 6.0
     timeout: float = 120.0
     deadline: float | None = None
@@ -43,6 +55,8 @@ class TaskSpec:
             raise LocalProtocolError(f"unknown semantics {self.semantics!r}")
         if self.reply_timeout <= 0 or self.lease <= 0 or self.timeout <= 0:
             raise LocalProtocolError("TaskSpec durations must be positive")
+        if self.bid_grace is not None and not self.bid_grace >= 0:
+            raise LocalProtocolError("TaskSpec.bid_grace must be >= 0 or None")
         if self.max_auctions < 1:
             raise LocalProtocolError("TaskSpec.max_auctions must be >= 1")
 
