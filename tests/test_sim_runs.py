@@ -80,7 +80,8 @@ def _chaos(kind: str, seed: int, nodes: int = 60) -> dict[str, object]:
         node=kind,
         crypto="fast",
     )
-    result = run_scenario(sc)
+    flags = ["--nodes", str(nodes), "--duration", "30s", "--node", kind, "--crypto", "fast"]
+    result = run_scenario(sc, source="chaos-1000.toml", flags=flags)
     assert result.ok, (result.report["problems"], result.report["reproduce"])
     return result.report
 
@@ -95,6 +96,11 @@ def _chaos(kind: str, seed: int, nodes: int = 60) -> dict[str, object]:
 )
 def test_chaos_small_every_checker_passes(kind: str, seed: int) -> None:
     report = _chaos(kind, seed)
+    # A failure's message must replay this very run (scenario, seed and overrides).
+    assert report["reproduce"] == (
+        f"mesh-node simulate chaos-1000.toml --seed {seed} --nodes 60 --duration 30s "
+        f"--node {kind} --crypto fast"
+    )
     checks = report["checkers"]
     assert isinstance(checks, dict)
     assert checks["bad-frames-rejected"] == "pass"
