@@ -129,6 +129,23 @@ def test_dead_node_reclaimed_after_reclaim_time() -> None:
     assert member is not None and member.status == ALIVE and member.incarnation == 0
 
 
+def test_a_later_death_raises_the_dead_incarnation_so_old_records_stay_old() -> None:
+    # "a" refuted once (inc 1) and then died; we had declared it dead at inc 0. A dead
+    # claim at inc 1 raises our dead incarnation; its inc-1 record is then old news.
+    table = MemberTable(SELF, dead_reclaim_time=300.0)
+    table.apply_record(info("a", 0, 1), 0.0)
+    assert table.apply_claim("a", 0, "dead", 1.0) == Outcome.DEAD
+    assert table.apply_claim("a", 1, "suspect", 2.0) == Outcome.IGNORED
+    assert table.apply_claim("a", 1, "dead", 3.0) == Outcome.IGNORED
+    member = table.get("a")
+    assert member is not None and (member.status, member.incarnation) == (DEAD, 1)
+    assert table.apply_record(info("a", 1, 2), 4.0) != Outcome.ALIVE
+    assert member.status == DEAD
+    assert table.apply_claim("a", 0, "dead", 5.0) == Outcome.IGNORED and member.incarnation == 1
+    # A real refutation after that death (inc 2) still brings it back.
+    assert table.apply_record(info("a", 2, 3), 6.0) == Outcome.ALIVE
+
+
 def test_leave_then_rejoin_with_higher_incarnation() -> None:
     table = MemberTable(SELF, dead_reclaim_time=0.0)
     assert table.apply_record(info("a", 0, 1), 0.0) == Outcome.JOINED

@@ -119,6 +119,20 @@ def test_compare_digests() -> None:
     assert claims_in([*ours, ("e", 4, 0, 1)]) == [("b", 2, "dead"), ("e", 4, "suspect")]
 
 
+def test_compare_digests_never_introduces_or_revives_a_suspect() -> None:
+    # s1 is suspect on our side, s2 on theirs: unknown to the other side, it is not
+    # introduced; r1 (ours suspect) and r2 (theirs suspect) are held dead at an older
+    # incarnation on the other side: not revived. A suspect's record only updates a
+    # side holding the member alive or suspect (u1, u2), as memberlist's mergeState.
+    ours = [("me", 0, 0, 0), ("s1", 1, 2, 1), ("u1", 1, 3, 1), ("u2", 0, 1, 0)]
+    ours += [("r1", 1, 2, 1), ("r2", 0, 1, 2)]
+    theirs = [("them", 0, 0, 0), ("s2", 2, 0, 1), ("u1", 1, 1, 0), ("u2", 0, 4, 1)]
+    theirs += [("r1", 0, 1, 2), ("r2", 1, 2, 1)]
+    send, want = compare_digests(ours, theirs, "me")
+    assert send == ["me", "u1"]
+    assert want == ["them", "u2"]
+
+
 def test_presets_and_validation() -> None:
     assert lan().probe_interval == 1.0 and lan().gossip_nodes == 3
     assert wan().probe_interval > lan().probe_interval and wan().suspicion_mult == 6

@@ -166,6 +166,10 @@ class MemberTable:
         if member is None:
             return Outcome.UNKNOWN
         if member.status >= DEAD:
+            if member.status == DEAD and status == "dead" and incarnation > member.incarnation:
+                # It died at a later incarnation than we saw: its records up to that
+                # one are old news and must not bring it back (see compare_digests).
+                member.incarnation = incarnation
             return Outcome.IGNORED
         if incarnation < member.incarnation:
             return Outcome.STALE

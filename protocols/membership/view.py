@@ -137,10 +137,15 @@ class MembershipView:
         """A peer's suspect/dead statuses as claims. As memberlist's ``mergeState``, a
         remote "dead" only makes us suspect, so a node on the other side of a healed
         partition gets time to refute it."""
-        return [
-            Claim(node=node_id, incarnation=inc, status="suspect", by=sender)
-            for node_id, inc, _status in claims_in(digest)
-        ]
+        out = []
+        for node_id, inc, status in claims_in(digest):
+            # A member we hold dead stays dead; their "dead" may only raise the
+            # incarnation it died at (a stale record cannot revive it then).
+            member = self.members.get(node_id)
+            held_dead = member is not None and member.status == DEAD
+            keep = "dead" if status == "dead" and held_dead else "suspect"
+            out.append(Claim(node=node_id, incarnation=inc, status=keep, by=sender))
+        return out
 
     # --- claims ----------------------------------------------------------------
 
