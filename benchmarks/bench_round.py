@@ -139,15 +139,7 @@ async def _rounds(k: int, rounds: int) -> float:
                 await req.request(bench._CAP, i, timeout=10)
                 samples.append((time.perf_counter() - t0) * 1000)
         finally:
-            for p in procs:
-                assert p.stdin is not None
-                p.stdin.close()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            bench.stop_bidders(procs)
     return statistics.median(samples[10:])
 
 

@@ -263,6 +263,20 @@ def _spawn(k: int, seed: str, org: LocalOrg) -> subprocess.Popen[str]:
     return proc
 
 
+def stop_bidders(procs: list[subprocess.Popen[str]]) -> None:
+    """End bidder processes: close their stdin (they stop), then wait, bounded."""
+    for p in procs:
+        with contextlib.suppress(OSError):
+            assert p.stdin is not None
+            p.stdin.close()
+    for p in procs:
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(5)
+
+
 async def bench_cnp(k: int, rounds: int) -> tuple[float, float]:
     org = LocalOrg("bench")
     req = Node.from_org(org, "requester", preset="local")
@@ -281,16 +295,7 @@ async def bench_cnp(k: int, rounds: int) -> tuple[float, float]:
                 await req.request(_CAP, i, timeout=10)
                 samples.append((time.perf_counter() - t0) * 1000)
         finally:
-            for p in procs:
-                with contextlib.suppress(OSError):
-                    assert p.stdin is not None
-                    p.stdin.close()
-            for p in procs:
-                try:
-                    p.wait(10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            stop_bidders(procs)
     samples.sort()
     p99 = samples[min(len(samples) - 1, int(len(samples) * 0.99))]
     return statistics.median(samples), p99
