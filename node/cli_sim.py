@@ -25,15 +25,15 @@ Examples:
 """
 
 
-#: Options that are not scenario overrides (left out of the reproducing command).
-_NOT_OVERRIDES = ("seed", "seeds", "jobs", "json_out", "plot", "quiet")
+#: Options that are not about the scenario (never passed to ``apply_overrides``).
+_NOT_SCENARIO = ("seeds", "jobs", "json_out", "plot", "quiet")
 
 
 def _flags(given: dict[str, Any]) -> list[str]:
     """The override flags the user gave, to print a reproducing command."""
     out: list[str] = []
     for name, value in given.items():
-        if value is None or value == () or name in _NOT_OVERRIDES:
+        if value is None or value == () or name == "seed" or name in _NOT_SCENARIO:
             continue
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, tuple) else (value,)
@@ -87,7 +87,7 @@ def simulate(scenario: str | None, **opts: Any) -> None:
                 raise click.BadParameter(str(exc), param_hint=f"--{key}") from None
     sc = apply_overrides(
         sc,
-        **{k: v for k, v in opts.items() if k not in _NOT_OVERRIDES or k == "seed"},
+        **{k: v for k, v in opts.items() if k not in _NOT_SCENARIO},
     )
     if opts["seeds"] is not None:
         _sweep(sc, scenario, opts)
@@ -114,9 +114,8 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
 
     def done(o: Any) -> None:
-        verdict = "pass" if o.ok else "FAIL " + ",".join(o.failed)
         click.echo(
-            f"seed {o.seed} {verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
+            f"seed {o.seed} {o.verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
             f"{o.wall_seconds:,.1f} s wall, peak RSS {o.peak_rss_mb:,.0f} MB"
         )
 
@@ -135,7 +134,7 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
         for o in outcomes:
             table.add_row(
                 str(o.seed),
-                "pass" if o.ok else "FAIL " + ", ".join(o.failed),
+                o.verdict,
                 o.trace_hash[:16],
                 f"{o.events:,}",
                 f"{o.wall_seconds:,.1f}",

@@ -66,6 +66,11 @@ class SeedOutcome:
     problems: dict[str, list[str]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict, repr=False)
 
+    @property
+    def verdict(self) -> str:
+        """``pass``, or ``FAIL`` and the failed checkers."""
+        return "pass" if self.ok else "FAIL " + ",".join(self.failed)
+
 
 def _one(sc: Scenario, source: str | None, flags: Sequence[str]) -> SeedOutcome:
     """Worker: run ``sc`` (its seed already set) to the end and summarize it."""

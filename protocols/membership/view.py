@@ -136,7 +136,8 @@ class MembershipView:
     def digest_claims(self, digest: Sequence[DigestEntry], sender: str) -> list[Claim]:
         """A peer's suspect/dead statuses as claims. As memberlist's ``mergeState``, a
         remote "dead" only makes us suspect, so a node on the other side of a healed
-        partition gets time to refute it."""
+        partition gets time to refute it; about a member we already hold dead it stays
+        "dead" (it can then only raise the incarnation the member died at)."""
         out = []
         for node_id, inc, status in claims_in(digest):
             # A member we hold dead stays dead; their "dead" may only raise the
