@@ -103,6 +103,17 @@ class MemberTableMachine(RuleBasedStateMachine):
         else:
             assert after.status == SUSPECT and after.incarnation == inc
 
+    @rule(node=st.sampled_from(PEERS))
+    def remove(self, node: str) -> None:
+        self.table.remove(node)
+        self.versions.pop(node, None)
+
+    @invariant()
+    def counts_match_the_table(self) -> None:
+        members = list(self.table)
+        assert self.table.count_live() == sum(1 for m in members if m.status <= SUSPECT)
+        assert self.table.count_dead() == sum(1 for m in members if m.status == DEAD)
+
     @precondition(lambda self: len(self.table) > 1)
     @invariant()
     def consistent(self) -> None:
@@ -124,9 +135,11 @@ def test_dead_node_reclaimed_after_reclaim_time() -> None:
     assert table.apply_claim("a", 5, "dead", 1.0) == Outcome.DEAD
     # A restarted node (counters back at zero) is stale until the reclaim time passed.
     assert table.apply_record(info("a", 0, 1), 30.0) == Outcome.STALE
+    assert (table.count_live(), table.count_dead()) == (0, 1)  # no own record set here
     assert table.apply_record(info("a", 0, 1), 61.0) == Outcome.ALIVE
     member = table.get("a")
     assert member is not None and member.status == ALIVE and member.incarnation == 0
+    assert (table.count_live(), table.count_dead()) == (1, 0)
 
 
 def test_a_later_death_raises_the_dead_incarnation_so_old_records_stay_old() -> None:

@@ -78,12 +78,15 @@ class Member:
 class MemberTable:
     """Members by node id, in insertion order (never hash order)."""
 
-    __slots__ = ("_members", "dead_reclaim_time", "self_id")
+    __slots__ = ("_members", "_per_status", "dead_reclaim_time", "self_id")
 
     def __init__(self, self_id: str, dead_reclaim_time: float) -> None:
         self.self_id = self_id
         self.dead_reclaim_time = dead_reclaim_time
         self._members: dict[str, Member] = {}
+        # Members per status, kept by every change below: the counts are asked at
+        # every new suspicion and push-pull, a scan of the table each time.
+        self._per_status = [0, 0, 0, 0]
 
     def __len__(self) -> int:
         return len(self._members)
@@ -102,11 +105,22 @@ class MemberTable:
 
     def count_live(self) -> int:
         """Members alive or suspect (including ourselves)."""
-        return sum(1 for m in self._members.values() if m.status <= SUSPECT)
+        return self._per_status[ALIVE] + self._per_status[SUSPECT]
 
     def count_dead(self) -> int:
         """Members held dead (not left)."""
-        return sum(1 for m in self._members.values() if m.status == DEAD)
+        return self._per_status[DEAD]
+
+    def _add(self, member: Member) -> None:
+        self._members[member.node_id] = member
+        self._per_status[member.status] += 1
+
+    def _set_status(self, member: Member, status: int, now: float) -> None:
+        per = self._per_status
+        per[member.status] -= 1
+        per[status] += 1
+        member.status = status
+        member.since = now
 
     def set_self(self, info: RecordInfo, now: float) -> None:
         """Install our own (newly signed) record; we are alive at its incarnation."""
@@ -114,13 +128,12 @@ class MemberTable:
         member = self._members.get(self.self_id)
         status = LEFT if rec.leaving else ALIVE
         if member is None:
-            self._members[self.self_id] = Member(self.self_id, rec.incarnation, status, info, now)
+            self._add(Member(self.self_id, rec.incarnation, status, info, now))
             return
         member.info = info
         member.incarnation = rec.incarnation
         if member.status != status:
-            member.status = status
-            member.since = now
+            self._set_status(member, status, now)
 
     def apply_record(self, info: RecordInfo, now: float) -> str:
         """Apply a verified record about another node; returns an ``Outcome``."""
@@ -129,14 +142,13 @@ class MemberTable:
         member = self._members.get(info.node_id)
         status = LEFT if rec.leaving else ALIVE
         if member is None:
-            self._members[info.node_id] = Member(info.node_id, rec.incarnation, status, info, now)
+            self._add(Member(info.node_id, rec.incarnation, status, info, now))
             return Outcome.LEFT if rec.leaving else Outcome.JOINED
         reclaim = self.dead_reclaim_time > 0 and now - member.since >= self.dead_reclaim_time
         if member.status >= DEAD and reclaim and member.info is not info:
             member.info = info
             member.incarnation = rec.incarnation
-            member.status = status
-            member.since = now
+            self._set_status(member, status, now)
             return Outcome.LEFT if rec.leaving else Outcome.ALIVE
         if info.version <= member.info.version:
             return Outcome.STALE
@@ -145,14 +157,12 @@ class MemberTable:
         same_alive = inc == member.incarnation and member.status == ALIVE
         if rec.leaving and member.status != LEFT and (inc > member.incarnation or same_alive):
             member.incarnation = inc
-            member.status = LEFT
-            member.since = now
+            self._set_status(member, LEFT, now)
             return Outcome.LEFT
         if inc > member.incarnation:
             member.incarnation = inc
             if member.status != status:
-                member.status = status
-                member.since = now
+                self._set_status(member, status, now)
                 return Outcome.LEFT if rec.leaving else Outcome.ALIVE
         return Outcome.UPDATED
 
@@ -178,13 +188,14 @@ class MemberTable:
         if new_status == SUSPECT and member.status == SUSPECT and same:
             return Outcome.CONFIRMED
         member.incarnation = incarnation
-        member.status = new_status
-        member.since = now
+        self._set_status(member, new_status, now)
         return Outcome.DEAD if new_status == DEAD else Outcome.SUSPECTED
 
     def remove(self, node_id: str) -> None:
         assert node_id != self.self_id
-        self._members.pop(node_id, None)
+        member = self._members.pop(node_id, None)
+        if member is not None:
+            self._per_status[member.status] -= 1
 
     def digest(self) -> list[tuple[str, int, int, int]]:
         """``(node id, incarnation, seq, status)`` per member, for push-pull."""

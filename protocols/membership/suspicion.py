@@ -15,7 +15,15 @@ __all__ = ["Suspicion"]
 class Suspicion:
     """One open suspicion of one member. The confirmers are a short list (≤ K + 1)."""
 
-    __slots__ = ("_confirmers", "incarnation", "k", "max_timeout", "min_timeout", "start")
+    __slots__ = (
+        "_confirmers",
+        "_deadline",
+        "incarnation",
+        "k",
+        "max_timeout",
+        "min_timeout",
+        "start",
+    )
 
     def __init__(
         self,
@@ -33,6 +41,8 @@ class Suspicion:
         self.start = now
         # The origin is not a confirmation, but a repeat of it must not count either.
         self._confirmers: list[str] = [origin]
+        # Asked after every event of the node (its next timer): computed once per change.
+        self._deadline = now + self.timeout()
 
     @property
     def confirmations(self) -> int:
@@ -43,10 +53,12 @@ class Suspicion:
         if self.confirmations >= self.k or by in self._confirmers:
             return False
         self._confirmers.append(by)
+        self._deadline = self.start + self.timeout()
         return True
 
     def timeout(self) -> float:
         return suspicion_timeout(self.confirmations, self.k, self.min_timeout, self.max_timeout)
 
     def deadline(self) -> float:
-        return self.start + self.timeout()
+        """``start + timeout()``, kept up to date by ``confirm``."""
+        return self._deadline

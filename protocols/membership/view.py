@@ -30,6 +30,8 @@ Update = bytes | Claim
 
 class MembershipView:
     __slots__ = (
+        "_deadline_known",
+        "_next_deadline",
         "awareness",
         "config",
         "index",
@@ -51,6 +53,11 @@ class MembershipView:
         self.queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
         self.order = ProbeOrder()
         self.suspicions: dict[str, Suspicion] = {}
+        # The earliest suspicion deadline, asked after every event of the node; kept
+        # here, recomputed only after a suspicion ends (this class alone changes
+        # ``suspicions``).
+        self._next_deadline: float | None = None
+        self._deadline_known = True
 
     # --- predicates (for ProbeOrder) -------------------------------------------
 
@@ -107,7 +114,7 @@ class MembershipView:
         if outcome in (Outcome.JOINED, Outcome.ALIVE):
             self.order.add(node_id, self.rng)
         if outcome in (Outcome.ALIVE, Outcome.LEFT):
-            self.suspicions.pop(node_id, None)
+            self._end_suspicion(node_id)
         self.index.upsert(info, alive=member.status <= SUSPECT)
         if rebroadcast and not (quiet_join and outcome == Outcome.JOINED):
             self.queue.put(node_id, info.frame)
@@ -157,15 +164,20 @@ class MembershipView:
         """
         outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
         if outcome == Outcome.SUSPECTED:
-            self.suspicions[claim.node] = self._new_suspicion(claim, now)
+            older = self.suspicions.get(claim.node)  # replaced in place (same order)
+            if older is not None and older.deadline() == self._next_deadline:
+                self._deadline_known = False
+            fresh = self.suspicions[claim.node] = self._new_suspicion(claim, now)
+            self._sooner(fresh.deadline())
             self.queue.put(claim.node, claim)
         elif outcome == Outcome.CONFIRMED:
             suspicion = self.suspicions.get(claim.node)
             if suspicion is None or not suspicion.confirm(claim.by):
                 return Outcome.IGNORED
+            self._sooner(suspicion.deadline())
             self.queue.put(claim.node, claim)
         elif outcome == Outcome.DEAD:
-            self.suspicions.pop(claim.node, None)
+            self._end_suspicion(claim.node)
             self.index.set_alive(claim.node, False)
             self.queue.put(claim.node, claim)
         return outcome
@@ -180,14 +192,31 @@ class MembershipView:
 
     def expired_suspicions(self, now: float) -> list[Claim]:
         """Remove the suspicions whose timeout passed; the dead claims to apply."""
+        first = self.next_deadline()
+        if first is None or first > now:
+            return []
         expired = [nid for nid, s in self.suspicions.items() if s.deadline() <= now]
         claims = []
         for node_id in expired:
             inc = self.suspicions.pop(node_id).incarnation
             claims.append(Claim(node=node_id, incarnation=inc, status="dead", by=self.self_id))
+        self._deadline_known = False
         return claims
 
     def next_deadline(self) -> float | None:
-        if not self.suspicions:
-            return None
-        return min(s.deadline() for s in self.suspicions.values())
+        """The earliest deadline of an open suspicion (None without one)."""
+        if not self._deadline_known:
+            sus = self.suspicions
+            self._next_deadline = min(s.deadline() for s in sus.values()) if sus else None
+            self._deadline_known = True
+        return self._next_deadline
+
+    def _sooner(self, deadline: float) -> None:
+        """A suspicion began or shrank: its deadline may be the earliest."""
+        if self._deadline_known and (self._next_deadline is None or deadline < self._next_deadline):
+            self._next_deadline = deadline
+
+    def _end_suspicion(self, node_id: str) -> None:
+        ended = self.suspicions.pop(node_id, None)
+        if ended is not None and ended.deadline() == self._next_deadline:
+            self._deadline_known = False
