@@ -109,10 +109,15 @@ class MemberTableMachine(RuleBasedStateMachine):
         self.versions.pop(node, None)
 
     @invariant()
-    def counts_match_the_table(self) -> None:
+    def counts_and_digest_match_the_table(self) -> None:
         members = list(self.table)
         assert self.table.count_live() == sum(1 for m in members if m.status <= SUSPECT)
         assert self.table.count_dead() == sum(1 for m in members if m.status == DEAD)
+        rows = [
+            (m.node_id, m.info.record.incarnation, m.info.record.seq, m.status) for m in members
+        ]
+        assert self.table.digest() == rows
+        assert list(self.table.digest_map()) == [m.node_id for m in members]
 
     @precondition(lambda self: len(self.table) > 1)
     @invariant()

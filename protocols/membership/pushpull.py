@@ -10,7 +10,7 @@ heals partitions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from protocols.membership.state import DEAD, SUSPECT
 
@@ -23,9 +23,12 @@ Entry = tuple[str, int, int, int]
 
 
 def compare_digests(
-    ours: Sequence[Entry], theirs: Iterable[Entry], self_id: str
+    ours: Sequence[Entry] | Mapping[str, Entry], theirs: Iterable[Entry], self_id: str
 ) -> tuple[list[str], list[str]]:
     """``(ids to send them, ids to ask them for)``, each in our/their digest order.
+
+    ``ours`` is our digest, or the same entries by node id (``MemberTable.digest_map``,
+    which the table keeps: nothing of ours is rebuilt per push-pull).
 
     We send a record when they lack it or hold an older ``(incarnation, seq)``;
     we ask for one when they hold a newer version or one we lack. Our own id is
@@ -54,13 +57,11 @@ def compare_digests(
             their_dead.add(node_id)
         elif status == SUSPECT:
             their_suspects.add(node_id)
+    if not isinstance(ours, Mapping):
+        ours = {entry[0]: entry for entry in ours}
     send: list[str] = []
-    ours_versions: dict[str, tuple[int, int]] = {}
-    ours_dead: set[str] = set()
-    for node_id, inc, seq, status in ours:
-        ours_versions[node_id] = (inc, seq)
+    for node_id, inc, seq, status in ours.values():
         if status == DEAD:
-            ours_dead.add(node_id)
             continue
         theirs_v = their_versions.get(node_id)
         newer = theirs_v is None or theirs_v < (inc, seq)
@@ -72,10 +73,12 @@ def compare_digests(
     for node_id, version in their_versions.items():
         if node_id == self_id or node_id in their_dead:
             continue
-        ours_v = ours_versions.get(node_id)
-        newer = ours_v is None or version > ours_v
-        vouched = node_id not in their_suspects or (ours_v is not None and node_id not in ours_dead)
-        if newer and vouched:
+        mine = ours.get(node_id)
+        if mine is None:
+            if node_id not in their_suspects:
+                want.append(node_id)
+            continue
+        if version > (mine[1], mine[2]) and (node_id not in their_suspects or mine[3] != DEAD):
             want.append(node_id)
     return send, want
 

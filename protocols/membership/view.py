@@ -135,9 +135,9 @@ class MembershipView:
         self, digest: Sequence[DigestEntry]
     ) -> tuple[list[list[bytes]], list[str], list[DigestEntry]]:
         """Reply to a push-pull: record chunks they lack, ids we want, our non-alive entries."""
-        ours = self.members.digest()
+        ours = self.members.digest_map()
         send, want = compare_digests(ours, digest, self.self_id)
-        non_alive = [e for e in ours if e[3] != ALIVE and e[0] != self.self_id]
+        non_alive = [e for e in ours.values() if e[3] != ALIVE and e[0] != self.self_id]
         return chunk_records(self.frames_of(send)), want, non_alive
 
     def digest_claims(self, digest: Sequence[DigestEntry], sender: str) -> list[Claim]:
