@@ -7,6 +7,7 @@ broadcast queue and probe order, updated together (pure; no events, no I/O).
 
 from __future__ import annotations
 
+import heapq
 import random
 from collections.abc import Sequence
 
@@ -45,8 +46,9 @@ def _may_change(member: Member | None, incarnation: int, status: str) -> bool:
 
 class MembershipView:
     __slots__ = (
-        "_deadline_known",
-        "_next_deadline",
+        "_births",
+        "_born",
+        "_deadlines",
         "awareness",
         "config",
         "index",
@@ -68,11 +70,14 @@ class MembershipView:
         self.queue: TransmitLimitedQueue[Update] = TransmitLimitedQueue()
         self.order = ProbeOrder()
         self.suspicions: dict[str, Suspicion] = {}
-        # The earliest suspicion deadline, asked after every event of the node; kept
-        # here, recomputed only after a suspicion ends (this class alone changes
-        # ``suspicions``).
-        self._next_deadline: float | None = None
-        self._deadline_known = True
+        # The suspicions' deadlines as a heap of (deadline, node id), asked after every
+        # event of the node: an entry is current while that node's suspicion still
+        # has that deadline; others are dropped when they reach the top. This class
+        # alone changes ``suspicions``. ``_born`` numbers the suspicions in the dict's
+        # order, so that expiry reports them in that order.
+        self._deadlines: list[tuple[float, str]] = []
+        self._born: dict[str, int] = {}
+        self._births = 0
 
     # --- predicates (for ProbeOrder) -------------------------------------------
 
@@ -181,17 +186,17 @@ class MembershipView:
         """
         outcome = self.members.apply_claim(claim.node, claim.incarnation, claim.status, now)
         if outcome == Outcome.SUSPECTED:
-            older = self.suspicions.get(claim.node)  # replaced in place (same order)
-            if older is not None and older.deadline() == self._next_deadline:
-                self._deadline_known = False
+            if claim.node not in self.suspicions:  # else replaced in place (same order)
+                self._births += 1
+                self._born[claim.node] = self._births
             fresh = self.suspicions[claim.node] = self._new_suspicion(claim, now)
-            self._sooner(fresh.deadline())
+            self._track(claim.node, fresh)
             self.queue.put(claim.node, claim)
         elif outcome == Outcome.CONFIRMED:
             suspicion = self.suspicions.get(claim.node)
             if suspicion is None or not suspicion.confirm(claim.by):
                 return Outcome.IGNORED
-            self._sooner(suspicion.deadline())
+            self._track(claim.node, suspicion)
             self.queue.put(claim.node, claim)
         elif outcome == Outcome.DEAD:
             self._end_suspicion(claim.node)
@@ -209,31 +214,43 @@ class MembershipView:
 
     def expired_suspicions(self, now: float) -> list[Claim]:
         """Remove the suspicions whose timeout passed; the dead claims to apply."""
-        first = self.next_deadline()
-        if first is None or first > now:
-            return []
-        expired = [nid for nid, s in self.suspicions.items() if s.deadline() <= now]
+        heap, sus = self._deadlines, self.suspicions
+        due: set[str] = set()
+        while heap and heap[0][0] <= now:
+            deadline, node_id = heapq.heappop(heap)
+            current = sus.get(node_id)
+            if current is not None and current.deadline() == deadline:
+                due.add(node_id)
         claims = []
-        for node_id in expired:
-            inc = self.suspicions.pop(node_id).incarnation
+        for node_id in sorted(due, key=self._born.__getitem__):  # the dict's order
+            inc = self._end_suspicion(node_id)
             claims.append(Claim(node=node_id, incarnation=inc, status="dead", by=self.self_id))
-        self._deadline_known = False
         return claims
 
     def next_deadline(self) -> float | None:
         """The earliest deadline of an open suspicion (None without one)."""
-        if not self._deadline_known:
-            sus = self.suspicions
-            self._next_deadline = min(s.deadline() for s in sus.values()) if sus else None
-            self._deadline_known = True
-        return self._next_deadline
+        heap, sus = self._deadlines, self.suspicions
+        while heap:
+            deadline, node_id = heap[0]
+            current = sus.get(node_id)
+            if current is not None and current.deadline() == deadline:
+                return deadline
+            heapq.heappop(heap)  # ended, or its deadline moved
+        return None
 
-    def _sooner(self, deadline: float) -> None:
-        """A suspicion began or shrank: its deadline may be the earliest."""
-        if self._deadline_known and (self._next_deadline is None or deadline < self._next_deadline):
-            self._next_deadline = deadline
+    def _track(self, node_id: str, suspicion: Suspicion) -> None:
+        """A suspicion began or shrank: push its deadline (rebuild when mostly stale)."""
+        heap = self._deadlines
+        if len(heap) > 64 and len(heap) > 4 * len(self.suspicions):
+            heap[:] = [(s.deadline(), n) for n, s in self.suspicions.items()]
+            heapq.heapify(heap)
+            return
+        heapq.heappush(heap, (suspicion.deadline(), node_id))
 
-    def _end_suspicion(self, node_id: str) -> None:
+    def _end_suspicion(self, node_id: str) -> int:
+        """Close ``node_id``'s suspicion (if any); its incarnation (-1 without one)."""
         ended = self.suspicions.pop(node_id, None)
-        if ended is not None and ended.deadline() == self._next_deadline:
-            self._deadline_known = False
+        if ended is None:
+            return -1
+        del self._born[node_id]
+        return ended.incarnation
