@@ -107,6 +107,12 @@ class RecordCache:
     def __len__(self) -> int:
         return len(self._entries)
 
+    def shared_digest(self, digest: bytes) -> bytes:
+        """The interned record's own copy of ``digest`` when there is one (so that the
+        nodes' seen-digest caches hold one bytes object per record, not one per node)."""
+        found = self._entries.get(digest)
+        return digest if found is None else found.digest
+
     def intern(self, info: RecordInfo) -> RecordInfo:
         found = self._entries.get(info.digest)
         if found is not None:

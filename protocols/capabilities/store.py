@@ -11,7 +11,7 @@ to counters: ``records_verified``, ``records_duplicate_skipped`` and
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -48,11 +48,13 @@ class OpenedFrame(Protocol):
 class RecordIngest:
     """The seen-digest cache and the checks every record passes once."""
 
-    __slots__ = ("_cache", "_min_size", "_seen")
+    __slots__ = ("_arrivals", "_cache", "_min_size", "_seen")
 
     def __init__(self, min_size: int, cache: RecordCache) -> None:
-        # oldest out first; an OrderedDict: a dict's front holes make next(iter()) walk
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        # A set and its arrival order, oldest out first: ~45 B per digest where an
+        # OrderedDict took ~77 (one per member and node: 10⁶ of them at 1,000 nodes).
+        self._seen: set[bytes] = set()
+        self._arrivals: deque[bytes] = deque()
         self._min_size = min_size
         self._cache = cache
 
@@ -67,11 +69,16 @@ class RecordIngest:
         seen = self._seen
         if digest in seen:
             return False
-        seen[digest] = None
-        cap = max(self._min_size, 4 * members)
-        while len(seen) > cap:
-            seen.popitem(last=False)
+        digest = self._cache.shared_digest(digest)
+        seen.add(digest)
+        self._arrivals.append(digest)
+        self._trim(max(self._min_size, 4 * members))
         return True
+
+    def _trim(self, cap: int) -> None:
+        seen, arrivals = self._seen, self._arrivals
+        while len(seen) > cap:
+            seen.discard(arrivals.popleft())
 
     def unseen(
         self, frames: Sequence[bytes], members: int
@@ -80,17 +87,19 @@ class RecordIngest:
         and how many were skipped as duplicates. The hot path of gossip: most
         piggybacked records are copies a node already has."""
         seen = self._seen
+        arrive = self._arrivals.append
+        shared = self._cache.shared_digest
         sha256 = hashlib.sha256
         fresh: list[tuple[bytes, bytes]] = []
         for frame in frames:
             digest = sha256(frame).digest()
             if digest not in seen:
-                seen[digest] = None
+                digest = shared(digest)
+                seen.add(digest)
+                arrive(digest)
                 fresh.append((frame, digest))
         if fresh:
-            cap = max(self._min_size, 4 * members)
-            while len(seen) > cap:
-                seen.popitem(last=False)
+            self._trim(max(self._min_size, 4 * members))
         return fresh, len(frames) - len(fresh)
 
     def ingest(

@@ -1,0 +1,51 @@
+"""The seen-digest cache in front of record verification: duplicates are skipped,
+it keeps the newest max(min_size, 4 x members) digests, and the nodes of one
+process share the interned record's digest object."""
+
+from __future__ import annotations
+
+import hashlib
+
+from test_membership_state import info
+
+from protocols.capabilities.records import RecordCache
+from protocols.capabilities.store import RecordIngest
+
+
+def frames(n: int) -> list[bytes]:
+    return [f"frame-{i}".encode() for i in range(n)]
+
+
+def test_duplicates_are_skipped_within_and_across_batches() -> None:
+    ingest = RecordIngest(min_size=100, cache=RecordCache())
+    batch = frames(5)
+    fresh, skipped = ingest.unseen([*batch, batch[0], batch[3]], members=10)
+    assert [f for f, _ in fresh] == batch and skipped == 2
+    assert all(d == hashlib.sha256(f).digest() for f, d in fresh)
+    fresh, skipped = ingest.unseen(batch, members=10)
+    assert fresh == [] and skipped == 5
+    assert not ingest.remember(hashlib.sha256(batch[1]).digest(), members=10)
+    assert ingest.remember(b"another digest", members=10)
+
+
+def test_keeps_the_newest_digests_up_to_four_per_member() -> None:
+    ingest = RecordIngest(min_size=8, cache=RecordCache())
+    batch = frames(30)
+    ingest.unseen(batch, members=2)  # cap max(8, 8) = 8
+    assert len(ingest) == 8
+    digests = [hashlib.sha256(f).digest() for f in batch]
+    assert [d in ingest for d in digests] == [False] * 22 + [True] * 8
+    ingest.unseen(frames(40)[30:], members=5)  # cap 20: nothing older is dropped now
+    assert len(ingest) == 18
+    fresh, _ = ingest.unseen(batch[:1], members=1)  # evicted long ago: new again
+    assert len(fresh) == 1 and len(ingest) == 8
+
+
+def test_nodes_share_the_interned_digest() -> None:
+    cache = RecordCache()
+    record = cache.intern(info("a", 0, 1))
+    a, b = RecordIngest(16, cache), RecordIngest(16, cache)
+    for ingest in (a, b):
+        fresh, _ = ingest.unseen([record.frame], members=1)
+        ((_, digest),) = fresh
+        assert digest == record.digest and digest is record.digest
