@@ -66,13 +66,16 @@ class RecordInfo:
     ``frame`` is the exact signed envelope, forwarded as it is.
     """
 
-    __slots__ = ("digest", "frame", "org", "record")
+    __slots__ = ("alive_entry", "digest", "frame", "org", "record")
 
     def __init__(self, record: CapabilityRecord, org: str, frame: bytes, digest: bytes) -> None:
         self.record = record
         self.org = org
         self.frame = frame
         self.digest = digest
+        # The member table's push-pull digest entry for this record's node while it is
+        # alive, made on first use; shared by every node of a process that holds it.
+        self.alive_entry: tuple[str, int, int, int] | None = None
 
     @property
     def node_id(self) -> str:

@@ -120,8 +120,15 @@ class MemberTable:
         self._entry(member)
 
     def _entry(self, member: Member) -> None:
-        rec = member.info.record
-        self._entries[member.node_id] = (member.node_id, rec.incarnation, rec.seq, member.status)
+        info = member.info
+        if member.status == ALIVE:
+            entry = info.alive_entry
+            if entry is None:
+                rec = info.record
+                entry = info.alive_entry = (member.node_id, rec.incarnation, rec.seq, ALIVE)
+        else:
+            entry = (member.node_id, info.record.incarnation, info.record.seq, member.status)
+        self._entries[member.node_id] = entry
 
     def _set_status(self, member: Member, status: int, now: float) -> None:
         per = self._per_status
