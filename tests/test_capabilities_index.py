@@ -83,6 +83,14 @@ def test_upsert_replaces_capabilities_and_liveness() -> None:
     assert index.find("translate")[0].load == 0.9
     index.set_alive("a", False)
     assert index.find("translate") == []
+    assert index.snapshot()[0]["alive"] is False
+    index.set_alive("a", True)
+    assert [c.node_id for c in index.find("translate")] == ["a"]
+    index.set_alive("a", False)
+    index.set_alive("zz", False)  # unknown: nothing to mark
     index.remove("a")
     assert "a" not in index and index.capabilities() == [] and len(index) == 0
     assert index.snapshot() == []
+    index.upsert(_info("zz", 0.1, [("ocr", "1.0")]), alive=True)
+    index.upsert(_info("a", 0.1, [("ocr", "1.0")]), alive=True)  # back after removal
+    assert [c.node_id for c in index.find("ocr")] == ["a", "zz"]

@@ -37,12 +37,19 @@ class Candidate:
 class CapabilityIndex:
     """``capability name -> {node id -> record}`` plus each node's liveness."""
 
-    __slots__ = ("_alive", "_by_capability", "_records")
+    __slots__ = ("_by_capability", "_down", "_records")
 
     def __init__(self) -> None:
         self._records: dict[str, RecordInfo] = {}
-        self._alive: dict[str, bool] = {}
+        # The known nodes that are not alive (most are alive: no entry per node).
+        self._down: set[str] = set()
         self._by_capability: dict[str, dict[str, None]] = {}
+
+    def _set_alive(self, node_id: str, alive: bool) -> None:
+        if alive:
+            self._down.discard(node_id)
+        else:
+            self._down.add(node_id)
 
     def __len__(self) -> int:
         return len(self._records)
@@ -58,18 +65,18 @@ class CapabilityIndex:
         node_id = info.node_id
         self._drop_names(node_id)
         self._records[node_id] = info
-        self._alive[node_id] = alive
+        self._set_alive(node_id, alive)
         for cap in info.record.capabilities:
             self._by_capability.setdefault(cap.name, {})[node_id] = None
 
     def set_alive(self, node_id: str, alive: bool) -> None:
         if node_id in self._records:
-            self._alive[node_id] = alive
+            self._set_alive(node_id, alive)
 
     def remove(self, node_id: str) -> None:
         self._drop_names(node_id)
         self._records.pop(node_id, None)
-        self._alive.pop(node_id, None)
+        self._down.discard(node_id)
 
     def _drop_names(self, node_id: str) -> None:
         old = self._records.get(node_id)
@@ -104,7 +111,7 @@ class CapabilityIndex:
         for node_id in self._by_capability.get(capability, {}):
             if node_id in exclude:
                 continue
-            alive = self._alive.get(node_id, False)
+            alive = node_id not in self._down
             if not alive and not include_dead:
                 continue
             out.extend(self._rows(node_id, capability, version_spec, alive))
@@ -139,7 +146,7 @@ class CapabilityIndex:
             rows.append(
                 {
                     "node_id": node_id,
-                    "alive": self._alive.get(node_id, False),
+                    "alive": node_id not in self._down,
                     "load": rec.load,
                     "incarnation": rec.incarnation,
                     "seq": rec.seq,
