@@ -6,7 +6,9 @@
     python benchmarks/bench_sim.py convergence    # fanout 3, no loss, 1,000 nodes: rounds
     python benchmarks/bench_sim.py engine         # the engine alone, with do-nothing nodes
     python benchmarks/bench_sim.py toy            # lan-1000 with the toy node (no crypto)
+    python benchmarks/bench_sim.py chaos          # chaos-1000 (crashes, loss, partitions...)
     ... --nodes N --duration S --profile          # smaller runs; cProfile summary by area
+    ... --by-kind                                 # time inside the core per message kind
 
 Each case prints one JSON line with the figures and the goal it is held to.
 """
@@ -39,6 +41,7 @@ CASES: dict[str, tuple[str, dict[str, Any], str]] = {
         "rounds_to_99pct <= 8 and rounds_to_100pct <= 10",
     ),
     "toy": ("lan-1000.toml", {"crypto": "fast", "node": "toy"}, "toy nodes (no crypto)"),
+    "chaos": ("chaos-1000.toml", {"crypto": "fast"}, "every checker passes"),
 }
 
 
@@ -51,7 +54,7 @@ class NullNode:
         self.node_id = f"z{index}"
         self.n = n
         self.rng = rng
-        self.next = now + rng.random() * 0.1
+        self.next: float = now + rng.random() * 0.1
         self.out: list[tuple[str, bytes]] = []
 
     def receive(self, frame: bytes, endpoint: str, now: float) -> None:
@@ -138,6 +141,56 @@ class SignTimer:
         setattr(cls, name, timed)
 
 
+class KindTimer:
+    """Time inside ``MeshNodeCore.receive`` per message kind, and inside ``handle_timer``.
+
+    The kind is read from the frame after the timed call (outside the measurement)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+
+    def _add(self, kind: str, seconds: float) -> None:
+        self.seconds[kind] = self.seconds.get(kind, 0.0) + seconds
+        self.counts[kind] = self.counts.get(kind, 0) + 1
+
+    def install(self) -> None:
+        import msgpack
+
+        from mesh.core import MeshNodeCore
+
+        receive, handle_timer = MeshNodeCore.receive, MeshNodeCore.handle_timer
+
+        def timed_receive(core: MeshNodeCore, frame: bytes, endpoint: str, now: float) -> None:
+            t0 = time.perf_counter()
+            receive(core, frame, endpoint, now)
+            spent = time.perf_counter() - t0
+            try:
+                kind = str(msgpack.unpackb(msgpack.unpackb(frame)[0])[1])
+            except Exception:
+                kind = "<malformed>"
+            self._add(kind, spent)
+
+        def timed_timer(core: MeshNodeCore, now: float) -> None:
+            t0 = time.perf_counter()
+            handle_timer(core, now)
+            self._add("<timer>", time.perf_counter() - t0)
+
+        MeshNodeCore.receive = timed_receive  # type: ignore[method-assign,assignment]
+        MeshNodeCore.handle_timer = timed_timer  # type: ignore[method-assign,assignment]
+
+    def table(self, wall: float) -> dict[str, dict[str, float]]:
+        rows = sorted(self.seconds.items(), key=lambda kv: -kv[1])
+        return {
+            kind: {
+                "messages": self.counts[kind],
+                "share_of_wall": round(sec / wall, 3),
+                "us_per_message": round(1e6 * sec / self.counts[kind], 1),
+            }
+            for kind, sec in rows
+        }
+
+
 def _areas(stats: pstats.Stats) -> dict[str, float]:
     """Own time (tottime) grouped by area of the code base."""
     areas: dict[str, float] = {}
@@ -178,6 +231,9 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
         timer.wrap(Ed25519Signer, "sign")
         timer.wrap(Ed25519Verifier, "verify")
+    kinds = KindTimer() if args.by_kind else None
+    if kinds is not None:
+        kinds.install()
     prof = cProfile.Profile() if args.profile else None
     t0 = time.perf_counter()
     if prof is not None:
@@ -207,6 +263,8 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
         out["signature_share"] = round(timer.seconds / wall, 3)
     if prof is not None:
         out["profile_share_by_area"] = _areas(pstats.Stats(prof))
+    if kinds is not None:
+        out["time_by_kind"] = kinds.table(wall)
     return out
 
 
@@ -218,6 +276,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--by-kind", action="store_true", help="time inside the core per message kind")
     args = ap.parse_args()
     for name in args.cases:
         if name == "engine":
