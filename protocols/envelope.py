@@ -485,25 +485,32 @@ class Wire:
                     "the frame refers to a certificate we do not know", code="unknown-certificate"
                 )
         else:
-            cert = self._certs.get(cert_field)
-            if cert is None:
-                memo = self.memo
-                cert = (
-                    parse_certificate(cert_field) if memo is None else memo.certificate(cert_field)
-                )
+            memo = self.memo
+            if memo is None:
+                found = self._certs.get(cert_field)
+            else:
+                # The process parses it once; whether *we* checked it is our digest table
+                # (no second table by raw bytes per node: one entry per peer and node).
+                shared = memo.certificate(cert_field)
+                found = self._cert_refs.get(shared.digest)
+            if found is None:
+                cert = parse_certificate(cert_field) if memo is None else shared
                 cert.verify_signature(self.verifier)
                 self.trust.check_certificate(cert, now, self.config.max_skew)
                 self._remember(cert)
                 return cert
+            cert = found
         self.trust.check_certificate(cert, now, self.config.max_skew)
         return cert
 
     def _remember(self, cert: Certificate) -> None:
-        if len(self._certs) >= self.config.cert_cache:
-            old = self._certs.pop(next(iter(self._certs)))
-            self._cert_refs.pop(old.digest, None)
-        self._certs[cert.raw] = cert
-        self._cert_refs[cert.digest] = cert
+        refs = self._cert_refs
+        if len(refs) >= self.config.cert_cache:
+            old = refs.pop(next(iter(refs)))
+            self._certs.pop(old.raw, None)
+        if self.memo is None:
+            self._certs[cert.raw] = cert
+        refs[cert.digest] = cert
 
     def known_certificate(self, digest: bytes) -> Certificate | None:
         return self._cert_refs.get(digest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from protocols.crypto import Ed25519Verifier, Verifier
-from protocols.envelope import DOMAIN, FrameMemo, Wire
+from protocols.envelope import DOMAIN, FrameMemo, Wire, WireConfig
 from protocols.errors import RemoteProtocolError
 from protocols.trust import TrustStore
 from tests.strategies import NOW, TEST_PAYLOADS, AnyPayload, WireWorld, make_node, make_org
@@ -89,3 +89,27 @@ def test_memo_for_another_registry_is_ignored() -> None:
     w = WireWorld()
     wire = _wire("carol", w.trust, memo, Ed25519Verifier())
     assert wire.memo is None
+
+
+def test_a_node_checks_each_certificate_once_until_its_cache_evicts_it() -> None:
+    """With a memo, the node's own table of checked certificates decides (by digest):
+    the memo re-parsing a certificate it evicted does not make the node check it
+    again; the node evicting it does."""
+    w = WireWorld()
+    memo = FrameMemo(TEST_PAYLOADS, certificates=1)
+    counting = CountingVerifier()
+    ident, cert = make_node(make_org("acme"), "carol")
+    carol = Wire(ident, cert, w.trust, counting, TEST_PAYLOADS, WireConfig(cert_cache=1), memo=memo)
+
+    def from_(sender: Wire) -> int:
+        before = counting.calls
+        frame = sender.seal("any", AnyPayload(data=1), carol.node_id, NOW, nonce=w.nonce())
+        carol.open(frame, NOW)
+        return counting.calls - before
+
+    assert from_(w.alice) == 2  # certificate + frame
+    assert from_(w.alice) == 1  # frame only
+    memo.certificate(w.bob.certificate_bytes)  # the memo evicts alice's parsed certificate
+    assert from_(w.alice) == 1  # re-parsed by the memo, still known to carol
+    assert from_(w.bob) == 2  # carol's cache holds one: alice's goes
+    assert from_(w.alice) == 2
