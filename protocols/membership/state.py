@@ -75,6 +75,21 @@ class Member:
         return f"Member({self.node_id!r}, {self.status_name}, inc={self.incarnation})"
 
 
+def _no_change(member: Member | None, incarnation: int, status: str) -> str | None:
+    """The outcome of a claim about another node that changes nothing, or None.
+
+    Unknown node; one that left; one held dead, unless the claim is a death at a later
+    incarnation; an incarnation older than the one we hold."""
+    if member is None:
+        return Outcome.UNKNOWN
+    if member.status >= DEAD:
+        later_death = member.status == DEAD and status == "dead"
+        return None if later_death and incarnation > member.incarnation else Outcome.IGNORED
+    if incarnation < member.incarnation:
+        return Outcome.STALE
+    return None
+
+
 class MemberTable:
     """Members by node id, in insertion order (never hash order)."""
 
@@ -185,6 +200,13 @@ class MemberTable:
                 return Outcome.LEFT if rec.leaving else Outcome.ALIVE
         return Outcome.UPDATED
 
+    def claim_changes(self, node_id: str, incarnation: int, status: str) -> bool:
+        """Would ``apply_claim`` change anything? (A claim about ourselves always
+        matters: it must be refuted.) Lets a caller skip claims before building them."""
+        if node_id == self.self_id:
+            return True
+        return _no_change(self._members.get(node_id), incarnation, status) is None
+
     def apply_claim(self, node_id: str, incarnation: int, status: str, now: float) -> str:
         """Apply a suspect or dead claim; returns an ``Outcome``."""
         if node_id == self.self_id:
@@ -192,16 +214,15 @@ class MemberTable:
             known = member.incarnation if member is not None else 0
             return Outcome.REFUTE if incarnation >= known else Outcome.STALE
         member = self._members.get(node_id)
-        if member is None:
-            return Outcome.UNKNOWN
-        if member.status >= DEAD:
-            if member.status == DEAD and status == "dead" and incarnation > member.incarnation:
-                # It died at a later incarnation than we saw: its records up to that
-                # one are old news and must not bring it back (see compare_digests).
-                member.incarnation = incarnation
+        unchanged = _no_change(member, incarnation, status)
+        if unchanged is not None:
+            return unchanged
+        assert member is not None
+        if member.status == DEAD:
+            # It died at a later incarnation than we saw: its records up to that
+            # one are old news and must not bring it back (see compare_digests).
+            member.incarnation = incarnation
             return Outcome.IGNORED
-        if incarnation < member.incarnation:
-            return Outcome.STALE
         new_status = _CLAIM_STATUS[status]
         same = incarnation == member.incarnation
         if new_status == SUSPECT and member.status == SUSPECT and same:
