@@ -33,7 +33,7 @@ from protocols.capabilities.records import (
 )
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
 from protocols.membership import timing
-from protocols.membership.config import JOIN_CATCH_UPS, JOIN_CATCH_UPS_MAX, MembershipConfig
+from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.messages import (
     MEMBERSHIP_PAYLOADS,
     Ack,
@@ -56,9 +56,6 @@ __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "Opene
 
 #: A helper nacks after this fraction of the probe timeout (see ``_on_ping_req``).
 NACK_FRACTION = 0.8
-
-#: Join endpoints remembered to knock on again while we know no live member.
-MAX_REMEMBERED_SEEDS = 32
 
 #: Kinds the core dispatches to this agent.
 GOSSIP_KINDS: tuple[str, ...] = tuple(MEMBERSHIP_PAYLOADS)  # a tuple: no hash order
@@ -116,9 +113,6 @@ class GossipAgent:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
         self._catch_ups = 0  # catch-up push-pulls still due after a join
-        self._catch_up_extra = 0  # catch-ups that may still be added past the third
-        self._new_members = 0  # members we did not know, learned since the last catch-up
-        self._seeds: dict[str, None] = {}  # endpoints we were told to join through
         self._told_record: dict[str, float] = {}  # claimant -> when we last answered it
         self._catch_up_delay = 0.0
         self._refresh_at = now
@@ -131,23 +125,14 @@ class GossipAgent:
         then catch up with random live members a few times (``join_catch_up``)."""
         if seeds and self.config.join_catch_up > 0:
             self._catch_ups = JOIN_CATCH_UPS
-            self._catch_up_extra = JOIN_CATCH_UPS_MAX - JOIN_CATCH_UPS
-            self._new_members = 0
             self._catch_up_delay = self.config.join_catch_up
             self._next_push_pull = min(self._next_push_pull, now + self._catch_up_delay)
         for seed in seeds:
             if seed in self._endpoints:
                 continue
-            self._seeds.pop(seed, None)
-            self._seeds[seed] = None
-            if len(self._seeds) > MAX_REMEMBERED_SEEDS:
-                del self._seeds[next(iter(self._seeds))]
-            self._knock(seed, now)
-
-    def _knock(self, endpoint: str, now: float) -> None:
-        payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
-        self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
-        self._ctx.count("push_pull_sent")
+            payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
+            self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=seed)
+            self._ctx.count("push_pull_sent")
 
     def leave(self, now: float) -> None:
         """Sign a final ``leaving`` record at a higher incarnation and push it out now."""
@@ -332,14 +317,6 @@ class GossipAgent:
         if self._catch_ups > 0:
             self._catch_ups -= 1
             self._catch_up_delay *= 2
-            if not self._catch_ups and self._new_members and self._catch_up_extra:
-                # Members we did not know kept arriving since the last catch-up: the
-                # mesh is still forming (a mass join whose gossip ran out of
-                # retransmits). One more, at twice the delay, before the scaled period.
-                self._catch_up_extra -= 1
-                self._catch_ups = 1
-                self._ctx.count("push_pull_catch_up_extended")
-            self._new_members = 0
             if self._catch_ups:
                 after = self._catch_up_delay
             self._ctx.count("push_pull_catch_up")
@@ -349,13 +326,6 @@ class GossipAgent:
         peers = self._order.sample(1, self.view.is_live, rng)
         if peers:
             self._send_push_pull(peers[0], now)
-        elif self._seeds and not self._left:
-            # Alone: our join went unanswered (a seed not up yet, a lost frame) or
-            # everyone we knew is gone. Knock on the seeds again (serf's retry-join):
-            # at each catch-up, then once per period.
-            self._ctx.count("join_retried")
-            for seed in self._seeds:
-                self._knock(seed, now)
         # Reconnect (serf): a dead member may be alive behind a healed partition; a
         # push-pull with it lets both sides refute and merge. Chance dead / live, so a
         # few crashed members cost little while a split cluster reconnects every period.
@@ -615,7 +585,6 @@ class GossipAgent:
             ctx.count("dropped.stale-record")
             return
         if outcome == Outcome.JOINED:
-            self._new_members += 1
             ctx.emit(PeerJoined(node_id=node_id, endpoint=info.endpoint, org=info.org))
         elif outcome == Outcome.ALIVE:
             ctx.emit(PeerAlive(node_id=node_id, incarnation=rec.incarnation))

@@ -11,14 +11,11 @@ from dataclasses import dataclass, replace
 
 from protocols.errors import ConfigError
 
-__all__ = ["JOIN_CATCH_UPS", "JOIN_CATCH_UPS_MAX", "MembershipConfig", "lan", "local", "wan"]
+__all__ = ["JOIN_CATCH_UPS", "MembershipConfig", "lan", "local", "wan"]
 
 
 #: Catch-up push-pulls after a join (see ``MembershipConfig.join_catch_up``).
 JOIN_CATCH_UPS = 3
-#: Catch-ups at most: past the third, one more follows while the mesh is still
-#: forming around us (we learned members we did not know since the last one).
-JOIN_CATCH_UPS_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,9 +49,7 @@ class MembershipConfig:
       member this long after the join, then after twice and four times as long
       (``JOIN_CATCH_UPS`` catch-ups): nodes that join together learn the members
       their seeds did not know yet, instead of waiting for the scaled period
-      (minutes at 1,000 members). While we still learn members we did not know
-      between two catch-ups (a mass join still spreading), one more follows at
-      twice the delay, up to ``JOIN_CATCH_UPS_MAX`` in all. 0 disables.
+      (minutes at 1,000 members). 0 disables.
     * ``dead_reclaim_time`` (s, 300.0): after a member has been dead or gone for
       this long, any valid record for its id is accepted again (a node that lost
       its incarnation counter on restart reclaims its id). 0 disables reclaiming.
