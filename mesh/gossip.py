@@ -57,6 +57,9 @@ __all__ = ["GOSSIP_KINDS", "GossipAgent", "GossipContext", "OfferPolicy", "Opene
 #: A helper nacks after this fraction of the probe timeout (see ``_on_ping_req``).
 NACK_FRACTION = 0.8
 
+#: Join endpoints remembered to knock on again while we know no live member.
+MAX_REMEMBERED_SEEDS = 32
+
 #: Kinds the core dispatches to this agent.
 GOSSIP_KINDS: tuple[str, ...] = tuple(MEMBERSHIP_PAYLOADS)  # a tuple: no hash order
 
@@ -113,6 +116,7 @@ class GossipAgent:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
         self._catch_ups = 0  # catch-up push-pulls still due after a join
+        self._seeds: dict[str, None] = {}  # endpoints we were told to join through
         self._told_record: dict[str, float] = {}  # claimant -> when we last answered it
         self._catch_up_delay = 0.0
         self._refresh_at = now
@@ -130,9 +134,16 @@ class GossipAgent:
         for seed in seeds:
             if seed in self._endpoints:
                 continue
-            payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
-            self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=seed)
-            self._ctx.count("push_pull_sent")
+            self._seeds.pop(seed, None)
+            self._seeds[seed] = None
+            if len(self._seeds) > MAX_REMEMBERED_SEEDS:
+                del self._seeds[next(iter(self._seeds))]
+            self._knock(seed, now)
+
+    def _knock(self, endpoint: str, now: float) -> None:
+        payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
+        self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
+        self._ctx.count("push_pull_sent")
 
     def leave(self, now: float) -> None:
         """Sign a final ``leaving`` record at a higher incarnation and push it out now."""
@@ -326,6 +337,13 @@ class GossipAgent:
         peers = self._order.sample(1, self.view.is_live, rng)
         if peers:
             self._send_push_pull(peers[0], now)
+        elif self._seeds and not self._left:
+            # Alone: our join went unanswered (a seed not up yet, a lost frame) or
+            # everyone we knew is gone. Knock on the seeds again (serf's retry-join):
+            # at each catch-up, then once per period.
+            self._ctx.count("join_retried")
+            for seed in self._seeds:
+                self._knock(seed, now)
         # Reconnect (serf): a dead member may be alive behind a healed partition; a
         # push-pull with it lets both sides refute and merge. Chance dead / live, so a
         # few crashed members cost little while a split cluster reconnects every period.

@@ -13,6 +13,7 @@ import statistics
 import pytest
 from helpers import MeshCluster, SimNode
 
+import mesh.gossip as gossip_module
 from mesh.events import PeerDead, PeerSuspected
 from protocols.membership import timing
 from protocols.membership.config import lan
@@ -215,6 +216,34 @@ def test_nodes_joining_together_catch_up_with_push_pull(catch_up: bool) -> None:
         assert all(x.counters.get("push_pull_catch_up", 0) == 3 for x in c.nodes[1:])
     else:
         assert missing > 0  # the gap the catch-ups close (keeps this test honest)
+
+
+@pytest.mark.parametrize("retry", [True, False])
+def test_nodes_whose_seed_was_not_up_knock_again(
+    retry: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nine nodes join through a seed that cannot be reached yet (not started, or
+    the frames lost): each knows nobody. Alone, a node knocks on its seeds again at
+    each catch-up and then once per push-pull period, so once the seed is reachable
+    (10 s) the mesh forms; a node that gave up after one knock would stay alone."""
+    if not retry:
+        monkeypatch.setattr(gossip_module, "MAX_REMEMBERED_SEEDS", 0)
+    c = MeshCluster(10, seed=5, config=lan())
+    seed = c.nodes[0]
+    c.blocked = lambda a, b: seed.index in (a, b)
+    c.start()
+    for node in c.nodes[1:]:
+        c.join(node, [seed])
+    c.run_for(10.0)
+    assert all(len(x.agent.members) == 1 for x in c.nodes)  # alone: itself only
+    c.blocked = None
+    c.run_for(50.0)
+    sizes = [len(x.agent.members) for x in c.nodes]
+    if retry:
+        assert sizes == [10] * 10
+        assert all(x.counters.get("join_retried", 0) >= 1 for x in c.nodes[1:])
+    else:
+        assert sizes[1:] == [1] * 9
 
 
 @pytest.mark.parametrize("answer", [True, False])

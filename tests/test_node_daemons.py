@@ -163,3 +163,31 @@ def test_bad_configs(tmp_path: Path) -> None:
     _one_line_error(_run(cfg, tmp_path), "unknown handler")
 
     _one_line_error(_run(tmp_path / "missing.toml", tmp_path), "not found")
+
+
+@pytest.mark.slow
+def test_daemon_started_long_before_its_seed_joins_it(tmp_path: Path) -> None:
+    """A daemon's only seed comes up 65 s after it: longer than a frame lives (30 s
+    ttl plus 30 s of allowed skew), so the join queued at start is refused as
+    expired. A node alone knocks on its seeds again every push-pull period, so
+    the two meet once the seed is up, with no mDNS and no restart."""
+    org = Org("acme")
+    port_a, port_b = free_port(), free_port()
+    cfg_a = write_config(
+        tmp_path, "a", org, [org], port=port_a, seeds=[f"tcp://127.0.0.1:{port_b}"]
+    )
+    a = Daemon(cfg_a, tmp_path)
+    b: Daemon | None = None
+    try:
+        a.wait_ready()
+        time.sleep(65)
+        assert a.json("peers") == []
+        b = Daemon(write_config(tmp_path, "b", org, [org], port=port_b), tmp_path)
+        b.wait_ready()
+        assert [p["endpoint"] for p in a.wait_peers(1)] == [f"tcp://127.0.0.1:{port_b}"]
+        assert [p["endpoint"] for p in b.wait_peers(1)] == [f"tcp://127.0.0.1:{port_a}"]
+        assert a.json("status")["statistics"].get("join_retried", 0) >= 1
+    finally:
+        if b is not None:
+            b.stop()
+        a.stop()
