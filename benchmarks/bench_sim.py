@@ -27,6 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from simulations.memory import available_bytes, check_memory
 from simulations.report import peak_rss_mb
 from simulations.runner import run_scenario
 from simulations.scenario import Scenario, apply_overrides, load_scenario
@@ -225,6 +226,10 @@ def run_case(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.duration is not None:
         flags["duration"] = args.duration
     sc = apply_overrides(sc, **flags)
+    verdict = check_memory(sc.run.nodes, 1, available_bytes())
+    if not verdict.ok and not args.no_memory_check:
+        # A size that cannot fit would swap or be killed hours in: say so at once.
+        return {"case": name, "goal": goal, "nodes": sc.run.nodes, "not_run": verdict.message}
     timer = SignTimer()
     if name == "real":
         from protocols.crypto import Ed25519Signer, Ed25519Verifier
@@ -276,6 +281,7 @@ def main() -> None:
     ap.add_argument("--nodes", type=int)
     ap.add_argument("--duration", type=float)
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--no-memory-check", action="store_true", help="run even if it cannot fit")
     ap.add_argument("--by-kind", action="store_true", help="time inside the core per message kind")
     args = ap.parse_args()
     for name in args.cases:

@@ -26,7 +26,7 @@ Examples:
 
 
 #: Options that are not about the scenario (never passed to ``apply_overrides``).
-_NOT_SCENARIO = ("seeds", "jobs", "json_out", "plot", "quiet")
+_NOT_SCENARIO = ("seeds", "jobs", "json_out", "plot", "quiet", "no_memory_check")
 
 
 def _flags(given: dict[str, Any]) -> list[str]:
@@ -70,6 +70,11 @@ def _flags(given: dict[str, Any]) -> list[str]:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the report.")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Draw convergence and tasks.")
 @click.option("--quiet", is_flag=True, help="No progress bar and no table.")
+@click.option(
+    "--no-memory-check",
+    is_flag=True,
+    help="Run even when the size needs more memory than this machine has available.",
+)
 def simulate(scenario: str | None, **opts: Any) -> None:
     """Run a simulated mesh and check it: safety phase, then liveness phase.
 
@@ -94,8 +99,20 @@ def simulate(scenario: str | None, **opts: Any) -> None:
         return
     if opts["jobs"] is not None:
         raise click.UsageError("--jobs goes with --seeds")
+    _check_memory(sc, 1, opts)
     result = _run(sc, scenario, _flags(opts), quiet=opts["quiet"])
     _output(result, opts)
+
+
+def _check_memory(sc: Any, jobs: int, opts: dict[str, Any]) -> None:
+    """Refuse at once a run that cannot fit in memory (see ``simulations.memory``)."""
+    from simulations.memory import available_bytes, check_memory
+
+    if opts["no_memory_check"] or sc.run.node == "toy":
+        return
+    verdict = check_memory(sc.run.nodes, jobs, available_bytes())
+    if not verdict.ok:
+        raise click.UsageError(verdict.message)
 
 
 def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
@@ -111,6 +128,7 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--seeds") from None
     jobs = opts["jobs"] or default_jobs(len(seeds))
+    _check_memory(sc, min(jobs, len(seeds)), opts)
     click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
 
     def done(o: Any) -> None:

@@ -41,7 +41,6 @@ Observer = Callable[[float, int, Event], None]
 InjectionObserver = Callable[[float, int, int, str, frozenset[str], tuple[str, ...], bool], None]
 
 
-
 #: Per event class, a C-level getter of its fields as a tuple (trace hashing).
 _FIELD_GETTERS: dict[type, Callable[[Any], tuple[Any, ...]]] = {}
 
@@ -54,6 +53,7 @@ def _getter(cls: type) -> Callable[[Any], tuple[Any, ...]]:
     if not names:
         return lambda ev: ()
     return operator.attrgetter(*names)
+
 
 class SimNode(Protocol):
     """The part of MeshNodeCore's surface that the engine drives."""
