@@ -8,11 +8,12 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
 from mesh.events import Event, TaskAssigned, TaskCancelled
+from protocols.membership import timing
 from simulations.adversary import Adversaries
 from simulations.checkers import CheckResult, Snapshot, run_checkers
 from simulations.engine import Simulator
@@ -183,6 +184,26 @@ def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
     return Snapshot(live, views, visible, own)
 
 
+def settle_hint(sc: Scenario) -> str | None:
+    """Why membership may not have converged: a liveness phase shorter than it needs."""
+    liveness, settle = sc.liveness_s(), sc.settle_s()
+    if sc.run.liveness == "auto" or liveness >= settle:
+        return None
+    period = timing.push_pull_scale(sc.membership.resolve().push_pull_interval, sc.run.nodes)
+    return (
+        f"note: the liveness phase ({liveness:g} s) is shorter than membership's settle time "
+        f"at {sc.run.nodes:,} nodes ({settle:g} s: two push-pull periods of {period:g} s and "
+        f'the longest suspicion), which liveness = "auto" gives'
+    )
+
+
+def _with_settle_hint(check: CheckResult, sc: Scenario) -> CheckResult:
+    if check.name != "membership-converged" or check.ok:
+        return check
+    hint = settle_hint(sc)
+    return check if hint is None else replace(check, problems=(*check.problems, hint))
+
+
 def _finish(
     sc: Scenario,
     world: World,
@@ -193,7 +214,7 @@ def _finish(
     reproduce: str,
 ) -> RunResult:
     snap = _snapshot(world, factory, sim)
-    checks = run_checkers(history, snap)
+    checks = [_with_settle_hint(c, sc) for c in run_checkers(history, snap)]
     live_trusted = [i for i in snap.live if i != world.seeds[0][0]]
     observers = len(live_trusted)
     st = sim.network.stats

@@ -236,6 +236,10 @@ class Scenario(_Model):
         """The liveness phase in seconds ("auto" resolved for this size and config)."""
         if self.run.liveness != "auto":
             return self.run.liveness
+        return self.settle_s()
+
+    def settle_s(self) -> float:
+        """How long membership can take to settle after the last heal at this size."""
         cfg = self.membership.resolve()
         return math.ceil(
             timing.settle_time(

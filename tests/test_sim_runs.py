@@ -224,6 +224,24 @@ def test_cli_failing_run_prints_how_to_reproduce() -> None:
     assert "reproduce with: mesh-node simulate --seed 3 --nodes 12" in res.output
 
 
+@pytest.mark.skipif(not HAVE_CORE, reason="no core")
+def test_a_liveness_phase_too_short_for_membership_says_so() -> None:
+    # Crashed members are still suspected when the run stops: membership has not
+    # settled, and the failure says that the liveness phase is what is short.
+    args = ["--nodes", "30", "--duration", "10s", "--crash", "0.2", "--node", "core"]
+    args += ["--tasks-per-s", "0", "--quiet"]
+    short = CliRunner().invoke(simulate, [*args, "--liveness", "0s"])
+    assert short.exit_code == 1
+    assert "FAIL membership-converged" in short.output
+    assert (
+        "note: the liveness phase (0 s) is shorter than membership's settle time at 30 nodes"
+        " (96 s: two push-pull periods of 30 s and the longest suspicion)" in short.output
+    )
+    settled = CliRunner().invoke(simulate, [*args, "--liveness", "auto"])
+    assert settled.exit_code == 0, settled.output
+    assert "note: the liveness phase" not in settled.output
+
+
 def test_the_reproduce_command_reproduces() -> None:
     args = ["--nodes", "12", "--duration", "6s", "--liveness", "0s", "--node", "toy"]
     args += ["--tasks-per-s", "20", "--seed", "4", "--quiet"]
