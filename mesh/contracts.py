@@ -73,7 +73,7 @@ from protocols.contract_net.messages import (
     Started,
 )
 from protocols.contract_net.requester import RequesterTask
-from protocols.contract_net.strategies import STRATEGIES, Bid, Strategy, rank
+from protocols.contract_net.strategies import FIRST_IDLE, STRATEGIES, Bid, Strategy, rank
 from protocols.contract_net.task import STRAGGLER_FACTOR, Offer, TaskSpec
 from protocols.errors import LocalProtocolError, MeshError
 
@@ -309,7 +309,9 @@ class ContractAgent:
         # the bid is dropped, so that a forgery is reported as one, not as late.
         if rec is None or rec.state is not ReqState.AUCTION or p.round != rec.round:
             if self._checked(msg, endpoint):
-                self._ctx.count("contract.late_bid")
+                early = rec is not None and p.round == rec.round and rec.spec.strategy == FIRST_IDLE
+                # After a first_idle award the other bids are expected, not late.
+                self._ctx.count("contract.bid_after_first_idle" if early else "contract.late_bid")
             return
         # Two bids from one bidder: if the first is a forgery, this one may be real.
         if sender in rec.unchecked and not self._bid_checked(rec, sender):
@@ -347,8 +349,24 @@ class ContractAgent:
             rec.refused[sender] = reason
             self._ctx.emit(TaskBid(p.task_id, sender, False))
         transition(REQUESTER_TABLE, rec.state, ReqEvent.PROPOSE if accepted else ReqEvent.REFUSE)
-        if len(rec.bids) + len(rec.refused) >= len(rec.invited):
+        if len(rec.bids) + len(rec.refused) >= len(rec.invited) or (
+            accepted and rec.spec.strategy == FIRST_IDLE and self._idle(rec, sender)
+        ):
             self._close_auction(rec, now)
+
+    def _idle(self, rec: RequesterTask, bidder: str) -> bool:
+        """``first_idle``: may this bid close the auction now? Nothing can outrank it on
+        load (nothing running, no award of ours since the cfp), it is within budget,
+        and its signature is good (checked now: a forger answering first must not
+        close the auction on a bid that the award would then reject)."""
+        b = rec.bids[bidder]
+        budget = rec.spec.budget
+        if b.running or b.recent or (budget is not None and b.price > budget):
+            return False
+        if self._bid_checked(rec, bidder):
+            return True
+        del rec.bids[bidder]  # forged: counted by the check; the auction goes on
+        return False
 
     def _recent_awards(self, node: str, since: float) -> int:
         times = self._recent.get(node)

@@ -277,7 +277,7 @@ def stop_bidders(procs: list[subprocess.Popen[str]]) -> None:
             p.wait(5)
 
 
-async def bench_cnp(k: int, rounds: int) -> tuple[float, float]:
+async def bench_cnp(k: int, rounds: int, strategy: str = "least_loaded") -> tuple[float, float]:
     org = LocalOrg("bench")
     req = Node.from_org(org, "requester", preset="local")
     async with req:
@@ -288,11 +288,11 @@ async def bench_cnp(k: int, rounds: int) -> tuple[float, float]:
                 raise TransportError(f"only {len(req.peers())} of {k} bidders joined")
             await asyncio.sleep(0.5)
             for i in range(10):
-                await req.request(_CAP, i, timeout=10)
+                await req.request(_CAP, i, timeout=10, strategy=strategy)
             samples = []
             for i in range(rounds):
                 t0 = time.perf_counter()
-                await req.request(_CAP, i, timeout=10)
+                await req.request(_CAP, i, timeout=10, strategy=strategy)
                 samples.append((time.perf_counter() - t0) * 1000)
         finally:
             stop_bidders(procs)
@@ -330,6 +330,14 @@ def run_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
         p50, p99 = asyncio.run(bench_cnp(k, 40 if quick else 200))
         out["cnp_p50_ms"][str(k)] = round(p50, 3)
         out["cnp_p99_ms"][str(k)] = round(p99, 3)
+        say(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms")
+    # The same rounds with first_idle: the auction closes at the first idle bid.
+    out["cnp_first_idle_p50_ms"], out["cnp_first_idle_p99_ms"] = {}, {}
+    for k in (4, 16):
+        say(f"contract net, strategy first_idle: {k} bidders ...")
+        p50, p99 = asyncio.run(bench_cnp(k, 40 if quick else 200, "first_idle"))
+        out["cnp_first_idle_p50_ms"][str(k)] = round(p50, 3)
+        out["cnp_first_idle_p99_ms"][str(k)] = round(p99, 3)
         say(f"  p50 {p50:.2f} ms   p99 {p99:.2f} ms")
     return out
 

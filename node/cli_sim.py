@@ -62,6 +62,11 @@ def _flags(given: dict[str, Any]) -> list[str]:
     "can take to settle at this size.",
 )
 @click.option("--tasks-per-s", type=click.FloatRange(min=0), help="Task arrival rate.")
+@click.option(
+    "--strategy",
+    type=click.Choice(["least_loaded", "first_idle", "lowest_cost", "earliest_eta", "weighted"]),
+    help="Award strategy of every task.",
+)
 @click.option("--loss", type=click.FloatRange(0, 1), help="Frame loss probability.")
 @click.option("--crash", type=click.FloatRange(0, 1), help="Fraction of nodes that crash.")
 @click.option("--partition", multiple=True, help="KIND:FRACTIONS@START-END (repeatable).")

@@ -126,6 +126,7 @@ class CoreFactory:
             input=spec.get("input"),
             semantics=spec.get("semantics", "at-least-once"),
             timeout=float(spec.get("timeout", 120.0)),
+            strategy=str(spec.get("strategy", "least_loaded")),
         )
         return str(node.submit(task, now))
 

@@ -159,6 +159,10 @@ class WorkloadModel(_Model):
     }
     failure_probability: Probability = 0.02
     timeout: Duration = 10.0
+    #: award strategy of every task (``protocols.contract_net.strategies.STRATEGIES``)
+    strategy: Literal["least_loaded", "first_idle", "lowest_cost", "earliest_eta", "weighted"] = (
+        "least_loaded"
+    )
 
 
 class PartitionModel(_Model):
@@ -352,6 +356,8 @@ def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
             run[key] = flags[key]
     if flags.get("tasks_per_s") is not None:
         wl["tasks_per_s"] = flags["tasks_per_s"]
+    if flags.get("strategy") is not None:
+        wl["strategy"] = flags["strategy"]
     if flags.get("loss") is not None:
         data["network"]["lan"]["loss"] = flags["loss"]
         data["network"]["wan"]["loss"] = flags["loss"]

@@ -59,6 +59,7 @@ class Workload:
             "input": {"n": self.counter},
             "semantics": self.rng.choices(self.sems, self.sem_weights)[0],
             "timeout": self.wl.timeout,
+            "strategy": self.wl.strategy,
         }
 
         def submit(node: Any, local: float) -> None:

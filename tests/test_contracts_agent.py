@@ -504,3 +504,91 @@ def test_a_bidder_keeps_the_input_until_the_auction_can_no_longer_award_it() -> 
     assert slow in x._inputs  # past its bid's expiry, but its auction is still open
     last = cfp_at(11.0, reply_timeout=1.0)
     assert slow not in x._inputs and last in x._inputs  # swept oldest first
+
+
+def test_first_idle_awards_the_first_idle_bid_at_once_and_reads_no_other() -> None:
+    n = 5
+    net = make_net(executors=n)
+    task_id = net.submit("req", TaskSpec(CAP, strategy="first_idle"))
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.bidders == 1 and not awarded.backups
+    counters = net.ctxs["req"].counters
+    # The other bids arrive after the award: expected, so not counted as late (each is
+    # still verified before it is dropped, so that a forgery is reported as one).
+    assert counters["contract.bid_after_first_idle"] == n - 1
+    assert counters["contract.late_bid"] == 0
+    net.run_until(5.0)
+    assert completed(net)[task_id].executor == awarded.winner
+
+
+def test_first_idle_waits_past_a_busy_bid_for_an_idle_one() -> None:
+    net = make_net(executors=3, work_time=10.0)
+    net.submit("req", TaskSpec(CAP, strategy="first_idle", lease=30.0, timeout=100.0))
+    ((_, first),) = net.events(TaskAwarded)
+    net.agents["req"].submit(TaskSpec(CAP, strategy="first_idle", timeout=100.0), net.now)
+    replies = replies_to_cfps(net, net.now)
+    busy = next(p for p in replies if p.sender == first.winner)
+    idle = next(p for p in replies if p.sender != first.winner)
+
+    def deliver(p: Packet) -> None:
+        net.agents["req"].on_message(Msg(p.kind, p.sender, p.payload, None, p.sent_at), "", 0.0)
+
+    # The first winner answers first, but it runs a task now: not idle, the auction
+    # goes on; the next bid is idle and closes it.
+    deliver(busy)
+    assert len(net.events(TaskAwarded)) == 1
+    deliver(idle)
+    second = net.events(TaskAwarded)[1][1]
+    assert second.winner == idle.sender
+    assert second.bidders == 2 and second.backups == (first.winner,)
+
+
+def test_first_idle_with_no_idle_bidder_is_least_loaded_over_every_bid() -> None:
+    net = make_net(executors=3, work_time=10.0)
+    spec = TaskSpec(CAP, strategy="first_idle", lease=30.0, timeout=100.0)
+    for _ in range(3):
+        net.submit("req", spec)
+    net.submit("req", spec)  # everyone runs one task now
+    last = net.events(TaskAwarded)[-1][1]
+    assert last.bidders == 3 and len(last.backups) == 2
+
+
+def test_first_idle_winner_crash_costs_a_new_auction_and_the_task_completes() -> None:
+    net = make_net(executors=3, work_time=10.0)
+    task_id = net.submit("req", TaskSpec(CAP, strategy="first_idle", lease=30.0, timeout=100.0))
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert not awarded.backups  # the price of closing early
+    net.crash(awarded.winner)
+    net.run_until(60.0)
+    assert net.ctxs["req"].counters["contract.reauction"] == 1
+    assert completed(net)[task_id].executor != awarded.winner
+
+
+def test_first_idle_still_balances_a_burst_over_the_executors() -> None:
+    net = FakeNet(seed=7, work_time=3.0)
+    net.add("req")
+    for i in range(10):
+        net.add(f"x{i:02d}", [Offer(CAP, max_concurrency=100, eta=0.5)])
+    for _ in range(500):
+        net.agents["req"].submit(TaskSpec(CAP, strategy="first_idle", timeout=1000.0), net.now)
+    net.run_until(200.0)
+    done = completed(net)
+    assert len(done) == 500
+    per = Counter(e.executor for e in done.values())
+    assert len(per) == 10
+    assert max(per.values()) <= 1.5 * min(per.values()), per
+
+
+def test_first_idle_a_forger_answering_first_does_not_close_the_auction() -> None:
+    net = make_net(executors=3)
+    net.forged_by.add("x00")
+    net.agents["req"].submit(TaskSpec(CAP, strategy="first_idle"), net.now)
+    replies = replies_to_cfps(net, net.now)
+    order = sorted(replies, key=lambda p: p.sender != "x00")  # the forgery first
+    for p in order:
+        proof = (b"bad" if p.sender == "x00" else b"good", b"", b"")
+        msg = Msg(p.kind, p.sender, p.payload, None, p.sent_at, proof)
+        net.agents["req"].on_message(msg, "fake", 0.0)
+    ((_, awarded),) = net.events(TaskAwarded)
+    assert awarded.winner == order[1].sender and awarded.bidders == 1
+    assert net.ctxs["req"].counters["rejected.bad-signature"] == 1

@@ -28,6 +28,10 @@ def test_bench_quick_json_reports_every_key() -> None:
         assert set(figures[key]) == {"1", "4", "16"}
         assert all(v > 0 for v in figures[key].values())
     assert all(figures["cnp_p99_ms"][k] >= figures["cnp_p50_ms"][k] for k in ("1", "4", "16"))
+    # first_idle rounds across processes complete too (a failed request raises).
+    for key in ("cnp_first_idle_p50_ms", "cnp_first_idle_p99_ms"):
+        assert set(figures[key]) == {"4", "16"}
+        assert all(v > 0 for v in figures[key].values())
 
 
 def test_round_timeline_covers_every_milestone_in_order() -> None:

@@ -9,6 +9,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -68,7 +69,7 @@ def test_same_seed_same_trace_hash_whatever_pythonhashseed(kind: str) -> None:
     assert len(a) == 64 and a == b
 
 
-def _chaos(kind: str, seed: int, nodes: int = 60) -> dict[str, object]:
+def _chaos(kind: str, seed: int, nodes: int = 60, strategy: str | None = None) -> dict[str, Any]:
     # The liveness phase is "auto" (the scenario's): as long as membership can take to
     # settle at this size (a node that missed a death's gossip learns it by push-pull
     # as a suspicion, which may run to Lifeguard's longest timeout).
@@ -79,8 +80,11 @@ def _chaos(kind: str, seed: int, nodes: int = 60) -> dict[str, object]:
         duration=30.0,
         node=kind,
         crypto="fast",
+        strategy=strategy,
     )
     flags = ["--nodes", str(nodes), "--duration", "30s", "--node", kind, "--crypto", "fast"]
+    if strategy is not None:
+        flags += ["--strategy", strategy]
     result = run_scenario(sc, source="chaos-1000.toml", flags=flags)
     assert result.ok, (result.report["problems"], result.report["reproduce"])
     return result.report
@@ -106,6 +110,17 @@ def test_chaos_small_every_checker_passes(kind: str, seed: int) -> None:
     assert checks["bad-frames-rejected"] == "pass"
     assert checks["untrusted-never-admitted"] == "pass"
     assert checks["membership-converged"] == "pass"
+
+
+@pytest.mark.skipif(not HAVE_CORE, reason="no core")
+def test_chaos_small_first_idle_awards_sooner_and_passes_every_checker() -> None:
+    # Under 10 % loss an auction that waits for every bid waits out the grace whenever
+    # one is lost; first_idle closes on the first idle bid.
+    waits = _chaos("core", 1)
+    first = _chaos("core", 1, strategy="first_idle")
+    assert first["reproduce"].endswith("--strategy first_idle")
+    assert first["tasks"]["award_latency_p50_ms"] < waits["tasks"]["award_latency_p50_ms"] / 2
+    assert first["tasks"]["duplicate_commits"] == 0
 
 
 @pytest.mark.parametrize("kind", KINDS)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from protocols.errors import LocalProtocolError
 
 __all__ = [
+    "FIRST_IDLE",
     "STRATEGIES",
     "Bid",
     "Strategy",
@@ -93,8 +94,15 @@ def make_weighted(
 
 weighted: Strategy = make_weighted()
 
+#: Least-loaded, but the auction closes at the first bid from an idle bidder (nothing
+#: running, within budget) instead of waiting for the others: the round's latency is
+#: the fastest idle bidder's, at the cost of the backups whose bids came later (a
+#: failed winner then costs a new auction) and of the load tie-break among idle nodes.
+FIRST_IDLE = "first_idle"
+
 STRATEGIES: dict[str, Strategy] = {
     "least_loaded": least_loaded,
+    FIRST_IDLE: least_loaded,
     "lowest_cost": lowest_cost,
     "earliest_eta": earliest_eta,
     "weighted": weighted,
