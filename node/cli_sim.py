@@ -120,6 +120,21 @@ def _check_memory(sc: Any, jobs: int, opts: dict[str, Any]) -> None:
         raise click.UsageError(verdict.message)
 
 
+def _jobs_that_fit(sc: Any, jobs: int, opts: dict[str, Any]) -> int:
+    """The default --jobs, lowered to as many runs as fit in available memory (>= 1)."""
+    from simulations.memory import available_bytes, check_memory
+
+    if opts["no_memory_check"] or sc.run.node == "toy":
+        return jobs
+    available = available_bytes()
+    fit = jobs
+    while fit > 1 and not check_memory(sc.run.nodes, fit, available).ok:
+        fit -= 1
+    if fit < jobs:
+        click.echo(f"{jobs} runs at a time would not fit in available memory: {fit} instead")
+    return fit
+
+
 def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     """``--seeds``: the scenario once per seed; a line per seed as it ends, then a table."""
     from simulations.sweep import default_jobs, parse_seeds, run_seeds
@@ -132,7 +147,7 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
         seeds = parse_seeds(opts["seeds"])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--seeds") from None
-    jobs = opts["jobs"] or default_jobs(len(seeds))
+    jobs = opts["jobs"] or _jobs_that_fit(sc, default_jobs(len(seeds)), opts)
     _check_memory(sc, min(jobs, len(seeds)), opts)
     click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
 

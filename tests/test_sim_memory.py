@@ -94,3 +94,29 @@ def test_toy_nodes_and_the_override_skip_the_check(monkeypatch: pytest.MonkeyPat
         simulate, ["--nodes", "40", "--node", "core", *small, "--no-memory-check"]
     )
     assert forced.exit_code == 0, forced.output
+
+
+def test_a_sweep_without_jobs_runs_as_many_at_a_time_as_fit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import node.cli_sim as cli_sim
+    import simulations.sweep as sweep
+
+    # Room for one 30-node run but not for two: the default (two, one per core) drops to one.
+    room = estimate_mb(30) * 1024**2 * 1.5
+    monkeypatch.setattr(memory, "available_bytes", lambda: int(room))
+    monkeypatch.setattr(sweep, "default_jobs", lambda n: 2)
+    seen: list[int] = []
+
+    def fake_run_seeds(sc: object, seeds: list[int], *, jobs: int, **kw: object) -> list[object]:
+        seen.append(jobs)
+        return []
+
+    monkeypatch.setattr(sweep, "run_seeds", fake_run_seeds)
+    res = CliRunner().invoke(
+        cli_sim.simulate, ["--nodes", "30", "--node", "core", "--seeds", "1-4", "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "2 runs at a time would not fit in available memory: 1 instead" in res.output
+    assert "4 seed(s), 1 at a time" in res.output
+    assert seen == [1]
