@@ -7,6 +7,7 @@ imports ``simulations`` (inside the command, so ``mesh-node --help`` stays fast)
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -120,6 +121,15 @@ def _check_memory(sc: Any, jobs: int, opts: dict[str, Any]) -> None:
         raise click.UsageError(verdict.message)
 
 
+def _write_reports(path: str, outcomes: list[Any]) -> None:
+    """The reports so far, in seed order, replacing ``path`` atomically."""
+    reports = [o.report for o in sorted(outcomes, key=lambda o: o.seed)]
+    tmp = f"{path}.part"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(reports, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
 def _jobs_that_fit(sc: Any, jobs: int, opts: dict[str, Any]) -> int:
     """The default --jobs, lowered to as many runs as fit in available memory (>= 1)."""
     from simulations.memory import available_bytes, check_memory
@@ -151,16 +161,21 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     _check_memory(sc, min(jobs, len(seeds)), opts)
     click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
 
+    finished: list[Any] = []
+
     def done(o: Any) -> None:
         click.echo(
             f"seed {o.seed} {o.verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
             f"{o.wall_seconds:,.1f} s wall, peak RSS {o.peak_rss_mb:,.0f} MB"
         )
+        # Written as each seed ends: an interrupted sweep of hours keeps what it found.
+        finished.append(o)
+        if opts["json_out"]:
+            _write_reports(opts["json_out"], finished)
 
     outcomes = run_seeds(sc, seeds, jobs=jobs, source=source, flags=_flags(opts), on_done=done)
     if opts["json_out"]:
-        with open(opts["json_out"], "w", encoding="utf-8") as f:
-            json.dump([o.report for o in outcomes], f, indent=2, sort_keys=True)
+        _write_reports(opts["json_out"], outcomes)
     failed = [o for o in outcomes if not o.ok]
     if not opts["quiet"]:
         from rich.console import Console

@@ -71,3 +71,31 @@ def test_sweep_usage_errors(args: list[str], message: str) -> None:
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_the_json_of_a_sweep_is_written_as_each_seed_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep of hours that is interrupted keeps the reports of the seeds that ended.
+    import simulations.sweep as sweep
+
+    out = tmp_path / "sweep.json"
+    real = sweep.run_seeds
+    on_disk: list[list[int]] = []
+
+    def spy(*args: object, on_done: object, **kw: object) -> object:
+        def done(o: object) -> None:
+            on_done(o)  # type: ignore[operator]
+            on_disk.append([r["seed"] for r in json.loads(out.read_text())])
+
+        return real(*args, on_done=done, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sweep, "run_seeds", spy)
+    res = CliRunner().invoke(
+        simulate,
+        [*SMALL, "--liveness", "10s", "--seeds", "3,1,2", "--jobs", "1", "--json", str(out)],
+    )
+    assert res.exit_code == 0, res.output
+    assert on_disk == [[1], [1, 2], [1, 2, 3]]
+    assert [r["seed"] for r in json.loads(out.read_text())] == [1, 2, 3]
+    assert not (tmp_path / "sweep.json.part").exists()
