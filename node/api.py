@@ -39,6 +39,7 @@ from node.transport import TransportLimits
 from protocols.crypto import Ed25519Signer
 from protocols.errors import ContractNetError, LocalProtocolError
 from protocols.identity import NodeIdentity
+from protocols.membership.config import MembershipConfig
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate, parse_certificate
 
 __all__ = ["CapabilityDecl", "LocalOrg", "Node", "Result"]
@@ -95,6 +96,7 @@ class Node:
         mdns: bool = False,
         mdns_interfaces: Sequence[str] = ("127.0.0.1",),
         preset: str = "lan",
+        membership: MembershipConfig | None = None,
         limits: TransportLimits | None = None,
         grace: float = 5.0,
     ) -> None:
@@ -110,6 +112,7 @@ class Node:
         self.mdns = mdns
         self.mdns_interfaces = tuple(mdns_interfaces)
         self.preset = preset
+        self.membership = membership
         self.limits = limits
         self.grace = grace
         self._decls: dict[str, CapabilityDecl] = {}
@@ -180,7 +183,13 @@ class Node:
         ]
         rng = random.Random(os.urandom(32))
         factory = build_core(
-            self.identity, self._cert_bytes, self.trust, specs, rng=rng, preset=self.preset
+            self.identity,
+            self._cert_bytes,
+            self.trust,
+            specs,
+            rng=rng,
+            preset=self.preset,
+            membership=self.membership,
         )
         self.runtime = Runtime(
             factory,

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.errors import ConfigError
+from protocols.membership.config import MembershipConfig, tuned
 
 __all__ = [
     "CapabilityConfig",
@@ -89,6 +90,8 @@ class DaemonConfig:
     advertise: str | None = None
     seeds: tuple[str, ...] = ()
     preset: str = "lan"
+    #: the ``[membership]`` table (``preset`` and knobs), the same as a scenario's
+    membership: MembershipConfig = field(default_factory=MembershipConfig)
     control_dir: Path = field(default_factory=lambda: default_control_dir("node"))
     mdns: MdnsConfig = MdnsConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -150,7 +153,7 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
 
 
 def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
-    _reject_unknown(data, {"node", "mdns", "limits", "capability"}, "config")
+    _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership"}, "config")
     node = data.get("node")
     if not isinstance(node, dict):
         raise ConfigError("config: missing [node] table")
@@ -191,6 +194,13 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     names = [c.name for c in caps]
     if len(set(names)) != len(names):
         raise ConfigError("capability: a name appears twice")
+    membership_raw = data.get("membership", {})
+    if not isinstance(membership_raw, dict):
+        raise ConfigError("membership: use a [membership] table")
+    if "preset" in node and "preset" in membership_raw:
+        raise ConfigError("node.preset and membership.preset: give the preset once")
+    preset = str(membership_raw.get("preset", node.get("preset", "lan")))
+    membership = tuned({**membership_raw, "preset": preset})
     control = node.get("control_dir")
     return DaemonConfig(
         name=name,
@@ -200,7 +210,8 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         listen=str(node.get("listen", "tcp://127.0.0.1:7001")),
         advertise=node.get("advertise"),
         seeds=tuple(seeds),
-        preset=str(node.get("preset", "lan")),
+        preset=preset,
+        membership=membership,
         control_dir=Path(control) if control else default_control_dir(name),
         mdns=mdns,
         limits=limits,

@@ -24,6 +24,7 @@ from protocols.capabilities.records import CapabilitySpec
 from protocols.contract_net.task import TaskSpec
 from protocols.errors import LocalProtocolError
 from protocols.identity import NodeIdentity
+from protocols.membership.config import MembershipConfig
 from protocols.trust import TrustStore, parse_certificate
 
 __all__ = ["build_core", "capability_spec", "task_spec"]
@@ -73,15 +74,17 @@ def build_core(
     *,
     rng: random.Random,
     preset: str = "lan",
+    membership: MembershipConfig | None = None,
 ) -> Callable[[str], Any]:
-    """A factory the Runtime calls once it knows its bound endpoint."""
+    """A factory the Runtime calls once it knows its bound endpoint. ``membership``
+    (e.g. from a ``[membership]`` table, ``tuned``) replaces the preset's settings."""
     from mesh.core import CoreConfig, MeshNodeCore
 
     cert = parse_certificate(certificate)
     presets = {"lan": CoreConfig.lan, "wan": CoreConfig.wan, "local": CoreConfig.local}
     if preset not in presets:
         raise LocalProtocolError(f"unknown preset {preset!r} (lan, wan, local)", code="config")
-    config = presets[preset]()
+    config = presets[preset]() if membership is None else CoreConfig(membership=membership)
 
     def make(endpoint: str) -> Any:
         verifier = shared_verifier()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import signal
@@ -102,6 +103,7 @@ def build_node(cfg: DaemonConfig) -> Node:
             mdns=cfg.mdns.enabled,
             mdns_interfaces=cfg.mdns.interfaces,
             preset=cfg.preset,
+            membership=cfg.membership,
             limits=TransportLimits(max_frame=cfg.limits.max_frame, max_peers=cfg.limits.max_peers),
             grace=cfg.limits.grace_seconds,
         )
@@ -149,6 +151,8 @@ class _Control:
                 "accepting": rt.accepting,
                 "capabilities": node.capabilities(),
                 "statistics": node.statistics(),
+                # The settings in effect: [membership] of node.toml over its preset.
+                "membership": dataclasses.asdict(self.cfg.membership),
             }
         if cmd == "peers":
             return {"ok": True, "peers": node.peers()}

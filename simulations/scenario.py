@@ -16,9 +16,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from protocols.errors import ConfigError
-from protocols.membership import config as presets
 from protocols.membership import timing
-from protocols.membership.config import MembershipConfig
+from protocols.membership.config import MembershipConfig, tuned
+from protocols.units import parse_duration
 from simulations.network import Latency, LinkClass
 
 __all__ = [
@@ -31,23 +31,6 @@ __all__ = [
 ]
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
-_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DUR = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e-?[0-9]+)?)\s*(us|ms|s|m|h)?\s*$")
-
-
-def parse_duration(value: Any) -> float:
-    """``"60s"`` -> 60.0, ``"200ms"`` -> 0.2, ``5`` -> 5.0."""
-    if isinstance(value, bool):
-        raise ValueError("a duration, not a boolean")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        m = _DUR.match(value)
-        if m:
-            return float(m.group(1)) * _UNITS[m.group(2) or "s"]
-    raise ValueError(f"a duration such as '60s', '200ms' or 1.5 was expected, not {value!r}")
-
-
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -116,28 +99,17 @@ class TopologyModel(_Model):
     join_window: Duration = 2.0
 
 
-class MembershipModel(_Model):
-    """A preset of ``protocols.membership.config``; any knob given here overrides it."""
+class MembershipModel(BaseModel):
+    """``preset`` and any knob of ``MembershipConfig``: the same ``[membership]`` table as a
+    daemon's ``node.toml`` (``protocols.membership.config.tuned`` reads both; checked
+    when the scenario loads)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     preset: Literal["lan", "wan", "local"] = "lan"
-    fanout: int | None = Field(default=None, ge=1)
-    gossip_interval: Duration | None = None
-    probe_interval: Duration | None = None
-    probe_timeout: Duration | None = None
-    push_pull_interval: Duration | None = None
-    suspicion_mult: int | None = Field(default=None, ge=1)
 
     def resolve(self) -> MembershipConfig:
-        base = {"lan": presets.lan, "wan": presets.wan, "local": presets.local}[self.preset]()
-        knobs = {
-            "gossip_nodes": self.fanout,
-            "gossip_interval": self.gossip_interval,
-            "probe_interval": self.probe_interval,
-            "probe_timeout": self.probe_timeout,
-            "push_pull_interval": self.push_pull_interval,
-            "suspicion_mult": self.suspicion_mult,
-        }
-        return base.with_(**{k: v for k, v in knobs.items() if v is not None})
+        return tuned({"preset": self.preset, **(self.model_extra or {})})
 
 
 class OrgModel(_Model):

@@ -23,8 +23,10 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Daemon]]:
     org = Org("acme")
     ports = [free_port() for _ in range(3)]
     seed = f"tcp://127.0.0.1:{ports[0]}"
+    # n0 tunes membership the way a scenario would ([membership] over the preset).
+    tuned = "[membership]\nmax_piggyback = 6\nfanout = 4\n"
     daemons = [
-        Daemon(write_config(base, "n0", org, [org], port=ports[0], caps=()), base),
+        Daemon(write_config(base, "n0", org, [org], port=ports[0], caps=(), extra=tuned), base),
         Daemon(write_config(base, "n1", org, [org], port=ports[1], seeds=[seed]), base),
         Daemon(write_config(base, "n2", org, [org], port=ports[2], seeds=[seed]), base),
     ]
@@ -44,6 +46,16 @@ def test_peers_see_each_other(mesh: list[Daemon]) -> None:
         assert {p["node_id"] for p in peers} == set(ids) - {ids[i]}
     text = mesh[0].cli("peers")
     assert text.returncode == 0 and ids[1][:16] in text.stdout
+
+
+def test_status_shows_the_membership_settings_in_effect(mesh: list[Daemon]) -> None:
+    from dataclasses import asdict
+
+    from protocols.membership.config import local
+
+    tuned = mesh[0].json("status")["membership"]
+    assert tuned == {**asdict(local()), "max_piggyback": 6, "gossip_nodes": 4}
+    assert mesh[1].json("status")["membership"] == asdict(local())
 
 
 def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:

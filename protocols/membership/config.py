@@ -7,11 +7,23 @@ seconds (float), counts are plain integers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from protocols.errors import ConfigError
+from protocols.units import parse_duration
 
-__all__ = ["JOIN_CATCH_UPS", "MembershipConfig", "lan", "local", "wan"]
+__all__ = [
+    "JOIN_CATCH_UPS",
+    "PRESETS",
+    "MembershipConfig",
+    "knobs",
+    "lan",
+    "local",
+    "tuned",
+    "wan",
+]
 
 
 #: Catch-up push-pulls after a join (see ``MembershipConfig.join_catch_up``).
@@ -135,3 +147,59 @@ def local() -> MembershipConfig:
         gossip_interval=0.1,
         dead_reclaim_time=60.0,
     )
+
+
+PRESETS: dict[str, Callable[[], MembershipConfig]] = {"lan": lan, "wan": wan, "local": local}
+
+#: A ``[membership]`` key that is not a field's own name.
+_ALIASES = {"fanout": "gossip_nodes"}
+
+
+def knobs() -> dict[str, type]:
+    """Every key a ``[membership]`` table may set (besides ``preset``), with its type:
+    ``float`` (seconds; a number or a string such as ``"200ms"``) or ``int`` (a count)."""
+    out: dict[str, type] = {}
+    for f in fields(MembershipConfig):
+        out[f.name] = float if f.type in ("float", float) else int
+    out["fanout"] = int
+    return out
+
+
+def tuned(table: Mapping[str, Any], where: str = "membership") -> MembershipConfig:
+    """A preset with some knobs changed, from a ``[membership]`` table.
+
+    The same table means the same thing in a scenario file and in a daemon's
+    ``node.toml``: tune a mesh in the simulator, then copy the table. ``preset``
+    (lan, wan, local; default lan) is the base; every other key is a knob of
+    ``MembershipConfig`` (``fanout`` stands for ``gossip_nodes``). Unknown keys, wrong
+    types and values out of range raise ``ConfigError`` naming the key.
+    """
+    allowed = knobs()
+    preset = table.get("preset", "lan")
+    if preset not in PRESETS:
+        raise ConfigError(f"{where}.preset: {preset!r} is not one of lan, wan, local")
+    changes: dict[str, Any] = {}
+    given_as: dict[str, str] = {}
+    for key, value in table.items():
+        if key == "preset" or value is None:
+            continue
+        kind = allowed.get(key)
+        if kind is None:
+            raise ConfigError(f"{where}.{key}: unknown key (known: preset, {', '.join(allowed)})")
+        name = _ALIASES.get(key, key)
+        if name in given_as:
+            raise ConfigError(f"{where}.{key}: the same knob as {given_as[name]!r}; give one")
+        given_as[name] = key
+        if kind is float:
+            try:
+                changes[name] = parse_duration(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}.{key}: {exc}") from None
+        elif isinstance(value, int) and not isinstance(value, bool):
+            changes[name] = value
+        else:
+            raise ConfigError(f"{where}.{key}: a whole number was expected, not {value!r}")
+    try:
+        return PRESETS[preset]().with_(**changes)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).replace("membership", where, 1)) from None
