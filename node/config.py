@@ -90,8 +90,9 @@ class DaemonConfig:
     advertise: str | None = None
     seeds: tuple[str, ...] = ()
     preset: str = "lan"
-    #: the ``[membership]`` table (``preset`` and knobs), the same as a scenario's
-    membership: MembershipConfig = field(default_factory=MembershipConfig)
+    #: the ``[membership]`` table (``preset`` and knobs), the same as a scenario's;
+    #: None: the preset's settings
+    membership: MembershipConfig | None = None
     control_dir: Path = field(default_factory=lambda: default_control_dir("node"))
     mdns: MdnsConfig = MdnsConfig()
     limits: LimitsConfig = LimitsConfig()

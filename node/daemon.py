@@ -38,6 +38,7 @@ from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
 from protocols.identity import NodeIdentity
+from protocols.membership.config import tuned
 from protocols.trust import TrustStore
 
 __all__ = ["build_node", "load_files", "run_daemon", "setup_logging"]
@@ -152,7 +153,9 @@ class _Control:
                 "capabilities": node.capabilities(),
                 "statistics": node.statistics(),
                 # The settings in effect: [membership] of node.toml over its preset.
-                "membership": dataclasses.asdict(self.cfg.membership),
+                "membership": dataclasses.asdict(
+                    self.cfg.membership or tuned({"preset": self.cfg.preset})
+                ),
             }
         if cmd == "peers":
             return {"ok": True, "peers": node.peers()}
