@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from functools import partial
 from typing import Any
 
 import click
@@ -121,6 +123,64 @@ def _check_memory(sc: Any, jobs: int, opts: dict[str, Any]) -> None:
         raise click.UsageError(verdict.message)
 
 
+class _SeedBars:
+    """One progress bar per running seed (virtual time reached, events per second)."""
+
+    def __init__(self, total: float, on_stdout: bool) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        # On the terminal of stdout when it is one (the seed lines are then printed
+        # above the bars, through ``say``); else on stderr, the lines going to stdout.
+        self.on_stdout = on_stdout
+        self.total = total
+        self.bar = Progress(
+            TextColumn("[bold]seed {task.fields[seed]:>4}[/]"),
+            TextColumn("{task.completed:>7.1f}/{task.total:.0f} virtual s"),
+            BarColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=not on_stdout),
+            transient=True,
+        )
+        self.tasks: dict[int, Any] = {}
+        self.last: dict[int, tuple[float, int]] = {}
+        self.ended: set[int] = set()
+
+    def __enter__(self) -> _SeedBars:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(None, None, None)
+
+    def say(self, line: str) -> None:
+        self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def update(self, seed: int, now: float, events: int) -> None:
+        if seed in self.ended:
+            return  # a late report of a finished seed
+        t = time.perf_counter()
+        if seed not in self.tasks:
+            self.tasks[seed] = self.bar.add_task("", total=self.total, seed=seed, rate="")
+        before = self.last.get(seed)
+        self.last[seed] = (t, events)
+        rate = ""
+        if before is not None and t > before[0]:
+            rate = f"{(events - before[1]) / (t - before[0]):,.0f} events/s"
+        self.bar.update(self.tasks[seed], completed=now, rate=rate)
+
+    def wrap(self, done: Any) -> Any:
+        def finished(o: Any) -> None:
+            self.ended.add(o.seed)
+            task = self.tasks.pop(o.seed, None)
+            if task is not None:
+                self.bar.remove_task(task)
+            done(o)
+
+        return finished
+
+
 def _write_reports(path: str, outcomes: list[Any]) -> None:
     """The reports so far, in seed order, replacing ``path`` atomically."""
     reports = [o.report for o in sorted(outcomes, key=lambda o: o.seed)]
@@ -162,9 +222,10 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     click.echo(f"{len(seeds)} seed(s), {min(jobs, len(seeds))} at a time")
 
     finished: list[Any] = []
+    say: Any = click.echo
 
     def done(o: Any) -> None:
-        click.echo(
+        say(
             f"seed {o.seed} {o.verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
             f"{o.wall_seconds:,.1f} s wall, peak RSS {o.peak_rss_mb:,.0f} MB"
         )
@@ -173,7 +234,13 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
         if opts["json_out"]:
             _write_reports(opts["json_out"], finished)
 
-    outcomes = run_seeds(sc, seeds, jobs=jobs, source=source, flags=_flags(opts), on_done=done)
+    run = partial(run_seeds, sc, seeds, jobs=jobs, source=source, flags=_flags(opts))
+    if opts["quiet"] or not sys.stderr.isatty():
+        outcomes = run(on_done=done)
+    else:
+        with _SeedBars(sc.run.duration + sc.liveness_s(), sys.stdout.isatty()) as bars:
+            say = bars.say if bars.on_stdout else click.echo
+            outcomes = run(on_done=bars.wrap(done), on_progress=bars.update)
     if opts["json_out"]:
         _write_reports(opts["json_out"], outcomes)
     failed = [o for o in outcomes if not o.ok]

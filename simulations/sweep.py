@@ -11,8 +11,12 @@ the trace hash of a seed is the same here and there.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import multiprocessing
 import os
+import queue
 import re
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +76,39 @@ class SeedOutcome:
         return "pass" if self.ok else "FAIL " + ",".join(self.failed)
 
 
+#: In a worker process: where its run's progress goes (set by ``_init_worker``).
+_PROGRESS: Any = None
+#: A worker reports its progress at most this often (wall seconds).
+PROGRESS_EVERY = 0.5
+
+
+def _init_worker(progress: Any) -> None:
+    global _PROGRESS
+    _PROGRESS = progress
+
+
+def _reporter(seed: int) -> Callable[[float, int], None] | None:
+    """The run's progress callback in a worker: (seed, virtual time, events) to the
+    parent's queue, the first report at once and then at most every PROGRESS_EVERY."""
+    q = _PROGRESS
+    if q is None:
+        return None
+    last = [float("-inf")]
+
+    def report(now: float, events: int) -> None:
+        t = time.monotonic()
+        if t - last[0] >= PROGRESS_EVERY:
+            last[0] = t
+            q.put((seed, now, events))
+
+    return report
+
+
 def _one(sc: Scenario, source: str | None, flags: Sequence[str]) -> SeedOutcome:
     """Worker: run ``sc`` (its seed already set) to the end and summarize it."""
     from simulations.runner import run_scenario
 
-    result = run_scenario(sc, source=source, flags=flags)
+    result = run_scenario(sc, source=source, flags=flags, progress=_reporter(sc.run.seed))
     r = result.report
     failed = tuple(sorted(name for name, verdict in r["checkers"].items() if verdict == "fail"))
     return SeedOutcome(
@@ -101,12 +133,16 @@ def run_seeds(
     source: str | None = None,
     flags: Sequence[str] = (),
     on_done: Callable[[SeedOutcome], None] | None = None,
+    on_progress: Callable[[int, float, int], None] | None = None,
 ) -> list[SeedOutcome]:
     """Run ``sc`` once per seed, ``jobs`` processes at a time; outcomes in seed order.
 
     ``on_done`` is called in this process as each seed finishes (in finishing
-    order). ``flags`` are the overrides the user gave, for the reproducing command.
-    On KeyboardInterrupt the seeds not yet started are dropped and the workers end.
+    order); ``on_progress(seed, virtual seconds, events)`` from a thread of this
+    process while seeds run (a few times a second per seed; a report may come after
+    its seed's ``on_done``). ``flags`` are the overrides the user gave, for the
+    reproducing command. On KeyboardInterrupt the seeds not yet started are dropped
+    and the workers end.
     """
     from simulations.scenario import apply_overrides
 
@@ -116,17 +152,52 @@ def run_seeds(
     outcomes: list[SeedOutcome] = []
     # One fresh process per run ("spawn", one task per child): an accurate peak RSS
     # per seed, no state or memory carried from one run into the next.
-    with cf.ProcessPoolExecutor(max_workers=jobs, max_tasks_per_child=1) as pool:
-        futures = [
-            pool.submit(_one, apply_overrides(sc, seed=seed), source, list(flags)) for seed in seeds
-        ]
-        try:
-            for fut in cf.as_completed(futures):
-                outcome = fut.result()
-                outcomes.append(outcome)
-                if on_done is not None:
-                    on_done(outcome)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+    ctx = multiprocessing.get_context("spawn")
+    progress = ctx.Queue() if on_progress is not None else None
+    stop = threading.Event()
+    drain = None
+    if progress is not None and on_progress is not None:
+        drain = threading.Thread(
+            target=_drain, args=(progress, on_progress, stop), name="sweep-progress", daemon=True
+        )
+        drain.start()
+    try:
+        with cf.ProcessPoolExecutor(
+            max_workers=jobs,
+            mp_context=ctx,
+            max_tasks_per_child=1,
+            initializer=_init_worker,
+            initargs=(progress,),
+        ) as pool:
+            futures = [
+                pool.submit(_one, apply_overrides(sc, seed=seed), source, list(flags))
+                for seed in seeds
+            ]
+            try:
+                for fut in cf.as_completed(futures):
+                    outcome = fut.result()
+                    outcomes.append(outcome)
+                    if on_done is not None:
+                        on_done(outcome)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    finally:
+        stop.set()
+        if drain is not None:
+            drain.join(timeout=5)
     return sorted(outcomes, key=lambda o: o.seed)
+
+
+def _drain(
+    progress: Any, on_progress: Callable[[int, float, int], None], stop: threading.Event
+) -> None:
+    """Hand the workers' progress reports to ``on_progress`` until the sweep ends."""
+    while not stop.is_set():
+        try:
+            seed, now, events = progress.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        except (EOFError, OSError):
+            return
+        on_progress(seed, now, events)

@@ -99,3 +99,45 @@ def test_the_json_of_a_sweep_is_written_as_each_seed_ends(
     assert on_disk == [[1], [1, 2], [1, 2, 3]]
     assert [r["seed"] for r in json.loads(out.read_text())] == [1, 2, 3]
     assert not (tmp_path / "sweep.json.part").exists()
+
+
+def test_running_seeds_report_their_progress() -> None:
+    from simulations.scenario import apply_overrides, load_scenario
+    from simulations.sweep import run_seeds
+
+    sc = apply_overrides(
+        load_scenario("lan-1000.toml"),
+        nodes=12,
+        duration=6.0,
+        liveness=4.0,
+        node="toy",
+        tasks_per_s=5.0,
+    )
+    seen: dict[int, list[float]] = {}
+    outcomes = run_seeds(
+        sc, [1, 2], jobs=2, on_progress=lambda s, t, e: seen.setdefault(s, []).append(t)
+    )
+    assert [o.seed for o in outcomes] == [1, 2]
+    assert set(seen) == {1, 2}  # the first report of each run goes at once
+    for times in seen.values():
+        assert times == sorted(times) and 0 < times[-1] <= 10.0
+
+
+def test_seed_bars_follow_running_seeds_and_drop_finished_ones() -> None:
+    from node.cli_sim import _SeedBars
+
+    lines: list[str] = []
+    with _SeedBars(10.0, on_stdout=False) as bars:
+        bars.update(4, 1.0, 100)
+        bars.update(4, 2.0, 300)
+        bars.update(5, 1.0, 50)
+        assert set(bars.tasks) == {4, 5}
+        done = bars.wrap(lambda o: lines.append(f"seed {o.seed} done"))
+
+        class Outcome:
+            seed = 4
+
+        done(Outcome())
+        bars.update(4, 3.0, 400)  # a late report of a finished seed
+        assert set(bars.tasks) == {5}
+    assert lines == ["seed 4 done"]
