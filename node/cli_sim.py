@@ -70,6 +70,11 @@ def _flags(given: dict[str, Any]) -> list[str]:
     type=click.Choice(["least_loaded", "first_idle", "lowest_cost", "earliest_eta", "weighted"]),
     help="Award strategy of every task.",
 )
+@click.option(
+    "--membership-from",
+    type=click.Path(dir_okay=False),
+    help="Simulate the [membership] settings of this node.toml (its preset and knobs).",
+)
 @click.option("--loss", type=click.FloatRange(0, 1), help="Frame loss probability.")
 @click.option("--crash", type=click.FloatRange(0, 1), help="Fraction of nodes that crash.")
 @click.option("--partition", multiple=True, help="KIND:FRACTIONS@START-END (repeatable).")
@@ -98,10 +103,10 @@ def simulate(scenario: str | None, **opts: Any) -> None:
                 opts[key] = parse_duration(opts[key])
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=f"--{key}") from None
-    sc = apply_overrides(
-        sc,
-        **{k: v for k, v in opts.items() if k not in _NOT_SCENARIO},
-    )
+    overrides = {k: v for k, v in opts.items() if k not in _NOT_SCENARIO}
+    if overrides.pop("membership_from", None):
+        overrides["membership"] = _membership_of(opts["membership_from"])
+    sc = apply_overrides(sc, **overrides)
     if opts["seeds"] is not None:
         _sweep(sc, scenario, opts)
         return
@@ -110,6 +115,27 @@ def simulate(scenario: str | None, **opts: Any) -> None:
     _check_memory(sc, 1, opts)
     result = _run(sc, scenario, _flags(opts), quiet=opts["quiet"])
     _output(result, opts)
+
+
+def _membership_of(path: str) -> dict[str, Any]:
+    """The ``[membership]`` table (and preset) of a daemon's node.toml."""
+    import tomllib
+
+    from node.config import membership_table
+    from protocols.errors import ConfigError
+    from protocols.membership.config import tuned
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+        table = membership_table(data)
+        tuned(table)  # checked here, so that an error names the file
+        return table
+    except tomllib.TOMLDecodeError as exc:
+        msg = f"{path}: invalid TOML: {exc}"
+        raise click.BadParameter(msg, param_hint="--membership-from") from None
+    except (OSError, ConfigError) as exc:
+        raise click.BadParameter(f"{path}: {exc}", param_hint="--membership-from") from None
 
 
 def _check_memory(sc: Any, jobs: int, opts: dict[str, Any]) -> None:

@@ -153,6 +153,19 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     )
 
 
+def membership_table(data: dict[str, Any]) -> dict[str, Any]:
+    """A node.toml's ``[membership]`` table with its preset (``node.preset`` or
+    ``membership.preset``, not both; default lan): what ``tuned`` takes, and what
+    ``mesh-node simulate --membership-from node.toml`` simulates."""
+    node = data.get("node", {})
+    raw = data.get("membership", {})
+    if not isinstance(raw, dict) or not isinstance(node, dict):
+        raise ConfigError("membership: use a [membership] table")
+    if "preset" in node and "preset" in raw:
+        raise ConfigError("node.preset and membership.preset: give the preset once")
+    return {**raw, "preset": raw.get("preset", node.get("preset", "lan"))}
+
+
 def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership"}, "config")
     node = data.get("node")
@@ -195,13 +208,9 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     names = [c.name for c in caps]
     if len(set(names)) != len(names):
         raise ConfigError("capability: a name appears twice")
-    membership_raw = data.get("membership", {})
-    if not isinstance(membership_raw, dict):
-        raise ConfigError("membership: use a [membership] table")
-    if "preset" in node and "preset" in membership_raw:
-        raise ConfigError("node.preset and membership.preset: give the preset once")
-    preset = str(membership_raw.get("preset", node.get("preset", "lan")))
-    membership = tuned({**membership_raw, "preset": preset})
+    table = membership_table(data)
+    preset = str(table["preset"])
+    membership = tuned(table)
     control = node.get("control_dir")
     return DaemonConfig(
         name=name,

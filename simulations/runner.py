@@ -8,7 +8,7 @@ from __future__ import annotations
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -226,6 +226,9 @@ def _finish(
         "crypto": sc.crypto(),
         "virtual_seconds": round(sim.now, 3),
         "liveness_seconds": sc.liveness_s(),
+        # The membership settings every node ran with (a daemon's [membership] table
+        # gives the same ones: protocols.membership.config.tuned).
+        "membership": asdict(sc.membership.resolve()),
         "wall_seconds": round(wall, 3),
         "events": sim.events,
         "trace_hash": sim.trace_hash(),

@@ -330,6 +330,8 @@ def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
         wl["tasks_per_s"] = flags["tasks_per_s"]
     if flags.get("strategy") is not None:
         wl["strategy"] = flags["strategy"]
+    if flags.get("membership") is not None:
+        data["membership"] = dict(flags["membership"])  # a whole [membership] table
     if flags.get("loss") is not None:
         data["network"]["lan"]["loss"] = flags["loss"]
         data["network"]["wan"]["loss"] = flags["loss"]

@@ -4,6 +4,7 @@ copy the table into node.toml, and the daemons run with the same settings."""
 from __future__ import annotations
 
 import tomllib
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,31 @@ def test_an_embedded_node_runs_with_the_membership_it_is_given() -> None:
     assert core.config.membership == settings
     plain = build_core(ident, cert, trust, [], rng=random.Random(1), preset="wan")
     assert plain("tcp://127.0.0.1:7001").config.membership == wan()
+
+
+def test_a_daemons_settings_can_be_simulated_as_they_are(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from node.cli_sim import simulate
+
+    node = tmp_path / "node.toml"
+    node.write_text(NODE + 'preset = "local"\n[membership]\nprobe_interval = "2s"\nfanout = 5\n')
+    out = tmp_path / "run.json"
+    args = ["--nodes", "12", "--duration", "4s", "--liveness", "4s", "--tasks-per-s", "1"]
+    res = CliRunner().invoke(
+        simulate, [*args, "--membership-from", str(node), "--json", str(out), "--quiet"]
+    )
+    assert res.exit_code == 0, res.output
+    # The run used the daemon's settings, and its reproducing command names the file.
+    report = json.loads(out.read_text())
+    assert report["membership"] == asdict(load_config(node).membership)
+    assert (
+        report["membership"]["probe_interval"] == 2.0 and report["membership"]["gossip_nodes"] == 5
+    )
+    assert f"--membership-from {node}" in report["reproduce"]
+    node.write_text(NODE + '[membership]\nprobe_interval = "fast"\n')
+    bad = CliRunner().invoke(simulate, [*args, "--membership-from", str(node)])
+    assert bad.exit_code == 2
+    assert f"{node}: membership.probe_interval: a duration" in bad.output
