@@ -82,6 +82,10 @@ __all__ = ["ContractAgent", "Inbound", "OrgPolicy"]
 _LIVE = (ReqState.AUCTION, ReqState.AWARDED, ReqState.STARTED)
 _DONE_KEEP = 4096  # finished tasks remembered to classify late messages
 _RECENT_HORIZON = 120.0  # seconds of our own awards kept for load correction
+#: After a busy round (every answer "full"), the next round starts after the shortest
+#: ``retry_after`` of the refusals, bounded to this range (seconds).
+BUSY_WAIT_MIN = 0.05
+BUSY_WAIT_MAX = 5.0
 _RECENT_SWEEP = 256  # sweep idle bidders out of the award history above 4x this many
 
 
@@ -189,6 +193,9 @@ class ContractAgent:
                 continue
             if now >= rec.deadline:
                 self._give_up(rec, "timeout", now)
+            elif rec.state is ReqState.AUCTION and rec.waiting:
+                rec.waiting = False  # the wait after a busy round is over
+                self._start_round(rec, now)
             elif rec.state is ReqState.AUCTION:
                 self._close_auction(rec, now)
             else:
@@ -307,7 +314,12 @@ class ContractAgent:
         sender = msg.sender
         # A bid's signature is checked only when the bid is acted on, or (below) when
         # the bid is dropped, so that a forgery is reported as one, not as late.
-        if rec is None or rec.state is not ReqState.AUCTION or p.round != rec.round:
+        if (
+            rec is None
+            or rec.state is not ReqState.AUCTION
+            or p.round != rec.round
+            or rec.waiting  # between rounds (waiting for capacity)
+        ):
             if self._checked(msg, endpoint):
                 early = rec is not None and p.round == rec.round and rec.spec.strategy == FIRST_IDLE
                 # After a first_idle award the other bids are expected, not late.
@@ -347,6 +359,9 @@ class ContractAgent:
         else:
             reason = p.reason if isinstance(p, Refuse) else "not-permitted"
             rec.refused[sender] = reason
+            if isinstance(p, Refuse) and reason == "full" and p.retry_after is not None:
+                wait = min(max(p.retry_after, BUSY_WAIT_MIN), BUSY_WAIT_MAX)
+                rec.busy_wait = wait if rec.busy_wait is None else min(rec.busy_wait, wait)
             self._ctx.emit(TaskBid(p.task_id, sender, False))
         transition(REQUESTER_TABLE, rec.state, ReqEvent.PROPOSE if accepted else ReqEvent.REFUSE)
         if len(rec.bids) + len(rec.refused) >= len(rec.invited) or (
@@ -416,6 +431,8 @@ class ContractAgent:
         while proposers and not self._bid_checked(rec, proposers[0]):
             proposers.pop(0)
         if not proposers:
+            if self._wait_for_capacity(rec, now):
+                return
             refused = ",".join(sorted(set(rec.refused.values()))) or "-"
             rec.attempts.append(
                 f"round {rec.round}: no bids ({len(rec.invited)} invited, "
@@ -538,6 +555,35 @@ class ContractAgent:
         self._ctx.count("contract.reaward")
         self._ctx.emit(TaskReassigned(rec.task_id, old, rec.holder, rec.epoch, why, False))
         self._set_timer(rec, now + rec.spec.lease)
+
+    def _wait_for_capacity(self, rec: RequesterTask, now: float) -> bool:
+        """Graceful degradation: a round with no bids in which every invitee answered
+        "full" (with its ``retry_after``) is a busy round, not a failed auction. The next
+        round starts after the shortest ``retry_after`` (bounded), as long as the task's
+        deadline allows; busy rounds do not use up ``max_auctions``, so under overload a
+        task waits for capacity until its deadline instead of failing at once."""
+        wait = rec.busy_wait
+        rec.busy_wait = None
+        # Every answer was "full" (an invitee that did not answer is not counted: it may
+        # be down, and then membership will drop it from the next round's invitees).
+        if wait is None or not all(r == "full" for r in rec.refused.values()):
+            return False
+        if now + wait >= rec.deadline:
+            return False
+        if rec.busy_rounds == 0:
+            rec.attempts.append(
+                f"round {rec.round}: all {len(rec.invited)} bidders full; waiting for capacity"
+            )
+        rec.busy_rounds += 1
+        rec.auctions -= 1  # a busy round is not a failed auction
+        rec.waiting = True
+        rec.invited = ()
+        rec.bids = {}
+        rec.refused = {}
+        rec.unchecked = {}
+        self._ctx.count("contract.busy_round")
+        self._set_timer(rec, now + wait)
+        return True
 
     def _next_auction_or_fail(self, rec: RequesterTask, why: str, now: float) -> None:
         if rec.auctions >= rec.spec.max_auctions:

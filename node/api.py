@@ -197,6 +197,7 @@ class Node:
             advertise=self.advertise,
             limits=self.limits,
             handlers={d.name: d.handler for d in self._decls.values()},
+            concurrency={d.name: d.max_concurrency for d in self._decls.values()},
         )
         self.runtime.start(self.seeds)
         if self.mdns:

@@ -115,6 +115,7 @@ class Runtime:
         advertise: str | None = None,
         limits: TransportLimits | None = None,
         handlers: dict[str, Handler] | None = None,
+        concurrency: dict[str, int] | None = None,
     ) -> None:
         self.transport = ZmqTransport(listen, self._on_frames, limits=limits, advertised=advertise)
         self.endpoint = self.transport.endpoint
@@ -124,6 +125,10 @@ class Runtime:
             self.transport.close()
             raise
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        #: handlers running at once per capability, at most its ``max_concurrency``:
+        #: overlapping auctions can award more (bids reserve nothing); the extra tasks
+        #: wait here, their leases renewed by the core's heartbeats, within their deadline
+        self._slots = {name: asyncio.Semaphore(n) for name, n in (concurrency or {}).items()}
         self.peers: dict[str, PeerView] = {}
         self.tasks: OrderedDict[str, TaskView] = OrderedDict()
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -403,7 +408,12 @@ class Runtime:
         try:
             # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
             async with asyncio.timeout(max(0.01, task.remaining())):
-                value = await handler(task)
+                slot = self._slots.get(task.capability)
+                if slot is None:
+                    value = await handler(task)
+                else:
+                    async with slot:
+                        value = await handler(task)
             outcome = (True, value)
         except asyncio.CancelledError:
             if self.running.get(task.task_id) is asyncio.current_task():

@@ -110,13 +110,14 @@ def test_executor_refuses_when_full_with_retry_after() -> None:
     net.add("req")
     net.add("x00", [Offer(CAP, max_concurrency=1, eta=0.5)])
     net.submit("req", TaskSpec(CAP))
-    net.submit("req", TaskSpec(CAP, max_auctions=1))
+    net.submit("req", TaskSpec(CAP, max_auctions=1, timeout=3.0))
     refusals = [e for _, e in net.events(TaskBid) if not e.accepted]
     assert len(refusals) == 1
-    net.run_until(3.0)
+    net.run_until(5.0)
+    # It waited for capacity (a round every retry_after = 0.5 s), then its deadline passed.
     ((_, failed),) = net.events(TaskFailed)
-    assert "no-bidders" in failed.reason
-    assert "refused: full" in failed.attempts[0]
+    assert "all 1 bidders full; waiting for capacity" in failed.attempts[0]
+    assert net.ctxs["req"].counters["contract.busy_round"] >= 4
     assert net.agents["x00"].executor.running(CAP) == 1
 
 
@@ -579,3 +580,42 @@ def test_first_idle_a_forger_answering_first_does_not_close_the_auction() -> Non
     ((_, awarded),) = net.events(TaskAwarded)
     assert awarded.winner == order[1].sender and awarded.bidders == 1
     assert net.ctxs["req"].counters["rejected.bad-signature"] == 1
+
+
+def _one_busy_executor(work_time: float) -> FakeNet:
+    net = FakeNet(seed=3, work_time=work_time)
+    net.add("req")
+    net.add("x00", [Offer(CAP, max_concurrency=1, eta=0.5)])
+    return net
+
+
+def test_when_every_executor_is_full_a_task_waits_for_capacity() -> None:
+    # One executor, one task at a time, each 1 s: three tasks at once. The second and
+    # third find it full; they wait (retry_after) instead of failing after three rounds.
+    net = _one_busy_executor(work_time=1.0)
+    ids = [net.submit("req", TaskSpec(CAP, timeout=30.0)) for _ in range(3)]
+    net.run_until(10.0)
+    assert sorted(completed(net)) == sorted(ids)
+    assert not net.events(TaskFailed)
+    counters = net.ctxs["req"].counters
+    assert counters["contract.busy_round"] >= 2
+    assert counters["contract.reauction"] == 0
+
+
+def test_busy_rounds_do_not_use_up_the_auctions() -> None:
+    # max_auctions=1 and the executor busy for 3 s: the task still runs once it frees.
+    net = _one_busy_executor(work_time=3.0)
+    first = net.submit("req", TaskSpec(CAP, timeout=30.0))
+    second = net.submit("req", TaskSpec(CAP, timeout=30.0, max_auctions=1))
+    net.run_until(10.0)
+    assert net.ctxs["req"].counters["contract.busy_round"] >= 1
+    assert set(completed(net)) == {first, second}
+
+
+def test_a_task_that_cannot_get_capacity_before_its_deadline_fails_saying_so() -> None:
+    net = _one_busy_executor(work_time=20.0)
+    net.submit("req", TaskSpec(CAP, timeout=30.0))
+    late = net.submit("req", TaskSpec(CAP, timeout=2.0))
+    net.run_until(5.0)
+    ((_, failed),) = [(t, e) for t, e in net.events(TaskFailed) if e.task_id == late]
+    assert any("all 1 bidders full; waiting for capacity" in a for a in failed.attempts)

@@ -24,6 +24,9 @@ class RequesterTask:
         "auctions",
         "backups",
         "bids",
+        "busy_rounds",
+        "busy_wait",
+        "waiting",
         "cfp_at",
         "deadline",
         "epoch",
@@ -61,6 +64,11 @@ class RequesterTask:
         #: bidder -> (opened frame, endpoint) of bids whose signature is not checked yet
         #: (checked when the bid wins or its bidder is promoted from backup)
         self.unchecked: dict[str, tuple[Any, str]] = {}
+        #: rounds in which every answer was "full" (they do not count as auctions), and
+        #: the shortest ``retry_after`` of the current round's "full" refusals
+        self.busy_rounds = 0
+        self.busy_wait: float | None = None
+        self.waiting = False  # between two rounds, after a busy one
 
     def award(self, *, with_input: bool) -> Award:
         spec = self.spec
