@@ -276,7 +276,8 @@ class ContractAgent:
         rec.auctions += 1
         rec.bids = {}
         rec.refused = {}
-        exclude = [*rec.excluded, self._ctx.node_id]
+        rec.busy_wait = None
+        exclude = [*rec.excluded, *rec.full, self._ctx.node_id]
         found = self._candidates.find(spec.capability, spec.version_spec)
         rec.invited = tuple(
             select_bidders(found, self._ctx.rng, cap=self._bidder_cap, exclude=exclude)
@@ -321,7 +322,12 @@ class ContractAgent:
             or rec.waiting  # between rounds (waiting for capacity)
         ):
             if self._checked(msg, endpoint):
-                early = rec is not None and p.round == rec.round and rec.spec.strategy == FIRST_IDLE
+                early = (
+                    rec is not None
+                    and p.round == rec.round
+                    and rec.spec.strategy == FIRST_IDLE
+                    and rec.state is not ReqState.AUCTION
+                )
                 # After a first_idle award the other bids are expected, not late.
                 self._ctx.count("contract.bid_after_first_idle" if early else "contract.late_bid")
             return
@@ -360,6 +366,7 @@ class ContractAgent:
             reason = p.reason if isinstance(p, Refuse) else "not-permitted"
             rec.refused[sender] = reason
             if isinstance(p, Refuse) and reason == "full" and p.retry_after is not None:
+                # (finite and >= 0: the message model refuses anything else)
                 wait = min(max(p.retry_after, BUSY_WAIT_MIN), BUSY_WAIT_MAX)
                 rec.busy_wait = wait if rec.busy_wait is None else min(rec.busy_wait, wait)
             self._ctx.emit(TaskBid(p.task_id, sender, False))
@@ -557,32 +564,52 @@ class ContractAgent:
         self._set_timer(rec, now + rec.spec.lease)
 
     def _wait_for_capacity(self, rec: RequesterTask, now: float) -> bool:
-        """Graceful degradation: a round with no bids in which every invitee answered
-        "full" (with its ``retry_after``) is a busy round, not a failed auction. The next
-        round starts after the shortest ``retry_after`` (bounded), as long as the task's
-        deadline allows; busy rounds do not use up ``max_auctions``, so under overload a
-        task waits for capacity until its deadline instead of failing at once."""
+        """Graceful degradation: a round with no bids in which every answer was "full"
+        (with a ``retry_after``) is a busy round, not a failed auction, and does not use up
+        ``max_auctions``. While some candidates have not been asked yet, the next round
+        asks them at once (leaving out those that said full); once every candidate is
+        full, it waits the shortest ``retry_after``, doubled at each further busy round,
+        +-50 % jitter (tasks refused together do not come back together), bounded to
+        ``BUSY_WAIT_MAX``, then asks everyone again. The deadline bounds it all: under
+        overload a task waits for capacity until then instead of failing at once."""
         wait = rec.busy_wait
         rec.busy_wait = None
         # Every answer was "full" (an invitee that did not answer is not counted: it may
         # be down, and then membership will drop it from the next round's invitees).
-        if wait is None or not all(r == "full" for r in rec.refused.values()):
-            return False
-        if now + wait >= rec.deadline:
+        if wait is None or not rec.refused or not all(r == "full" for r in rec.refused.values()):
             return False
         if rec.busy_rounds == 0:
             rec.attempts.append(
-                f"round {rec.round}: all {len(rec.invited)} bidders full; waiting for capacity"
+                f"round {rec.round}: all {len(rec.refused)} bidders full; waiting for capacity"
             )
+        rec.full.extend(rec.refused)
+        spec = rec.spec
+        exclude = {*rec.excluded, *rec.full, self._ctx.node_id}
+        untried = any(
+            c.alive and c.node_id not in exclude
+            for c in self._candidates.find(spec.capability, spec.version_spec)
+        )
+        if untried:
+            delay = 0.0  # ask the candidates not asked yet, now
+        else:
+            rec.full = []
+            backoff = min(wait * 2 ** min(rec.busy_rounds, 16), BUSY_WAIT_MAX)
+            delay = backoff * self._ctx.rng.uniform(0.5, 1.5)
+        if now + delay >= rec.deadline:
+            rec.full = []
+            return False
         rec.busy_rounds += 1
         rec.auctions -= 1  # a busy round is not a failed auction
-        rec.waiting = True
         rec.invited = ()
         rec.bids = {}
         rec.refused = {}
         rec.unchecked = {}
         self._ctx.count("contract.busy_round")
-        self._set_timer(rec, now + wait)
+        if untried:
+            self._start_round(rec, now)
+        else:
+            rec.waiting = True
+            self._set_timer(rec, now + delay)
         return True
 
     def _next_auction_or_fail(self, rec: RequesterTask, why: str, now: float) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 from functools import partial
 from typing import Any
@@ -172,6 +173,8 @@ class _SeedBars:
         self.tasks: dict[int, Any] = {}
         self.last: dict[int, tuple[float, int]] = {}
         self.ended: set[int] = set()
+        # update() runs on the sweep's drain thread, finished() on the main thread.
+        self.lock = threading.Lock()
 
     def __enter__(self) -> _SeedBars:
         self.bar.__enter__()
@@ -184,6 +187,10 @@ class _SeedBars:
         self.bar.console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def update(self, seed: int, now: float, events: int) -> None:
+        with self.lock:
+            self._update(seed, now, events)
+
+    def _update(self, seed: int, now: float, events: int) -> None:
         if seed in self.ended:
             return  # a late report of a finished seed
         t = time.perf_counter()
@@ -198,10 +205,11 @@ class _SeedBars:
 
     def wrap(self, done: Any) -> Any:
         def finished(o: Any) -> None:
-            self.ended.add(o.seed)
-            task = self.tasks.pop(o.seed, None)
-            if task is not None:
-                self.bar.remove_task(task)
+            with self.lock:
+                self.ended.add(o.seed)
+                task = self.tasks.pop(o.seed, None)
+                if task is not None:
+                    self.bar.remove_task(task)
             done(o)
 
         return finished

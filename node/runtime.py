@@ -413,6 +413,8 @@ class Runtime:
                     value = await handler(task)
                 else:
                     async with slot:
+                        if not self.accepting:  # stopping: hand it back, do not start it
+                            raise HandlerFailed("executor shutting down")
                         value = await handler(task)
             outcome = (True, value)
         except asyncio.CancelledError:

@@ -6,6 +6,7 @@ value copied from one to the other means the same thing.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -20,6 +21,8 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("a duration, not a boolean")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"a finite duration was expected, not {value!r}")
         return float(value)
     if isinstance(value, str):
         m = _DUR.match(value)

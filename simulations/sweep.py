@@ -85,6 +85,9 @@ PROGRESS_EVERY = 0.5
 def _init_worker(progress: Any) -> None:
     global _PROGRESS
     _PROGRESS = progress
+    if progress is not None:
+        # A worker must never block at exit on reports nobody reads any more.
+        progress.cancel_join_thread()
 
 
 def _reporter(seed: int) -> Callable[[float, int], None] | None:
@@ -200,4 +203,7 @@ def _drain(
             continue
         except (EOFError, OSError):
             return
-        on_progress(seed, now, events)
+        try:
+            on_progress(seed, now, events)
+        except Exception:  # a display problem must not stop the draining (or the sweep)
+            continue

@@ -114,10 +114,11 @@ def test_executor_refuses_when_full_with_retry_after() -> None:
     refusals = [e for _, e in net.events(TaskBid) if not e.accepted]
     assert len(refusals) == 1
     net.run_until(5.0)
-    # It waited for capacity (a round every retry_after = 0.5 s), then its deadline passed.
+    # It waited for capacity (retry_after = 0.5 s, doubled each busy round), then its
+    # deadline passed.
     ((_, failed),) = net.events(TaskFailed)
     assert "all 1 bidders full; waiting for capacity" in failed.attempts[0]
-    assert net.ctxs["req"].counters["contract.busy_round"] >= 4
+    assert net.ctxs["req"].counters["contract.busy_round"] >= 2
     assert net.agents["x00"].executor.running(CAP) == 1
 
 
@@ -619,3 +620,55 @@ def test_a_task_that_cannot_get_capacity_before_its_deadline_fails_saying_so() -
     net.run_until(5.0)
     ((_, failed),) = [(t, e) for t, e in net.events(TaskFailed) if e.task_id == late]
     assert any("all 1 bidders full; waiting for capacity" in a for a in failed.attempts)
+
+
+def test_a_busy_round_asks_the_candidates_not_asked_yet_before_waiting() -> None:
+    # 20 executors, the cap invites 16 per round. The 16 asked first are all full; the
+    # next round goes at once to the 4 not asked yet, one of which is idle.
+    net = FakeNet(seed=5, work_time=5.0, auto_work=False)
+    net.add("req")
+    for i in range(20):
+        net.add(f"x{i:02d}", [Offer(CAP, max_concurrency=1, eta=0.5)])
+    first = net.submit("req", TaskSpec(CAP, timeout=60.0, bid_grace=None))
+    ((_, one),) = net.events(TaskAwarded)
+    assert one.bidders >= 16
+    # Make everyone but one executor full: award them a task each directly.
+    busy = [x for x in net.executors if x != "x07"]
+    for x in busy:
+        if x != one.winner:
+            net.agents[x].executor.on_message(
+                Msg(
+                    "award",
+                    "req",
+                    Award(
+                        task_id=f"t-{x}",
+                        round=1,
+                        epoch=1,
+                        winner=x,
+                        backups=[],
+                        capability=CAP,
+                        semantics="at-least-once",
+                        risk="low",
+                        deadline=100.0,
+                        lease=30.0,
+                        has_input=True,
+                        input=None,
+                    ),
+                    None,
+                    0.0,
+                ),
+                0.0,
+            )
+    late = net.submit("req", TaskSpec(CAP, timeout=60.0, bid_grace=None))
+    awarded = [e for _, e in net.events(TaskAwarded) if e.task_id == late]
+    assert awarded and awarded[0].winner == "x07"
+    assert net.ctxs["req"].counters["contract.busy_round"] >= 1
+    assert first != late
+
+
+def test_a_refusal_with_a_nonsense_retry_after_is_refused_by_the_message_model() -> None:
+    from protocols.contract_net.messages import Refuse
+
+    for bad in (float("nan"), float("inf"), -1.0):
+        with pytest.raises(ValueError):
+            Refuse(task_id="t", round=1, reason="full", retry_after=bad)

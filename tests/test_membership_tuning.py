@@ -74,6 +74,8 @@ def test_the_same_table_gives_the_same_settings_in_a_scenario_and_in_node_toml(
         ({"fanout": 3, "gossip_nodes": 3}, "membership.gossip_nodes: the same knob as 'fanout'"),
         ({"probe_timeout": "5s"}, "membership.probe_timeout must not exceed probe_interval"),
         ({"gossip_interval": 0}, "membership.gossip_interval must be > 0"),
+        ({"push_pull_interval": float("nan")}, "membership.push_pull_interval: a finite"),
+        ({"probe_interval": float("inf")}, "membership.probe_interval: a finite"),
     ],
 )
 def test_a_bad_table_is_refused_naming_the_key(table: dict[str, object], message: str) -> None:

@@ -61,3 +61,34 @@ def test_requests_to_a_full_executor_wait_for_capacity_and_complete() -> None:
         assert seen["most"] == 1
 
     asyncio.run(asyncio.wait_for(_with_one_slot(body), 60))
+
+
+def test_a_stopping_executor_hands_back_queued_tasks_without_starting_them() -> None:
+    async def body() -> None:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+        starts: list[int] = []
+        first_started = asyncio.Event()
+
+        @executor.capability("slow", max_concurrency=1)
+        async def slow(task: Task) -> int:
+            starts.append(int(task.input))
+            first_started.set()
+            await asyncio.sleep(0.5)
+            return int(task.input)
+
+        await executor.start()
+        requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+        async with requester:
+            assert await requester.wait_for_peers(1, timeout=10)
+            calls = [
+                asyncio.ensure_future(requester.request("slow", i, timeout=10)) for i in (0, 1)
+            ]
+            await asyncio.wait_for(first_started.wait(), 10)
+            await executor.stop(3.0)  # the running one finishes; the queued one must not start
+            outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        assert starts == [starts[0]]
+        done = [o for o in outcomes if not isinstance(o, BaseException)]
+        assert [r.value for r in done] == starts
+
+    asyncio.run(asyncio.wait_for(body(), 60))

@@ -84,7 +84,7 @@ class Refuse(_Payload):
     task_id: str
     round: int = Field(ge=1)
     reason: str = Field(max_length=64)
-    retry_after: float | None = None
+    retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
 class Award(_Payload):

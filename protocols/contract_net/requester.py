@@ -26,11 +26,11 @@ class RequesterTask:
         "bids",
         "busy_rounds",
         "busy_wait",
-        "waiting",
         "cfp_at",
         "deadline",
         "epoch",
         "excluded",
+        "full",
         "holder",
         "invited",
         "pending",
@@ -41,6 +41,7 @@ class RequesterTask:
         "task_id",
         "timer_at",
         "unchecked",
+        "waiting",
     )
 
     def __init__(self, task_id: str, spec: TaskSpec, deadline: float) -> None:
@@ -69,6 +70,9 @@ class RequesterTask:
         self.busy_rounds = 0
         self.busy_wait: float | None = None
         self.waiting = False  # between two rounds, after a busy one
+        #: bidders that answered "full" since the last wait: left out of the next round
+        #: while other candidates have not been asked yet
+        self.full: list[str] = []
 
     def award(self, *, with_input: bool) -> Award:
         spec = self.spec
