@@ -82,7 +82,12 @@ class CapabilityDecl:
 
 
 class Node:
-    """A mesh node on the running event loop; use ``async with node:``."""
+    """A mesh node on the running event loop; use ``async with node:``.
+
+    Membership timing: ``preset`` ("lan", "wan", "local"), or ``membership``, a whole
+    ``MembershipConfig`` (e.g. ``tuned({"preset": "lan", "probe_interval": "500ms"})``,
+    the same table a scenario or a node.toml takes), which then wins over ``preset``.
+    """
 
     def __init__(
         self,

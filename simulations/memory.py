@@ -25,6 +25,7 @@ __all__ = [
     "PAIR_BYTES",
     "MemoryVerdict",
     "available_bytes",
+    "cgroup_room",
     "check_memory",
     "estimate_mb",
     "largest_fitting",
@@ -86,15 +87,56 @@ def check_memory(nodes: int, jobs: int, available: int | None) -> MemoryVerdict:
 
 
 def available_bytes() -> int | None:
-    """Memory available to a new process: ``MemAvailable`` on Linux, else free pages."""
+    """Memory available to a new process: ``MemAvailable`` on Linux (else free pages),
+    and no more than our control group's limit minus its usage (in a container the
+    kernel kills at the cgroup limit, whatever the host has free)."""
+    host: int | None = None
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    host = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
+    if host is None:
+        try:
+            host = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            host = None
+    room = cgroup_room()
+    if room is None:
+        return host
+    return room if host is None else min(host, room)
+
+
+def cgroup_room(root: str = "/sys/fs/cgroup", proc: str = "/proc/self/cgroup") -> int | None:
+    """Our memory cgroup's limit minus its usage (v2 or v1); None when unlimited/unknown."""
     try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
+        with open(proc, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError:
         return None
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        if controllers == "":  # v2 unified hierarchy
+            files = (f"{root}{path}/memory.max", f"{root}{path}/memory.current")
+        elif "memory" in controllers.split(","):  # v1
+            base = f"{root}/memory{path}"
+            files = (f"{base}/memory.limit_in_bytes", f"{base}/memory.usage_in_bytes")
+        else:
+            continue
+        try:
+            with open(files[0], encoding="ascii") as f:
+                limit_text = f.read().strip()
+            with open(files[1], encoding="ascii") as f:
+                usage = int(f.read().strip())
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or not limit_text.isdigit() or int(limit_text) >= 1 << 60:
+            continue  # unlimited
+        return max(0, int(limit_text) - usage)
+    return None

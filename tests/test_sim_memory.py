@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 
@@ -120,3 +122,29 @@ def test_a_sweep_without_jobs_runs_as_many_at_a_time_as_fit(
     assert "2 runs at a time would not fit in available memory: 1 instead" in res.output
     assert "4 seed(s), 1 at a time" in res.output
     assert seen == [1]
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_a_container_memory_limit_bounds_what_is_available(tmp_path: Path, version: str) -> None:
+    from simulations.memory import cgroup_room
+
+    proc = tmp_path / "cgroup"
+    if version == "v2":
+        proc.write_text("0::/box\n")
+        d = tmp_path / "box"
+        d.mkdir()
+        (d / "memory.max").write_text("4294967296\n")
+        (d / "memory.current").write_text("1073741824\n")
+    else:
+        proc.write_text("4:memory:/box\n3:cpu:/\n")
+        d = tmp_path / "memory" / "box"
+        d.mkdir(parents=True)
+        (d / "memory.limit_in_bytes").write_text("4294967296\n")
+        (d / "memory.usage_in_bytes").write_text("1073741824\n")
+    assert cgroup_room(str(tmp_path), str(proc)) == 3 * GB
+    # No limit ("max", or v1's huge number): nothing to bound.
+    if version == "v2":
+        (d / "memory.max").write_text("max\n")
+    else:
+        (d / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert cgroup_room(str(tmp_path), str(proc)) is None

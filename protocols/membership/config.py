@@ -176,7 +176,7 @@ def tuned(table: Mapping[str, Any], where: str = "membership") -> MembershipConf
     """
     allowed = knobs()
     preset = table.get("preset", "lan")
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise ConfigError(f"{where}.preset: {preset!r} is not one of lan, wan, local")
     changes: dict[str, Any] = {}
     given_as: dict[str, str] = {}
