@@ -218,6 +218,8 @@ class _SeedBars:
 def _write_reports(path: str, outcomes: list[Any]) -> None:
     """The reports so far, in seed order, replacing ``path`` atomically."""
     reports = [o.report for o in sorted(outcomes, key=lambda o: o.seed)]
+    if os.path.exists(path) and not os.path.isfile(path):
+        return  # a pipe or /dev/stdout: written once, at the end (see ``_sweep``)
     tmp = f"{path}.part"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(reports, f, indent=2, sort_keys=True)
@@ -275,7 +277,14 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
         with _SeedBars(sc.run.duration + sc.liveness_s(), sys.stdout.isatty()) as bars:
             say = bars.say if bars.on_stdout else click.echo
             outcomes = run(on_done=bars.wrap(done), on_progress=bars.update)
-    if opts["json_out"]:
+    if (
+        opts["json_out"]
+        and os.path.exists(opts["json_out"])
+        and not os.path.isfile(opts["json_out"])
+    ):
+        with open(opts["json_out"], "w", encoding="utf-8") as f:
+            json.dump([o.report for o in outcomes], f, indent=2, sort_keys=True)
+    elif opts["json_out"]:
         _write_reports(opts["json_out"], outcomes)
     failed = [o for o in outcomes if not o.ok]
     if not opts["quiet"]:
