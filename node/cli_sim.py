@@ -215,11 +215,17 @@ class _SeedBars:
         return finished
 
 
+def _replaceable(path: str) -> bool:
+    """A plain file (or none yet) that may be replaced atomically; never a symbolic
+    link (``/dev/stdout`` is one: replacing it would replace the link itself)."""
+    return not os.path.islink(path) and (not os.path.exists(path) or os.path.isfile(path))
+
+
 def _write_reports(path: str, outcomes: list[Any]) -> None:
     """The reports so far, in seed order, replacing ``path`` atomically."""
     reports = [o.report for o in sorted(outcomes, key=lambda o: o.seed)]
-    if os.path.exists(path) and not os.path.isfile(path):
-        return  # a pipe or /dev/stdout: written once, at the end (see ``_sweep``)
+    if not _replaceable(path):
+        return  # a pipe, a link such as /dev/stdout: written once, at the end (``_sweep``)
     tmp = f"{path}.part"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(reports, f, indent=2, sort_keys=True)
@@ -277,11 +283,7 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
         with _SeedBars(sc.run.duration + sc.liveness_s(), sys.stdout.isatty()) as bars:
             say = bars.say if bars.on_stdout else click.echo
             outcomes = run(on_done=bars.wrap(done), on_progress=bars.update)
-    if (
-        opts["json_out"]
-        and os.path.exists(opts["json_out"])
-        and not os.path.isfile(opts["json_out"])
-    ):
+    if opts["json_out"] and not _replaceable(opts["json_out"]):
         with open(opts["json_out"], "w", encoding="utf-8") as f:
             json.dump([o.report for o in outcomes], f, indent=2, sort_keys=True)
     elif opts["json_out"]:

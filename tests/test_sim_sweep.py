@@ -141,3 +141,17 @@ def test_seed_bars_follow_running_seeds_and_drop_finished_ones() -> None:
         bars.update(4, 3.0, 400)  # a late report of a finished seed
         assert set(bars.tasks) == {5}
     assert lines == ["seed 4 done"]
+
+
+def test_a_sweeps_json_through_a_symbolic_link_keeps_the_link(tmp_path: Path) -> None:
+    # /dev/stdout is a link: an atomic replace would replace the link itself.
+    target = tmp_path / "target.json"
+    target.write_text("")
+    link = tmp_path / "link.json"
+    link.symlink_to(target)
+    res = CliRunner().invoke(
+        simulate, [*SMALL, "--liveness", "4s", "--seeds", "1-2", "--jobs", "1", "--json", str(link)]
+    )
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink()
+    assert [r["seed"] for r in json.loads(target.read_text())] == [1, 2]
