@@ -171,6 +171,7 @@ async def test_frames_between_runtimes_and_cancel() -> None:
     finally:
         await a.stop(0)
         await b.stop(0)
+    assert _fut.done() and (_fut.cancelled() or _fut.exception() is not None)
 
 
 @aio
@@ -184,6 +185,8 @@ async def test_stop_hands_back_unfinished_work() -> None:
     assert out == {"finished": 0, "handed_back": 1}
     assert cores[0].failed[tid] == "executor shutting down"
     assert cores[0].left
+    # The request this node made itself is failed, not left hanging.
+    assert isinstance(_fut.exception(), ContractNetError)
 
 
 @aio
@@ -204,6 +207,8 @@ async def test_cancel_and_stop_set_the_tasks_cancelled_event() -> None:
         await asyncio.sleep(0.05)
     finally:
         out = await rt.stop(0.05)
+    for fut in (_fut, _fut2):
+        assert fut.done() and (fut.cancelled() or fut.exception() is not None)
     assert GIVEN[1].cancelled.is_set()
     assert out == {"finished": 0, "handed_back": 1}
     assert cores[0].failed[tid2] == "executor shutting down"
