@@ -16,6 +16,7 @@ CASES = {
     "two_orgs.py": "translated by globex: bonjour monde",
     "crash_survivor.py": "result {'frame': 7",
     "shell_daemon.py": '{"words": 9, "chars": 43}',
+    "tune_then_deploy.py": "deployed nodes run with the simulated settings: True",
 }
 
 
