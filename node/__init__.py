@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from node.api import LocalOrg, Node, Result
     from node.handlers import HandlerFailed, Task
+    from node.supervision import ApprovalDesk
 
-__all__ = ["HandlerFailed", "LocalOrg", "Node", "Result", "Task"]
+__all__ = ["ApprovalDesk", "HandlerFailed", "LocalOrg", "Node", "Result", "Task"]
 
 
 def __getattr__(name: str) -> Any:
@@ -24,4 +25,8 @@ def __getattr__(name: str) -> Any:
         from node import handlers
 
         return getattr(handlers, name)
+    if name == "ApprovalDesk":
+        from node import supervision
+
+        return supervision.ApprovalDesk
     raise AttributeError(name)

@@ -35,6 +35,7 @@ from node.core_adapter import build_core, capability_spec, task_spec
 from node.discovery import MdnsDiscovery
 from node.handlers import Handler
 from node.runtime import Result, Runtime
+from node.supervision import Approver
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Signer
 from protocols.errors import ContractNetError, LocalProtocolError
@@ -79,6 +80,7 @@ class CapabilityDecl:
     max_concurrency: int
     bid: float
     handler: Handler
+    approve: Approver | None = None
 
 
 class Node:
@@ -145,12 +147,23 @@ class Node:
     # -- capabilities --------------------------------------------------------
 
     def capability(
-        self, name: str, *, version: str = "1.0", max_concurrency: int = 1, bid: float = 1.0
+        self,
+        name: str,
+        *,
+        version: str = "1.0",
+        max_concurrency: int = 1,
+        bid: float = 1.0,
+        approve: Approver | None = None,
     ) -> Callable[[H], H]:
-        """Decorator: serve ``name`` with an ``async def handler(task) -> JSON``."""
+        """Decorator: serve ``name`` with an ``async def handler(task) -> JSON``.
+
+        ``approve``: awaited before the handler (e.g. ``ApprovalDesk.gate("high")``);
+        True runs it, False or a reason fails the task with ``not approved: ...``."""
 
         def register(fn: H) -> H:
-            self.add_capability(name, fn, version=version, max_concurrency=max_concurrency, bid=bid)
+            self.add_capability(
+                name, fn, version=version, max_concurrency=max_concurrency, bid=bid, approve=approve
+            )
             return fn
 
         return register
@@ -163,12 +176,13 @@ class Node:
         version: str = "1.0",
         max_concurrency: int = 1,
         bid: float = 1.0,
+        approve: Approver | None = None,
     ) -> None:
         if self.runtime is not None:
             raise LocalProtocolError("add capabilities before the node starts")
         if name in self._decls:
             raise LocalProtocolError(f"capability {name!r} registered twice")
-        self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler)
+        self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler, approve)
 
     def capabilities(self) -> list[dict[str, Any]]:
         """What this node offers."""
@@ -203,6 +217,7 @@ class Node:
             limits=self.limits,
             handlers={d.name: d.handler for d in self._decls.values()},
             concurrency={d.name: d.max_concurrency for d in self._decls.values()},
+            approvers={d.name: d.approve for d in self._decls.values() if d.approve is not None},
         )
         self.runtime.start(self.seeds)
         if self.mdns:

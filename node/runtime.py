@@ -36,6 +36,7 @@ from mesh.events import (
     TaskReassigned,
 )
 from node.handlers import Handler, HandlerFailed, Task
+from node.supervision import Approver
 from node.transport import TransportLimits, ZmqTransport
 from protocols.errors import ContractNetError, LocalProtocolError
 
@@ -116,6 +117,7 @@ class Runtime:
         limits: TransportLimits | None = None,
         handlers: dict[str, Handler] | None = None,
         concurrency: dict[str, int] | None = None,
+        approvers: dict[str, Approver] | None = None,
     ) -> None:
         self.transport = ZmqTransport(listen, self._on_frames, limits=limits, advertised=advertise)
         self.endpoint = self.transport.endpoint
@@ -129,6 +131,8 @@ class Runtime:
         #: overlapping auctions can award more (bids reserve nothing); the extra tasks
         #: wait here, their leases renewed by the core's heartbeats, within their deadline
         self._slots = {name: asyncio.Semaphore(n) for name, n in (concurrency or {}).items()}
+        #: capability -> who must say yes before its handler runs (node.supervision)
+        self._approvers: dict[str, Approver] = dict(approvers or {})
         self.peers: dict[str, PeerView] = {}
         self.tasks: OrderedDict[str, TaskView] = OrderedDict()
         self.running: dict[str, asyncio.Task[None]] = {}
@@ -408,6 +412,12 @@ class Runtime:
         try:
             # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
             async with asyncio.timeout(max(0.01, task.remaining())):
+                approver = self._approvers.get(task.capability)
+                if approver is not None:
+                    verdict = await approver(task)
+                    if verdict is not True:
+                        why = verdict if isinstance(verdict, str) and verdict else "denied"
+                        raise HandlerFailed(f"not approved: {why}")
                 slot = self._slots.get(task.capability)
                 if slot is None:
                     value = await handler(task)

@@ -1,0 +1,157 @@
+"""People on the loop: tasks above a risk level wait for a person's decision.
+
+A capability may be gated: before its handler runs, a task whose ``risk`` is at or
+above a threshold waits (within its deadline, its lease kept alive by the executor's
+heartbeats) until someone approves or denies it: ``mesh-node approve TASK`` /
+``mesh-node deny TASK --reason ...`` against a daemon (``approve_at`` in node.toml),
+or ``ApprovalDesk.approve`` / ``deny`` for an embedded node. A denied task fails on this
+executor with ``not approved: <reason>``; the requester may then give it to another
+executor (whose operator decides for their own machine), and a re-award of the same
+task here is denied again without asking twice.
+
+Risk levels, lowest first: ``low``, ``medium``, ``high``, ``critical``. A risk string
+outside them counts as ``critical``: an unknown risk never slips past a gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from node.handlers import Task
+from protocols.errors import ConfigError
+
+__all__ = ["RISK_LEVELS", "ApprovalDesk", "Approver", "Decision", "risk_rank"]
+
+RISK_LEVELS = ("low", "medium", "high", "critical")
+
+#: Before a handler runs: True to go ahead; False or a reason (str) to deny.
+Approver = Callable[[Task], Awaitable[bool | str]]
+
+#: Denials remembered so that a re-award of the same task is denied without asking.
+_REMEMBERED = 1024
+
+
+def risk_rank(risk: str) -> int:
+    """The position of ``risk`` in ``RISK_LEVELS``; unknown strings rank as critical."""
+    try:
+        return RISK_LEVELS.index(risk)
+    except ValueError:
+        return len(RISK_LEVELS) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What happened to a gated task (given to the desk's listener: audit logs)."""
+
+    event: str  # "requested", "approved", "denied", "expired"
+    task_id: str
+    capability: str
+    risk: str
+    requester: str
+    by: str = ""
+    reason: str = ""
+
+
+@dataclass
+class _Pending:
+    task: Task
+    since: float
+    future: asyncio.Future[bool | str]
+
+
+class ApprovalDesk:
+    """The tasks of one node waiting for a person's decision."""
+
+    def __init__(self, on_decision: Callable[[Decision], None] | None = None) -> None:
+        self._pending: dict[str, _Pending] = {}
+        self._denied: OrderedDict[str, str] = OrderedDict()
+        self._on_decision = on_decision
+
+    def gate(self, at: str) -> Approver:
+        """An approver for a capability: tasks of risk ``at`` or above wait for a decision."""
+        if at not in RISK_LEVELS:
+            raise ConfigError(f"approve_at: {at!r} is not one of {', '.join(RISK_LEVELS)}")
+        threshold = risk_rank(at)
+
+        async def approver(task: Task) -> bool | str:
+            if risk_rank(task.risk) < threshold:
+                return True
+            return await self.wait(task)
+
+        return approver
+
+    async def wait(self, task: Task) -> bool | str:
+        """Wait for a decision on ``task`` (a re-award of a denied task: denied at once)."""
+        if task.task_id in self._denied:
+            return self._denied[task.task_id]
+        loop = asyncio.get_running_loop()
+        entry = _Pending(task, time.time(), loop.create_future())
+        self._pending[task.task_id] = entry
+        self._tell("requested", task)
+        try:
+            return await entry.future
+        except asyncio.CancelledError:
+            self._tell("expired", task)
+            raise
+        finally:
+            if self._pending.get(task.task_id) is entry:
+                del self._pending[task.task_id]
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The waiting tasks, oldest first."""
+        out = []
+        for task_id, p in sorted(self._pending.items(), key=lambda kv: kv[1].since):
+            text = repr(p.task.input)
+            out.append(
+                {
+                    "task_id": task_id,
+                    "capability": p.task.capability,
+                    "risk": p.task.risk,
+                    "requester": p.task.requester,
+                    "waiting_s": round(time.time() - p.since, 1),
+                    "deadline": p.task.deadline,
+                    "input": text if len(text) <= 200 else text[:199] + "…",
+                }
+            )
+        return out
+
+    def approve(self, task_id: str, by: str = "") -> str:
+        """Let a waiting task run; returns its full id (``task_id`` may be a unique prefix)."""
+        entry = self._find(task_id)
+        entry.future.set_result(True)
+        self._tell("approved", entry.task, by=by)
+        return entry.task.task_id
+
+    def deny(self, task_id: str, reason: str = "denied", by: str = "") -> str:
+        """Fail a waiting task with ``not approved: reason``; returns its full id."""
+        entry = self._find(task_id)
+        reason = reason.strip() or "denied"
+        self._denied[entry.task.task_id] = reason
+        while len(self._denied) > _REMEMBERED:
+            self._denied.popitem(last=False)
+        entry.future.set_result(reason)
+        self._tell("denied", entry.task, by=by, reason=reason)
+        return entry.task.task_id
+
+    def _find(self, task_id: str) -> _Pending:
+        matches = [p for tid, p in self._pending.items() if tid.startswith(task_id)]
+        if not task_id or not matches:
+            raise KeyError(f"no task {task_id!r} is waiting for approval")
+        if len(matches) > 1:
+            raise KeyError(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")
+        if matches[0].future.done():
+            raise KeyError(f"task {task_id!r} was decided already")
+        return matches[0]
+
+    def _tell(self, event: str, task: Task, *, by: str = "", reason: str = "") -> None:
+        if self._on_decision is not None:
+            self._on_decision(
+                Decision(
+                    event, task.task_id, task.capability, task.risk, task.requester, by, reason
+                )
+            )

@@ -1,0 +1,93 @@
+"""People on the loop: tasks at or above a risk level wait for a person's decision."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from node import ApprovalDesk, LocalOrg, Node, Task
+from node.supervision import RISK_LEVELS, Decision, risk_rank
+from protocols.errors import ConfigError, ContractNetError
+
+
+def test_risk_levels_are_ordered_and_an_unknown_risk_counts_as_critical() -> None:
+    assert [risk_rank(r) for r in RISK_LEVELS] == [0, 1, 2, 3]
+    assert risk_rank("apocalyptic") == risk_rank("critical")
+    with pytest.raises(ConfigError, match="approve_at"):
+        ApprovalDesk().gate("severe")
+
+
+async def _mesh(
+    desk: ApprovalDesk, body: Callable[[Node, list[int]], Awaitable[None]], at: str = "high"
+) -> None:
+    org = LocalOrg("acme")
+    executor = Node.from_org(org, "executor", preset="local")
+    ran: list[int] = []
+
+    @executor.capability("transfer", approve=desk.gate(at))
+    async def transfer(task: Task) -> int:
+        ran.append(int(task.input))
+        return int(task.input)
+
+    async with executor:
+        requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+        async with requester:
+            assert await requester.wait_for_peers(1, timeout=10)
+            await body(requester, ran)
+
+
+async def _waiting(desk: ApprovalDesk, n: int = 1) -> list[dict[str, object]]:
+    for _ in range(500):
+        if len(desk.pending()) >= n:
+            return desk.pending()
+        await asyncio.sleep(0.01)
+    raise AssertionError("nothing waits for approval")
+
+
+def test_low_risk_runs_at_once_and_high_risk_waits_for_approval() -> None:
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+
+    async def body(requester: Node, ran: list[int]) -> None:
+        low = await requester.request("transfer", 1, timeout=10, risk="low")
+        assert low.value == 1 and desk.pending() == []
+        high = asyncio.ensure_future(requester.request("transfer", 2, timeout=10, risk="high"))
+        (waiting,) = await _waiting(desk)
+        assert waiting["risk"] == "high" and waiting["input"] == "2"
+        await asyncio.sleep(0.2)
+        assert ran == [1]  # nothing runs before someone says yes
+        desk.approve(str(waiting["task_id"])[:8], by="alice")  # a unique prefix will do
+        assert (await high).value == 2
+        assert ran == [1, 2]
+
+    asyncio.run(asyncio.wait_for(_mesh(desk, body), 60))
+    assert [(d.event, d.by) for d in log] == [("requested", ""), ("approved", "alice")]
+
+
+def test_a_denied_task_fails_with_the_reason_and_is_never_run() -> None:
+    desk = ApprovalDesk()
+
+    async def body(requester: Node, ran: list[int]) -> None:
+        call = asyncio.ensure_future(
+            requester.request("transfer", 3, timeout=10, risk="critical", max_auctions=2)
+        )
+        (waiting,) = await _waiting(desk)
+        desk.deny(str(waiting["task_id"]), reason="over the limit", by="bob")
+        with pytest.raises(ContractNetError) as info:
+            await call
+        assert "not approved: over the limit" in str(info.value)
+        assert all("not approved: over the limit" in a for a in info.value.attempts)
+        assert ran == []
+        assert desk.pending() == []  # the re-award was denied without asking again
+
+    asyncio.run(asyncio.wait_for(_mesh(desk, body), 60))
+
+
+def test_deciding_an_unknown_or_ambiguous_task_is_a_clear_error() -> None:
+    desk = ApprovalDesk()
+    with pytest.raises(KeyError, match="no task 'nope' is waiting"):
+        desk.approve("nope")
+    with pytest.raises(KeyError, match="no task"):
+        desk.deny("")
