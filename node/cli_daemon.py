@@ -8,6 +8,7 @@ status 1 (click's usage errors exit 2); never a traceback.
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -136,10 +137,55 @@ def tasks(config: str | None, control: str | None, as_json: bool) -> None:
 
 
 @click.command()
+@_where
+def approvals(config: str | None, control: str | None, as_json: bool) -> None:
+    """List the tasks waiting for a person's approval (capabilities with approve_at)."""
+    reply = _call(config, control, {"cmd": "approvals"})
+    if as_json:
+        click.echo(json.dumps(reply["approvals"], indent=2))
+        return
+    for a in reply["approvals"]:
+        click.echo(
+            f"{a['task_id'][:16]}  {a['capability']:<14} risk {a['risk']:<8} "
+            f"waiting {a['waiting_s']:>6.1f}s  from {a['requester'][:12]}  input {a['input']}"
+        )
+    if not reply["approvals"]:
+        click.echo("(nothing waits for approval)")
+
+
+def _decide(cmd: str, task_id: str, config: str | None, control: str | None, **extra: str) -> None:
+    req = {"cmd": cmd, "task_id": task_id, "by": getpass.getuser(), **extra}
+    reply = _call(config, control, req)
+    click.echo(f"{reply['task_id']} {'approved' if cmd == 'approve' else 'denied'}")
+
+
+@click.command()
+@click.argument("task_id")
+@_where
+def approve(task_id: str, config: str | None, control: str | None, as_json: bool) -> None:
+    """Let a waiting task run (TASK_ID or a unique prefix of it)."""
+    _decide("approve", task_id, config, control)
+
+
+@click.command()
+@click.argument("task_id")
+@click.option("--reason", default="denied", show_default=True, help="Told to the requester.")
+@_where
+def deny(task_id: str, reason: str, config: str | None, control: str | None, as_json: bool) -> None:
+    """Fail a waiting task with 'not approved: REASON' (it never runs here)."""
+    _decide("deny", task_id, config, control, reason=reason)
+
+
+@click.command()
 @click.argument("capability")
 @click.option("--input", "input_json", default="null", help="The task input, as JSON.")
 @click.option("--wait", is_flag=True, help="Wait for the result.")
 @click.option("--strategy", default=None, help="Award strategy (default least_loaded).")
+@click.option(
+    "--risk",
+    default=None,
+    help="low, medium, high or critical (default low); gated capabilities ask a person.",
+)
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds.")
 @_where
 def submit(
@@ -147,6 +193,7 @@ def submit(
     input_json: str,
     wait: bool,
     strategy: str | None,
+    risk: str | None,
     timeout: float,
     config: str | None,
     control: str | None,
@@ -166,6 +213,8 @@ def submit(
     req["timeout"] = timeout
     if strategy:
         req["strategy"] = strategy
+    if risk:
+        req["risk"] = risk
     reply = _call(config, control, req, timeout=timeout + 5.0 if wait else 5.0)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
@@ -210,7 +259,7 @@ def bench(as_json: bool, quick: bool) -> None:
         click.echo(json.dumps(out, indent=2))
 
 
-COMMANDS = [run, status, peers, tasks, submit, demo, bench]
+COMMANDS = [run, status, peers, tasks, submit, approvals, approve, deny, demo, bench]
 
 
 def register(group: click.Group) -> None:

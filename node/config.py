@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.supervision import RISK_LEVELS
 from protocols.errors import ConfigError
 from protocols.membership.config import MembershipConfig, tuned
 
@@ -56,6 +57,8 @@ class CapabilityConfig:
     python: str | None = None
     command: tuple[str, ...] | None = None
     url: str | None = None
+    #: tasks of this risk or above wait for ``mesh-node approve`` (node.supervision)
+    approve_at: str | None = None
 
     @property
     def handler_kind(self) -> str:
@@ -123,6 +126,7 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
     allowed = {"name", "version", "max_concurrency", "bid", "timeout", "python", "command", "url"}
+    allowed.add("approve_at")
     _reject_unknown(raw, allowed, where)
     if "name" not in raw:
         raise ConfigError(f"{where}: missing key 'name'")
@@ -141,6 +145,10 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     url = _get(raw, "url", str, where) if "url" in raw else None
     if url is not None and not url.startswith(("http://", "https://")):
         raise ConfigError(f"{where}.url: expected an http(s) URL, got {url!r}")
+    approve_at = _get(raw, "approve_at", str, where) if "approve_at" in raw else None
+    if approve_at is not None and approve_at not in RISK_LEVELS:
+        levels = ", ".join(RISK_LEVELS)
+        raise ConfigError(f"{where}.approve_at: {approve_at!r} is not one of {levels}")
     return CapabilityConfig(
         name=_get(raw, "name", str, where),
         version=str(raw.get("version", "1")),
@@ -150,6 +158,7 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
         python=python,
         command=command,
         url=url,
+        approve_at=approve_at,
     )
 
 

@@ -34,6 +34,7 @@ from node.api import Node
 from node.config import DaemonConfig
 from node.control import ControlServer
 from node.handlers import make_handler
+from node.supervision import ApprovalDesk, Decision
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
@@ -91,7 +92,7 @@ def load_files(cfg: DaemonConfig) -> tuple[NodeIdentity, bytes, TrustStore]:
     return identity, cert, trust
 
 
-def build_node(cfg: DaemonConfig) -> Node:
+def build_node(cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> Node:
     identity, cert, trust = load_files(cfg)
     try:
         node = Node(
@@ -117,22 +118,47 @@ def build_node(cfg: DaemonConfig) -> Node:
             f"certificate of org {node.certificate.org!r} is not in the trust file {cfg.trust}"
         )
     for cap in cfg.capabilities:
+        gate = None
+        if cap.approve_at is not None:
+            desk = desk if desk is not None else ApprovalDesk(_log_decision)
+            gate = desk.gate(cap.approve_at)
         node.add_capability(
             cap.name,
             make_handler(cap),
             version=cap.version,
             max_concurrency=cap.max_concurrency,
             bid=cap.bid,
+            approve=gate,
         )
     return node
+
+
+def _log_decision(d: Decision) -> None:
+    """The audit line of every approval request and decision."""
+    fields = {"event": f"Approval{d.event.capitalize()}", **dataclasses.asdict(d)}
+    extra = {"fields": fields}
+    who = f" by {d.by}" if d.by else ""
+    why = f": {d.reason}" if d.reason else ""
+    if d.event == "requested":
+        log.warning(
+            "task %s (%s, risk %s) waits for approval: mesh-node approve %s",
+            d.task_id[:10],
+            d.capability,
+            d.risk,
+            d.task_id[:12],
+            extra=extra,
+        )
+    else:
+        log.info("task %s %s%s%s", d.task_id[:10], d.event, who, why, extra=extra)
 
 
 class _Control:
     """Answers control-socket requests for one node."""
 
-    def __init__(self, node: Node, cfg: DaemonConfig) -> None:
+    def __init__(self, node: Node, cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> None:
         self.node = node
         self.cfg = cfg
+        self.desk = desk if desk is not None else ApprovalDesk()
         self.started = time.time()
 
     async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -163,6 +189,18 @@ class _Control:
             return {"ok": True, "tasks": node.tasks()}
         if cmd == "submit":
             return await self._submit(req)
+        if cmd == "approvals":
+            return {"ok": True, "approvals": self.desk.pending()}
+        if cmd in ("approve", "deny"):
+            task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")
+            try:
+                if cmd == "approve":
+                    full = self.desk.approve(task_id, by=by)
+                else:
+                    full = self.desk.deny(task_id, str(req.get("reason") or "denied"), by=by)
+            except KeyError as exc:
+                return {"ok": False, "error": str(exc.args[0]), "code": "not-found"}
+            return {"ok": True, "task_id": full}
         return {"ok": False, "error": f"unknown command {cmd!r}", "code": "local-misuse"}
 
     async def _submit(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -173,6 +211,8 @@ class _Control:
         opts: dict[str, Any] = {"timeout": timeout}
         if req.get("strategy"):
             opts["strategy"] = str(req["strategy"])
+        if req.get("risk"):
+            opts["risk"] = str(req["risk"])
         task_id, fut = self.node.submit_nowait(capability, req.get("input"), **opts)
         if not req.get("wait"):
             return {"ok": True, "task_id": task_id}
@@ -238,7 +278,8 @@ async def _watch(node: Node) -> None:
 
 async def run_daemon(cfg: DaemonConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
-    node = build_node(cfg)
+    desk = ApprovalDesk(_log_decision)
+    node = build_node(cfg, desk)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -247,7 +288,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     watcher = loop.create_task(_watch(node))
     control: ControlServer | None = None
     try:
-        control = ControlServer(cfg.control_dir, _Control(node, cfg))
+        control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))
         control.start()
         log.info(
             "node %s (%s, org %s) listening on %s; control %s",

@@ -20,17 +20,19 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.handlers import Task
 from protocols.errors import ConfigError
+
+if TYPE_CHECKING:  # node.handlers imports node.config, which imports this module
+    from node.handlers import Task
 
 __all__ = ["RISK_LEVELS", "ApprovalDesk", "Approver", "Decision", "risk_rank"]
 
 RISK_LEVELS = ("low", "medium", "high", "critical")
 
 #: Before a handler runs: True to go ahead; False or a reason (str) to deny.
-Approver = Callable[[Task], Awaitable[bool | str]]
+Approver = Callable[["Task"], Awaitable["bool | str"]]
 
 #: Denials remembered so that a re-award of the same task is denied without asking.
 _REMEMBERED = 1024

@@ -25,10 +25,16 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Daemon]]:
     seed = f"tcp://127.0.0.1:{ports[0]}"
     # n0 tunes membership the way a scenario would ([membership] over the preset).
     tuned = "[membership]\nmax_piggyback = 6\nfanout = 4\n"
+    gated = (
+        '[[capability]]\nname = "pay"\npython = "node_test_handlers:echo"\napprove_at = "high"\n'
+    )
     daemons = [
         Daemon(write_config(base, "n0", org, [org], port=ports[0], caps=(), extra=tuned), base),
         Daemon(write_config(base, "n1", org, [org], port=ports[1], seeds=[seed]), base),
-        Daemon(write_config(base, "n2", org, [org], port=ports[2], seeds=[seed]), base),
+        # n2 also serves "pay", whose high-risk tasks wait for a person (approve_at).
+        Daemon(
+            write_config(base, "n2", org, [org], port=ports[2], seeds=[seed], extra=gated), base
+        ),
     ]
     try:
         for d in daemons:
@@ -58,6 +64,32 @@ def test_status_shows_the_membership_settings_in_effect(mesh: list[Daemon]) -> N
     assert mesh[1].json("status")["membership"] == asdict(local())
 
 
+def test_a_gated_task_waits_for_a_persons_approval(mesh: list[Daemon]) -> None:
+    gate = mesh[2]
+    mesh[0].wait_peers(2)
+    low = mesh[0].json("submit", "pay", "--input", '"5 EUR"', "--wait", "--timeout", "20")
+    assert low["ok"] and low["result"] == {"echo": "5 EUR"}  # low risk: no one is asked
+    assert gate.json("approvals") == []
+    sub = _submit_bg(mesh[0], "pay", '"5000 EUR"', "--risk", "high")
+    waiting: list[dict[str, object]] = []
+    for _ in range(200):
+        waiting = gate.json("approvals")
+        if waiting:
+            break
+        time.sleep(0.05)
+    assert len(waiting) == 1 and waiting[0]["risk"] == "high"
+    task_id = str(waiting[0]["task_id"])
+    out = gate.cli("approve", task_id[:10])
+    assert out.returncode == 0 and f"{task_id} approved" in out.stdout
+    stdout, _ = sub.communicate(timeout=30)
+    assert sub.returncode == 0, stdout
+    assert "5000 EUR" in stdout
+    # The decision is in the daemon's log (the audit line).
+    assert f"task {task_id[:10]} approved by" in gate.log.read_text()
+    missing = gate.cli("approve", "nope")
+    assert missing.returncode == 1 and "no task 'nope' is waiting" in missing.stderr
+
+
 def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:
     out = mesh[0].json("submit", "echo", "--input", '{"x": 1}', "--wait", "--timeout", "20")
     assert out["ok"], out
@@ -78,8 +110,8 @@ def _running_on(daemons: list[Daemon], task_id: str, polls: int = 150) -> Daemon
     raise AssertionError("the task never started on an executor")
 
 
-def _submit_bg(d: Daemon, capability: str, value: str) -> subprocess.Popen[str]:
-    args = [MESH_NODE, "submit", capability, "--input", value, "--wait", "--json"]
+def _submit_bg(d: Daemon, capability: str, value: str, *more: str) -> subprocess.Popen[str]:
+    args = [MESH_NODE, "submit", capability, "--input", value, "--wait", "--json", *more]
     args += ["--timeout", "60", "--config", str(d.config)]
     return subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env_for(d.base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -91,3 +92,18 @@ def test_deciding_an_unknown_or_ambiguous_task_is_a_clear_error() -> None:
         desk.approve("nope")
     with pytest.raises(KeyError, match="no task"):
         desk.deny("")
+
+
+def test_approve_at_in_node_toml(tmp_path: Path) -> None:
+    from node.config import load_config
+
+    base = '[node]\nname = "a"\nidentity = "a.key"\ncertificate = "a.cert"\ntrust = "t.toml"\n'
+    cap = '[[capability]]\nname = "pay"\npython = "m:f"\n'
+    p = tmp_path / "node.toml"
+    p.write_text(base + cap + 'approve_at = "medium"\n')
+    assert load_config(p).capabilities[0].approve_at == "medium"
+    p.write_text(base + cap)
+    assert load_config(p).capabilities[0].approve_at is None
+    p.write_text(base + cap + 'approve_at = "scary"\n')
+    with pytest.raises(ConfigError, match=r"capability\[0\]\.approve_at: 'scary' is not one of"):
+        load_config(p)
