@@ -231,6 +231,47 @@ def submit(
         sys.exit(1)
 
 
+@click.group()
+def audit() -> None:
+    """A daemon's signed audit log ([audit] path in node.toml)."""
+
+
+@audit.command("verify")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--node-id", default=None, help="The node that must have signed every line.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def audit_verify(path: str, node_id: str | None, as_json: bool) -> None:
+    """Check every line's signature and chain link; exit 1 at the first that fails.
+
+    \b
+    Example:
+      mesh-node audit verify /var/lib/parley/alpha-audit.jsonl --node-id 7kq3...
+    """
+    from node.audit import verify_audit
+
+    report = verify_audit(Path(path), node_id)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": report.ok,
+                    "lines": report.lines,
+                    "node_id": report.node_id,
+                    "problem": report.problem,
+                }
+            )
+        )
+    elif report.ok:
+        who = report.node_id or "(empty log)"
+        click.echo(f"{report.lines} lines, all signed by {who}, chain intact")
+    else:
+        click.echo(
+            f"error: {path}: {report.problem} ({report.lines} lines before it hold)", err=True
+        )
+    if not report.ok:
+        sys.exit(1)
+
+
 @click.command()
 @click.option("--tasks", "n_tasks", default=24, show_default=True, help="Tasks in the batch.")
 @click.option("--quiet", is_flag=True, help="No live table (for tests).")
@@ -259,7 +300,7 @@ def bench(as_json: bool, quick: bool) -> None:
         click.echo(json.dumps(out, indent=2))
 
 
-COMMANDS = [run, status, peers, tasks, submit, approvals, approve, deny, demo, bench]
+COMMANDS = [run, status, peers, tasks, submit, approvals, approve, deny, audit, demo, bench]
 
 
 def register(group: click.Group) -> None:

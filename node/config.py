@@ -101,6 +101,8 @@ class DaemonConfig:
     limits: LimitsConfig = LimitsConfig()
     capabilities: tuple[CapabilityConfig, ...] = ()
     source: Path | None = None
+    #: the signed, hash-chained audit log (``[audit] path``; node.audit), if any
+    audit: Path | None = None
 
 
 def default_control_dir(name: str) -> Path:
@@ -176,7 +178,7 @@ def membership_table(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
-    _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership"}, "config")
+    _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership", "audit"}, "config")
     node = data.get("node")
     if not isinstance(node, dict):
         raise ConfigError("config: missing [node] table")
@@ -217,6 +219,14 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     names = [c.name for c in caps]
     if len(set(names)) != len(names):
         raise ConfigError("capability: a name appears twice")
+    audit_raw = data.get("audit", {})
+    if not isinstance(audit_raw, dict):
+        raise ConfigError("audit: use an [audit] table")
+    _reject_unknown(audit_raw, {"path"}, "audit")
+    audit = None
+    if "path" in audit_raw:
+        audit = Path(_get(audit_raw, "path", str, "audit")).expanduser()
+        audit = audit if audit.is_absolute() else base / audit
     table = membership_table(data)
     preset = str(table["preset"])
     membership = tuned(table)
@@ -236,6 +246,7 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         limits=limits,
         capabilities=caps,
         source=base,
+        audit=audit,
     )
 
 

@@ -31,6 +31,7 @@ from mesh.events import (
     TaskReassigned,
 )
 from node.api import Node
+from node.audit import AuditLog
 from node.config import DaemonConfig
 from node.control import ControlServer
 from node.handlers import make_handler
@@ -247,10 +248,7 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
     def n(node_id: str) -> str:
         return names.get(node_id, node_id[:10])
 
-    fields: dict[str, Any] = {"event": type(ev).__name__}
-    fields.update({k: getattr(ev, k) for k in getattr(ev, "__slots__", ())})
-    fields.pop("result", None)
-    fields.pop("input", None)
+    fields: dict[str, Any] = {"event": type(ev).__name__, **_fields_of(ev)}
     extra = {"fields": fields}
     if isinstance(ev, PeerJoined):
         log.info("peer joined %s (%s) at %s", n(ev.node_id), ev.org, ev.endpoint, extra=extra)
@@ -270,22 +268,50 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
         log.debug("rejected a frame from %s: %s", ev.endpoint, ev.code, extra=extra)
 
 
-async def _watch(node: Node) -> None:
+async def _watch(node: Node, audit: AuditLog | None = None) -> None:
     names: dict[str, str] = {}
     async for ev in node.events():
         _log_event(ev, names)
+        if audit is not None and type(ev).__name__.startswith("Task"):
+            _audit(audit, type(ev).__name__, _fields_of(ev))
+
+
+def _fields_of(ev: Event) -> dict[str, Any]:
+    fields = {k: getattr(ev, k) for k in getattr(ev, "__slots__", ())}
+    fields.pop("result", None)
+    fields.pop("input", None)
+    return fields
+
+
+def _audit(audit: AuditLog, event: str, data: dict[str, Any]) -> None:
+    try:
+        audit.append(event, data)
+    except OSError as exc:  # a full disk must not stop the node; say so loudly
+        log.error("audit log %s: %s (event %s not recorded)", audit.path, exc, event)
 
 
 async def run_daemon(cfg: DaemonConfig) -> int:
     """Run until SIGTERM/SIGINT; returns the exit status."""
-    desk = ApprovalDesk(_log_decision)
+    audits: list[AuditLog] = []  # filled once the node's identity is loaded
+
+    def on_decision(d: Decision) -> None:
+        _log_decision(d)
+        for audit in audits:
+            _audit(audit, f"Approval{d.event.capitalize()}", dataclasses.asdict(d))
+
+    desk = ApprovalDesk(on_decision)
     node = build_node(cfg, desk)
+    if cfg.audit is not None:
+        audits.append(AuditLog(cfg.audit, node.identity))  # a damaged log: ConfigError
+    audit = audits[0] if audits else None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await node.start()
-    watcher = loop.create_task(_watch(node))
+    if audit is not None:
+        _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})
+    watcher = loop.create_task(_watch(node, audit))
     control: ControlServer | None = None
     try:
         control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))
@@ -312,6 +338,9 @@ async def run_daemon(cfg: DaemonConfig) -> int:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        if audit is not None:
+            _audit(audit, "NodeStopped", out)
+            audit.close()
         if control is not None:
             await control.close()
     return 0

@@ -27,6 +27,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Daemon]]:
     tuned = "[membership]\nmax_piggyback = 6\nfanout = 4\n"
     gated = (
         '[[capability]]\nname = "pay"\npython = "node_test_handlers:echo"\napprove_at = "high"\n'
+        '[audit]\npath = "audit-n2.jsonl"\n'
     )
     daemons = [
         Daemon(write_config(base, "n0", org, [org], port=ports[0], caps=(), extra=tuned), base),
@@ -84,8 +85,21 @@ def test_a_gated_task_waits_for_a_persons_approval(mesh: list[Daemon]) -> None:
     stdout, _ = sub.communicate(timeout=30)
     assert sub.returncode == 0, stdout
     assert "5000 EUR" in stdout
-    # The decision is in the daemon's log (the audit line).
+    # The decision is in the daemon's log, and in its signed audit log.
     assert f"task {task_id[:10]} approved by" in gate.log.read_text()
+    audit = gate.base / "audit-n2.jsonl"
+    node_id = gate.json("status")["node_id"]
+    check = subprocess.run(
+        [MESH_NODE, "audit", "verify", str(audit), "--node-id", node_id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env_for(gate.base),
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
+    assert events[0] == "NodeStarted"
+    assert {"ApprovalRequested", "ApprovalApproved", "TaskAssigned"} <= set(events)
     missing = gate.cli("approve", "nope")
     assert missing.returncode == 1 and "no task 'nope' is waiting" in missing.stderr
 

@@ -1,0 +1,129 @@
+"""The signed, hash-chained audit log: what it records survives restarts, and any
+change to it is found at the line where it was made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from node.audit import AuditLog, verify_audit
+from node.cli import main
+from protocols.errors import ConfigError
+from protocols.identity import NodeIdentity
+
+ALICE = NodeIdentity.from_seed(bytes(range(32)))
+MALLORY = NodeIdentity.from_seed(bytes(32))
+
+
+def _log(path: Path, n: int, who: NodeIdentity = ALICE) -> None:
+    log = AuditLog(path, who)
+    for i in range(n):
+        log.append("TaskCompleted", {"task_id": f"t{i}", "executor": "x", "n": i})
+    log.close()
+
+
+def test_a_log_verifies_and_continues_its_chain_after_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 3)
+    _log(path, 2)  # a restart: the chain goes on
+    report = verify_audit(path, ALICE.node_id)
+    assert report.ok and report.lines == 5 and report.node_id == ALICE.node_id
+    seqs = [json.loads(line)["seq"] for line in path.read_text().splitlines()]
+    assert seqs == [0, 1, 2, 3, 4]
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(line + "\n" for line in lines))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        ("edit", "line 3: signature does not match"),
+        ("remove", "line 3: sequence number 3, expected 2"),
+        ("swap", "line 2: sequence number 2, expected 1"),
+        ("resign", "line 4: does not follow the previous line"),
+        ("truncate", "line 5: cut short"),
+    ],
+)
+def test_any_change_is_found_at_its_line(tmp_path: Path, tamper: str, problem: str) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 5)
+    lines = _lines(path)
+    if tamper == "edit":
+        row = json.loads(lines[2])
+        row["data"]["executor"] = "someone else"
+        lines[2] = json.dumps(row, sort_keys=True, separators=(",", ":"))
+    elif tamper == "remove":
+        del lines[2]
+    elif tamper == "swap":
+        lines[1], lines[2] = lines[2], lines[1]
+    elif tamper == "resign":
+        # Someone with the key rewrites line 3 and signs it anew: line 3 verifies on
+        # its own, but line 4's link to the line before it breaks.
+        forged = AuditLog.__new__(AuditLog)
+        forged.identity = ALICE
+        forged.seq, forged.prev = 2, json.loads(lines[2])["prev"]
+        forged._file = (tmp_path / "forged.jsonl").open("ab")
+        forged.append("TaskCompleted", {"task_id": "t2", "executor": "mallory", "n": 2})
+        forged.close()
+        lines[2] = _lines(tmp_path / "forged.jsonl")[0]
+    path.write_text("".join(line + "\n" for line in lines))
+    if tamper == "truncate":
+        data = path.read_bytes()
+        path.write_bytes(data[:-20])
+    report = verify_audit(path)
+    assert not report.ok
+    assert problem in report.problem
+
+
+def test_a_log_signed_by_another_node_is_caught_by_its_node_id(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 2, who=MALLORY)
+    assert verify_audit(path).ok  # consistent on its own...
+    report = verify_audit(path, ALICE.node_id)  # ...but not the node we expect
+    assert not report.ok and "line 1: signed by" in report.problem
+
+
+def test_a_daemon_refuses_to_extend_a_damaged_log(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 3)
+    lines = _lines(path)
+    del lines[1]
+    _write(path, lines)
+    with pytest.raises(ConfigError, match="move it aside"):
+        AuditLog(path, ALICE)
+
+
+def test_mesh_node_audit_verify(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 4)
+    ok = CliRunner().invoke(main, ["audit", "verify", str(path), "--node-id", ALICE.node_id])
+    assert ok.exit_code == 0 and f"4 lines, all signed by {ALICE.node_id}" in ok.output
+    lines = _lines(path)
+    del lines[0]
+    _write(path, lines)
+    bad = CliRunner().invoke(main, ["audit", "verify", str(path), "--json"])
+    assert bad.exit_code == 1
+    assert json.loads(bad.output)["problem"].startswith("line 1: sequence number 1")
+
+
+def test_the_audit_table_of_node_toml(tmp_path: Path) -> None:
+    from node.config import load_config
+
+    base = '[node]\nname = "a"\nidentity = "a.key"\ncertificate = "a.cert"\ntrust = "t.toml"\n'
+    p = tmp_path / "node.toml"
+    p.write_text(base + '[audit]\npath = "logs/audit.jsonl"\n')
+    assert load_config(p).audit == tmp_path / "logs" / "audit.jsonl"
+    p.write_text(base)
+    assert load_config(p).audit is None
+    p.write_text(base + '[audit]\nfile = "x"\n')
+    with pytest.raises(ConfigError, match="audit"):
+        load_config(p)
