@@ -120,8 +120,11 @@ def peers(config: str | None, control: str | None, as_json: bool) -> None:
 
 
 @click.command()
+@click.option(
+    "--why", is_flag=True, help="Each requested task's decisions: awards, moves, outcome."
+)
 @_where
-def tasks(config: str | None, control: str | None, as_json: bool) -> None:
+def tasks(config: str | None, control: str | None, as_json: bool, why: bool) -> None:
     """List recent tasks (requested here or run here)."""
     reply = _call(config, control, {"cmd": "tasks"})
     if as_json:
@@ -132,6 +135,9 @@ def tasks(config: str | None, control: str | None, as_json: bool) -> None:
             f"{t['task_id'][:16]}  {t['role']:<9} {t['capability']:<14} {t['state']:<10} "
             f"{t['winner'][:12]}"
         )
+        if why:
+            for line in t.get("decisions", []):
+                click.echo(f"    {line}")
     if not reply["tasks"]:
         click.echo("(no tasks)")
 

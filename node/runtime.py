@@ -88,9 +88,15 @@ class TaskView:
     awarded_at: float | None = None
     finished_at: float | None = None
     reason: str = ""
+    strategy: str = ""
+    risk: str = "low"
+    #: the decision summary: one line per award, re-award and outcome, in order
+    decisions: list[str] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}
+        out = {k: getattr(self, k) for k in self.__slots__}
+        out["decisions"] = list(self.decisions)
+        return out
 
 
 @dataclass(slots=True)
@@ -240,7 +246,9 @@ class Runtime:
         task_id = self.core.submit(spec, now)
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiters[task_id] = fut
-        self._remember(TaskView(task_id, spec.capability, "requester", "bidding", now))
+        view = TaskView(task_id, spec.capability, "requester", "bidding", now)
+        view.strategy, view.risk = str(spec.strategy), str(spec.risk)
+        self._remember(view)
         self._pump()
         return task_id, fut
 
@@ -333,6 +341,19 @@ class Runtime:
             view.winner = ev.winner
             view.epoch = ev.epoch
             view.awarded_at = view.awarded_at or time.time()
+            if isinstance(ev, TaskAwarded):
+                backups = ", ".join(b[:12] for b in ev.backups) or "none"
+                view.decisions.append(
+                    f"epoch {ev.epoch}: awarded to {ev.winner[:12]} by {view.strategy or '?'}"
+                    f" among {ev.bidders} bid(s), {view.refusals} refusal(s) so far;"
+                    f" backups {backups}"
+                )
+            else:
+                how = "a new auction" if ev.new_auction else "its backup"
+                view.decisions.append(
+                    f"epoch {ev.epoch}: moved from {ev.previous[:12]} to {ev.winner[:12]}"
+                    f" ({ev.reason}; {how})"
+                )
 
     def _on_outcome(self, ev: TaskCompleted | TaskFailed | TaskOutcomeUnknown) -> None:
         view = self.tasks.get(ev.task_id)
@@ -340,6 +361,14 @@ class Runtime:
         if view is not None:
             view.finished_at = now
         fut = self._waiters.pop(ev.task_id, None)
+        if view is not None:
+            if isinstance(ev, TaskCompleted):
+                took = f" after {now - view.started:.2f} s"
+                view.decisions.append(f"completed by {ev.executor[:12]}{took}")
+            elif isinstance(ev, TaskFailed):
+                view.decisions.append(f"failed: {ev.reason}")
+            else:
+                view.decisions.append(f"outcome unknown: {ev.reason}")
         if isinstance(ev, TaskCompleted):
             if view is not None:
                 view.state, view.winner = "completed", ev.executor

@@ -92,3 +92,15 @@ def test_a_stopping_executor_hands_back_queued_tasks_without_starting_them() -> 
         assert [r.value for r in done] == starts
 
     asyncio.run(asyncio.wait_for(body(), 60))
+
+
+def test_a_requested_task_carries_its_decision_summary() -> None:
+    async def body(requester: Node, seen: dict[str, int], _started: asyncio.Event) -> None:
+        result = await requester.request("slow", 7, timeout=15, strategy="first_idle")
+        (view,) = [t for t in requester.tasks() if t["task_id"] == result.task_id]
+        assert view["strategy"] == "first_idle" and view["risk"] == "low"
+        first, last = view["decisions"][0], view["decisions"][-1]
+        assert first.startswith("epoch 1: awarded to ") and "by first_idle among 1 bid(s)" in first
+        assert last.startswith(f"completed by {result.executor[:12]} after ")
+
+    asyncio.run(asyncio.wait_for(_with_one_slot(body), 60))
