@@ -12,8 +12,19 @@ if TYPE_CHECKING:
     from node.api import LocalOrg, Node, Result
     from node.handlers import HandlerFailed, Task
     from node.supervision import ApprovalDesk
+    from node.workflow import Saga, SagaFailed, fan_out
 
-__all__ = ["ApprovalDesk", "HandlerFailed", "LocalOrg", "Node", "Result", "Task"]
+__all__ = [
+    "ApprovalDesk",
+    "HandlerFailed",
+    "LocalOrg",
+    "Node",
+    "Result",
+    "Saga",
+    "SagaFailed",
+    "Task",
+    "fan_out",
+]
 
 
 def __getattr__(name: str) -> Any:
@@ -29,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from node import supervision
 
         return supervision.ApprovalDesk
+    if name in ("Saga", "SagaFailed", "fan_out"):
+        from node import workflow
+
+        return getattr(workflow, name)
     raise AttributeError(name)

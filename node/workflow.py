@@ -1,0 +1,175 @@
+"""Workflows over the mesh: fan a job out to many agents and compose the results, and
+run several agents' operations as one unit that is undone when a step fails (a saga).
+
+Both are built on ``Node.request`` alone: every step is an ordinary contract-net task,
+bid for, awarded, re-awarded on failure, with its idempotency key.
+
+``fan_out(node, "summarize", chunks, concurrency=8)`` runs one request per input, at
+most ``concurrency`` at a time, and returns the results in input order (the first
+failure raises, the others are cancelled; ``return_exceptions=True`` keeps going).
+
+A ``Saga`` gives transactional integrity across agents without a coordinator or
+locks: each ``step`` names how to undo it (a compensating capability and its input,
+computed from the step's result). When a step fails, or the ``async with`` block
+raises, the completed steps are compensated newest first, and ``SagaFailed`` says
+which step failed, what was undone, and which compensation failed (those need a
+person). Task ids are derived from the saga's id, so running the same saga id again
+reuses the idempotency keys of its steps and compensations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from protocols.errors import ContractNetError
+
+if TYPE_CHECKING:
+    from node.api import Node
+    from node.runtime import Result
+
+__all__ = ["Saga", "SagaFailed", "fan_out"]
+
+
+async def fan_out(
+    node: Node,
+    capability: str,
+    inputs: Sequence[Any],
+    *,
+    concurrency: int = 8,
+    return_exceptions: bool = False,
+    **opts: Any,
+) -> list[Any]:
+    """One request per input, ``concurrency`` at a time; results (``Result``) in order."""
+    if concurrency < 1:
+        raise ValueError("concurrency must be >= 1")
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(value: Any) -> Result:
+        async with gate:
+            return await node.request(capability, value, **opts)
+
+    tasks = [asyncio.ensure_future(one(v)) for v in inputs]
+    try:
+        return list(await asyncio.gather(*tasks, return_exceptions=return_exceptions))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class _Undo:
+    step: str
+    capability: str
+    input: Any
+
+
+class SagaFailed(ContractNetError):
+    """A saga stopped: ``failed_step`` failed (or the block raised), ``compensated`` were
+    undone (newest first), ``unrecovered`` are steps whose compensation failed too."""
+
+    default_code = "saga-failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        failed_step: str,
+        compensated: tuple[str, ...],
+        unrecovered: tuple[str, ...],
+        attempts: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(message, attempts=attempts)
+        self.failed_step = failed_step
+        self.compensated = compensated
+        self.unrecovered = unrecovered
+
+
+class Saga:
+    """Steps on several agents that complete together or are undone together."""
+
+    def __init__(self, node: Node, *, saga_id: str | None = None, timeout: float = 60.0) -> None:
+        self.node = node
+        self.saga_id = saga_id or secrets.token_hex(8)
+        self.timeout = timeout
+        self._undo: list[_Undo] = []
+        self._steps = 0
+        self._failed = False
+
+    async def step(
+        self,
+        capability: str,
+        input: Any = None,
+        *,
+        compensate: str | None = None,
+        compensate_input: Callable[[Any], Any] | None = None,
+        **opts: Any,
+    ) -> Any:
+        """Run one step; its value. ``compensate`` names the capability that undoes it,
+        called with ``compensate_input(value)`` (default: the step's value)."""
+        if self._failed:
+            raise SagaFailed(
+                f"saga {self.saga_id} has failed already",
+                failed_step="",
+                compensated=(),
+                unrecovered=(),
+            )
+        self._steps += 1
+        name = f"{self._steps}:{capability}"
+        opts.setdefault("timeout", self.timeout)
+        opts.setdefault("task_id", f"{self.saga_id}-{self._steps}")
+        try:
+            result = await self.node.request(capability, input, **opts)
+        except ContractNetError as exc:
+            await self._fail(name, f"step {name} failed: {exc.message}", exc.attempts)
+        if compensate is not None:
+            undo_input = compensate_input(result.value) if compensate_input else result.value
+            self._undo.append(_Undo(name, compensate, undo_input))
+        return result.value
+
+    async def abort(self, reason: str = "aborted") -> None:
+        """Undo the steps done so far and raise ``SagaFailed``."""
+        await self._fail("", f"saga {self.saga_id} aborted: {reason}", ())
+
+    async def __aenter__(self) -> Saga:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
+    ) -> None:
+        if exc is None or isinstance(exc, SagaFailed):
+            return
+        if isinstance(exc, Exception):  # the block failed between steps: undo, then say so
+            await self._fail("", f"saga {self.saga_id}: {type(exc).__name__}: {exc}", ())
+
+    async def _fail(self, step: str, message: str, attempts: tuple[str, ...]) -> NoReturn:
+        self._failed = True
+        done: list[str] = []
+        lost: list[str] = []
+        for i, undo in enumerate(reversed(self._undo)):
+            try:
+                await self.node.request(
+                    undo.capability,
+                    undo.input,
+                    timeout=self.timeout,
+                    task_id=f"{self.saga_id}-undo-{len(self._undo) - i}",
+                )
+                done.append(undo.step)
+            except ContractNetError:
+                lost.append(undo.step)
+        self._undo.clear()
+        detail = f"; undone: {', '.join(done) or 'nothing'}"
+        if lost:
+            detail += f"; NOT undone (compensation failed): {', '.join(lost)}"
+        raise SagaFailed(
+            message + detail,
+            failed_step=step,
+            compensated=tuple(done),
+            unrecovered=tuple(lost),
+            attempts=attempts,
+        )
