@@ -123,6 +123,7 @@ class Node:
         self.limits = limits
         self.grace = grace
         self._decls: dict[str, CapabilityDecl] = {}
+        self._listeners: list[Callable[[Event], None]] = []
         self.runtime: Runtime | None = None
         self.discovery: MdnsDiscovery | None = None
 
@@ -184,6 +185,14 @@ class Node:
             raise LocalProtocolError(f"capability {name!r} registered twice")
         self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler, approve)
 
+    def on_event(self, listener: Callable[[Event], None]) -> None:
+        """Call ``listener`` with every event, synchronously, in order, none dropped
+        (``events()`` is a bounded queue that drops the oldest for a slow reader).
+        Register before ``start``; keep it quick (it runs on the node's loop)."""
+        if self.runtime is not None:
+            raise LocalProtocolError("add event listeners before the node starts")
+        self._listeners.append(listener)
+
     def capabilities(self) -> list[dict[str, Any]]:
         """What this node offers."""
         return [
@@ -218,6 +227,7 @@ class Node:
             handlers={d.name: d.handler for d in self._decls.values()},
             concurrency={d.name: d.max_concurrency for d in self._decls.values()},
             approvers={d.name: d.approve for d in self._decls.values() if d.approve is not None},
+            listeners=self._listeners,
         )
         self.runtime.start(self.seeds)
         if self.mdns:

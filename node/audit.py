@@ -4,22 +4,30 @@ Every line is one JSON object: ``seq`` (0, 1, 2, ...), ``ts`` (unix seconds),
 ``node_id``, ``key`` (the node's Ed25519 public key, hex), ``event``, ``data``,
 ``prev`` (hex SHA-256 of the previous line's bytes; 64 zeros for the first) and
 ``sig``: the node's Ed25519 signature (hex) over ``parley/1/audit`` followed by the
-line's canonical JSON without ``sig`` (sorted keys, no spaces). A changed, removed,
-reordered or inserted line breaks the chain or a signature; ``verify`` names the
-first line that does not hold. The node id is the SHA-256 of the key, so a file
-re-signed with another key is caught by checking the node id you expect
-(``mesh-node audit verify FILE --node-id ID``).
+line's canonical JSON without ``sig`` (sorted keys, no spaces, no NaN). A changed,
+reordered or inserted line, or one removed from the middle, breaks the chain or a
+signature; ``verify_audit`` names the first line that does not hold, and a line must
+be byte for byte in canonical form. Lines cut off the *end* cannot be detected from
+the file alone: keep the last ``seq`` and hash (``verify`` prints them) elsewhere if
+that matters. The node id is the SHA-256 of the key, so a file re-signed with another
+key is caught by checking the node id you expect (``--node-id``).
 
-The file survives restarts: a daemon continues the chain from its last line, and
-refuses to start on a file whose last line is damaged (move it aside first). Lines
-are flushed as they are written, not fsynced: a host crash can lose the last lines,
-never reorder or change the earlier ones.
+A daemon continues the chain after a restart. An incomplete last line (a crash in the
+middle of a write) is cut off and a ``RecoveredTruncation`` line records how many bytes
+were lost; any other damage stops the daemon from starting (move the file aside). One
+writer at a time (an exclusive lock). A failed write (a full disk) is rolled back to
+the last whole line and the log stops taking lines until the daemon restarts: never a
+half-written or duplicated line. Lines are written, not fsynced: a host crash can lose
+the last lines, not change earlier ones.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +44,13 @@ _GENESIS = "0" * 64
 
 
 def _canonical(line: dict[str, Any]) -> bytes:
-    return json.dumps(line, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return json.dumps(line, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _plain(data: Any) -> Any:
+    """``data`` as the JSON it will be read back as (string keys, lists, no NaN), so
+    that what is signed is exactly what a verifier reloads."""
+    return json.loads(json.dumps(data, default=str, allow_nan=False))
 
 
 class AuditLog:
@@ -47,37 +61,73 @@ class AuditLog:
         self.identity = identity
         self.seq = 0
         self.prev = _GENESIS
-        if path.exists() and path.stat().st_size > 0:
-            report = verify_audit(path, identity.node_id)
-            if not report.ok:
-                raise ConfigError(
-                    f"audit log {path}: {report.problem}; move it aside to start a new one"
-                )
-            self.seq, self.prev = report.lines, report.last_hash
+        self.broken = ""  # why appends stopped (a failed write), if they did
         try:
-            self._file = path.open("ab")
+            self._fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise ConfigError(f"audit log {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise ConfigError(f"audit log {path}: in use by another process") from None
+        cut = self._open_chain()
+        if cut:
+            self.append("RecoveredTruncation", {"bytes_lost": cut})
+
+    def _open_chain(self) -> int:
+        """Check the existing lines, cut an incomplete last line; the bytes cut."""
+        size = os.fstat(self._fd).st_size
+        if size == 0:
+            self._size = 0
+            return 0
+        data = self.path.read_bytes()
+        whole = data[: data.rfind(b"\n") + 1]
+        cut = len(data) - len(whole)
+        report = _verify_bytes(whole, self.identity.node_id)
+        if not report.ok:
+            os.close(self._fd)
+            raise ConfigError(
+                f"audit log {self.path}: {report.problem}; move it aside to start a new one"
+            )
+        if cut:
+            os.ftruncate(self._fd, len(whole))
+        self._size = len(whole)
+        self.seq, self.prev = report.lines, report.last_hash
+        return cut
 
     def append(self, event: str, data: dict[str, Any]) -> None:
+        """Sign and write one line; ``OSError`` if it could not be written (the file is
+        then left as it was, and further appends raise until a restart)."""
+        if self.broken:
+            raise OSError(f"audit log stopped after a failed write: {self.broken}")
         line: dict[str, Any] = {
             "seq": self.seq,
             "ts": round(time.time(), 3),
             "node_id": self.identity.node_id,
             "key": self.identity.public_key.hex(),
             "event": event,
-            "data": data,
+            "data": _plain(data),
             "prev": self.prev,
         }
         line["sig"] = self.identity.signer.sign(DOMAIN + _canonical(line)).hex()
-        raw = json.dumps(line, sort_keys=True, separators=(",", ":"), default=str).encode()
-        self._file.write(raw + b"\n")
-        self._file.flush()
+        raw = _canonical(line)
+        out = raw + b"\n"
+        try:
+            written = os.write(self._fd, out)
+            if written != len(out):
+                raise OSError(f"short write ({written} of {len(out)} bytes)")
+        except OSError as exc:
+            self.broken = str(exc)
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, self._size)  # never leave half a line behind
+            raise
+        self._size += len(out)
         self.prev = hashlib.sha256(raw).hexdigest()
         self.seq += 1
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,34 +135,35 @@ class AuditReport:
     ok: bool
     lines: int  # lines that verified (all of them when ok)
     node_id: str  # the signer of the lines that verified ("" if none)
-    last_hash: str
+    last_hash: str  # the chain's head: hash of the last line that verified
     problem: str = ""
 
 
 def verify_audit(path: Path, node_id: str | None = None) -> AuditReport:
-    """Check every line's chain link and signature; stop at the first that fails."""
+    """Check every line's form, chain link and signature; stop at the first that fails."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return AuditReport(False, 0, "", _GENESIS, f"{path}: {exc.strerror or exc}")
+    return _verify_bytes(data, node_id)
+
+
+def _verify_bytes(data: bytes, node_id: str | None) -> AuditReport:
     verifier = Ed25519Verifier()
     prev, signer, n = _GENESIS, "", 0
 
     def bad(problem: str) -> AuditReport:
         return AuditReport(False, n, signer, prev, f"line {n + 1}: {problem}")
 
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return AuditReport(False, 0, "", prev, f"{path}: {exc.strerror or exc}")
-    if data and not data.endswith(b"\n"):
-        last = data.rsplit(b"\n", 1)
-        data = last[0] + b"\n" if len(last) == 2 else b""
-        truncated = True
-    else:
-        truncated = False
-    for raw in data.splitlines():
+    truncated = bool(data) and not data.endswith(b"\n")
+    for raw in data.split(b"\n")[:-1]:  # an incomplete last piece is reported below
         try:
             line = json.loads(raw)
+            if _canonical(line) != raw:
+                return bad("not in canonical form (the line was edited)")
             sig = bytes.fromhex(line.pop("sig"))
             key = bytes.fromhex(line["key"])
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return bad("not a signed audit line")
         if line.get("seq") != n:
             return bad(f"sequence number {line.get('seq')!r}, expected {n}")

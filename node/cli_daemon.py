@@ -189,8 +189,9 @@ def deny(task_id: str, reason: str, config: str | None, control: str | None, as_
 @click.option("--strategy", default=None, help="Award strategy (default least_loaded).")
 @click.option(
     "--risk",
+    type=click.Choice(["low", "medium", "high", "critical"]),
     default=None,
-    help="low, medium, high or critical (default low); gated capabilities ask a person.",
+    help="Default low; capabilities gated at this risk or below ask a person first.",
 )
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds.")
 @_where
@@ -263,6 +264,7 @@ def audit_verify(path: str, node_id: str | None, as_json: bool) -> None:
                     "ok": report.ok,
                     "lines": report.lines,
                     "node_id": report.node_id,
+                    "head": report.last_hash,
                     "problem": report.problem,
                 }
             )

@@ -16,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mesh.events import (
@@ -93,7 +94,9 @@ def load_files(cfg: DaemonConfig) -> tuple[NodeIdentity, bytes, TrustStore]:
     return identity, cert, trust
 
 
-def build_node(cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> Node:
+def build_node(cfg: DaemonConfig, desk: ApprovalDesk) -> Node:
+    """The daemon's node; ``desk`` holds its tasks waiting for approval (the same desk
+    must answer the control socket's approvals/approve/deny)."""
     identity, cert, trust = load_files(cfg)
     try:
         node = Node(
@@ -121,7 +124,6 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> Node:
     for cap in cfg.capabilities:
         gate = None
         if cap.approve_at is not None:
-            desk = desk if desk is not None else ApprovalDesk(_log_decision)
             gate = desk.gate(cap.approve_at)
         node.add_capability(
             cap.name,
@@ -136,7 +138,7 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> Node:
 
 def _log_decision(d: Decision) -> None:
     """The audit line of every approval request and decision."""
-    fields = {"event": f"Approval{d.event.capitalize()}", **dataclasses.asdict(d)}
+    fields = {**dataclasses.asdict(d), "event": f"Approval{d.event.capitalize()}"}
     extra = {"fields": fields}
     who = f" by {d.by}" if d.by else ""
     why = f": {d.reason}" if d.reason else ""
@@ -156,10 +158,10 @@ def _log_decision(d: Decision) -> None:
 class _Control:
     """Answers control-socket requests for one node."""
 
-    def __init__(self, node: Node, cfg: DaemonConfig, desk: ApprovalDesk | None = None) -> None:
+    def __init__(self, node: Node, cfg: DaemonConfig, desk: ApprovalDesk) -> None:
         self.node = node
         self.cfg = cfg
-        self.desk = desk if desk is not None else ApprovalDesk()
+        self.desk = desk
         self.started = time.time()
 
     async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -268,12 +270,20 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
         log.debug("rejected a frame from %s: %s", ev.endpoint, ev.code, extra=extra)
 
 
-async def _watch(node: Node, audit: AuditLog | None = None) -> None:
+async def _watch(node: Node) -> None:
     names: dict[str, str] = {}
     async for ev in node.events():
         _log_event(ev, names)
-        if audit is not None and type(ev).__name__.startswith("Task"):
+
+
+def _audit_events(audit: AuditLog) -> Callable[[Event], None]:
+    """A node listener writing every Task* event to the audit log (none dropped)."""
+
+    def listener(ev: Event) -> None:
+        if type(ev).__name__.startswith("Task"):
             _audit(audit, type(ev).__name__, _fields_of(ev))
+
+    return listener
 
 
 def _fields_of(ev: Event) -> dict[str, Any]:
@@ -286,7 +296,7 @@ def _fields_of(ev: Event) -> dict[str, Any]:
 def _audit(audit: AuditLog, event: str, data: dict[str, Any]) -> None:
     try:
         audit.append(event, data)
-    except OSError as exc:  # a full disk must not stop the node; say so loudly
+    except Exception as exc:  # a full disk must not stop the node; say so loudly
         log.error("audit log %s: %s (event %s not recorded)", audit.path, exc, event)
 
 
@@ -304,6 +314,8 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     if cfg.audit is not None:
         audits.append(AuditLog(cfg.audit, node.identity))  # a damaged log: ConfigError
     audit = audits[0] if audits else None
+    if audit is not None:
+        node.on_event(_audit_events(audit))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -311,7 +323,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     await node.start()
     if audit is not None:
         _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})
-    watcher = loop.create_task(_watch(node, audit))
+    watcher = loop.create_task(_watch(node))
     control: ControlServer | None = None
     try:
         control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))

@@ -124,6 +124,7 @@ class Runtime:
         handlers: dict[str, Handler] | None = None,
         concurrency: dict[str, int] | None = None,
         approvers: dict[str, Approver] | None = None,
+        listeners: list[Callable[[Event], None]] | None = None,
     ) -> None:
         self.transport = ZmqTransport(listen, self._on_frames, limits=limits, advertised=advertise)
         self.endpoint = self.transport.endpoint
@@ -147,6 +148,8 @@ class Runtime:
         self._given: dict[str, Task] = {}
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
+        #: called with every event as it happens, in order, none dropped (audit logs)
+        self._listeners: list[Callable[[Event], None]] = list(listeners or [])
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._pumping = False
@@ -297,6 +300,11 @@ class Runtime:
             self._subscribers.remove(q)
 
     def _dispatch(self, ev: Event) -> None:
+        for listener in self._listeners:
+            try:
+                listener(ev)
+            except Exception as exc:  # a listener bug must not stop the node
+                log.error("event listener failed on %s: %s", type(ev).__name__, exc)
         for q in self._subscribers:
             if q.full():
                 q.get_nowait()  # drop the oldest: a slow reader never stalls the node

@@ -10,7 +10,9 @@ executor (whose operator decides for their own machine), and a re-award of the s
 task here is denied again without asking twice.
 
 Risk levels, lowest first: ``low``, ``medium``, ``high``, ``critical``. A risk string
-outside them counts as ``critical``: an unknown risk never slips past a gate.
+outside them counts as ``critical``: an unknown risk never slips past a gate. The risk
+is what the requester declares (default ``low``): to hold every task of a capability
+for a person, whatever its requester says, gate it at ``low``.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ RISK_LEVELS = ("low", "medium", "high", "critical")
 
 #: Before a handler runs: True to go ahead; False or a reason (str) to deny.
 Approver = Callable[["Task"], Awaitable["bool | str"]]
+
+#: A task id prefix must be at least this long (a stale listing must not approve
+#: another task that happens to share a short prefix).
+MIN_PREFIX = 6
 
 #: Denials remembered so that a re-award of the same task is denied without asking.
 _REMEMBERED = 1024
@@ -90,12 +96,14 @@ class ApprovalDesk:
     async def wait(self, task: Task) -> bool | str:
         """Wait for a decision on ``task`` (a re-award of a denied task: denied at once)."""
         if task.task_id in self._denied:
-            return self._denied[task.task_id]
+            reason = self._denied[task.task_id]
+            self._tell("denied", task, by="(denied before)", reason=reason)
+            return reason
         loop = asyncio.get_running_loop()
         entry = _Pending(task, time.time(), loop.create_future())
         self._pending[task.task_id] = entry
-        self._tell("requested", task)
         try:
+            self._tell("requested", task)
             return await entry.future
         except asyncio.CancelledError:
             self._tell("expired", task)
@@ -141,9 +149,15 @@ class ApprovalDesk:
         return entry.task.task_id
 
     def _find(self, task_id: str) -> _Pending:
-        matches = [p for tid, p in self._pending.items() if tid.startswith(task_id)]
+        exact = self._pending.get(task_id)
+        if exact is not None:
+            matches = [exact]
+        else:
+            matches = [p for tid, p in self._pending.items() if tid.startswith(task_id)]
         if not task_id or not matches:
             raise KeyError(f"no task {task_id!r} is waiting for approval")
+        if exact is None and len(task_id) < MIN_PREFIX:
+            raise KeyError(f"give at least {MIN_PREFIX} characters of the task id")
         if len(matches) > 1:
             raise KeyError(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")
         if matches[0].future.done():

@@ -13,8 +13,9 @@ locks: each ``step`` names how to undo it (a compensating capability and its inp
 computed from the step's result). When a step fails, or the ``async with`` block
 raises, the completed steps are compensated newest first, and ``SagaFailed`` says
 which step failed, what was undone, and which compensation failed (those need a
-person). Task ids are derived from the saga's id, so running the same saga id again
-reuses the idempotency keys of its steps and compensations.
+person). Task ids are derived from the saga's id (idempotency keys for the
+executors); a saga id is used once. Cancelling a saga (or a timeout around it) still
+runs its compensations, in a task of their own.
 """
 
 from __future__ import annotations
@@ -71,7 +72,10 @@ class _Undo:
 
 class SagaFailed(ContractNetError):
     """A saga stopped: ``failed_step`` failed (or the block raised), ``compensated`` were
-    undone (newest first), ``unrecovered`` are steps whose compensation failed too."""
+    undone (newest first), ``unrecovered`` are steps that could not be undone (their
+    compensation failed, or its input could not be computed): they need a person.
+    ``uncertain``: the failed step ended with its outcome unknown (a timeout, a lost
+    executor) and may have taken effect without a result to compensate from."""
 
     default_code = "saga-failed"
 
@@ -82,24 +86,32 @@ class SagaFailed(ContractNetError):
         failed_step: str,
         compensated: tuple[str, ...],
         unrecovered: tuple[str, ...],
+        uncertain: bool = False,
         attempts: tuple[str, ...] = (),
     ) -> None:
         super().__init__(message, attempts=attempts)
         self.failed_step = failed_step
         self.compensated = compensated
         self.unrecovered = unrecovered
+        self.uncertain = uncertain
 
 
 class Saga:
-    """Steps on several agents that complete together or are undone together."""
+    """Steps on several agents that complete together or are undone together.
+
+    A saga id is used once: the task ids of its steps and compensations derive from
+    it, so after a failure start a new ``Saga`` (a new id) to try again.
+    """
 
     def __init__(self, node: Node, *, saga_id: str | None = None, timeout: float = 60.0) -> None:
         self.node = node
         self.saga_id = saga_id or secrets.token_hex(8)
         self.timeout = timeout
         self._undo: list[_Undo] = []
+        self._lost: list[str] = []  # steps done whose undo cannot even be built
         self._steps = 0
         self._failed = False
+        self._background: set[asyncio.Task[Any]] = set()
 
     async def step(
         self,
@@ -114,7 +126,7 @@ class Saga:
         called with ``compensate_input(value)`` (default: the step's value)."""
         if self._failed:
             raise SagaFailed(
-                f"saga {self.saga_id} has failed already",
+                f"saga {self.saga_id} has failed already: start a new saga",
                 failed_step="",
                 compensated=(),
                 unrecovered=(),
@@ -125,16 +137,29 @@ class Saga:
         opts.setdefault("task_id", f"{self.saga_id}-{self._steps}")
         try:
             result = await self.node.request(capability, input, **opts)
+        except asyncio.CancelledError:
+            self._undo_in_background()
+            raise
         except ContractNetError as exc:
-            await self._fail(name, f"step {name} failed: {exc.message}", exc.attempts)
+            uncertain = exc.code in ("timeout", "outcome-unknown")
+            note = " (it may have taken effect: outcome unknown)" if uncertain else ""
+            await self._fail(
+                name, f"step {name} failed: {exc.message}{note}", exc.attempts, uncertain
+            )
         if compensate is not None:
-            undo_input = compensate_input(result.value) if compensate_input else result.value
+            try:
+                undo_input = compensate_input(result.value) if compensate_input else result.value
+            except Exception as exc:
+                self._lost.append(name)
+                await self._fail(
+                    name, f"step {name}: its compensation input failed: {exc!r}", (), False
+                )
             self._undo.append(_Undo(name, compensate, undo_input))
         return result.value
 
-    async def abort(self, reason: str = "aborted") -> None:
+    async def abort(self, reason: str = "aborted") -> NoReturn:
         """Undo the steps done so far and raise ``SagaFailed``."""
-        await self._fail("", f"saga {self.saga_id} aborted: {reason}", ())
+        await self._fail("", f"saga {self.saga_id} aborted: {reason}", (), False)
 
     async def __aenter__(self) -> Saga:
         return self
@@ -144,32 +169,53 @@ class Saga:
     ) -> None:
         if exc is None or isinstance(exc, SagaFailed):
             return
+        if isinstance(exc, asyncio.CancelledError):
+            self._undo_in_background()
+            return
         if isinstance(exc, Exception):  # the block failed between steps: undo, then say so
-            await self._fail("", f"saga {self.saga_id}: {type(exc).__name__}: {exc}", ())
+            await self._fail("", f"saga {self.saga_id}: {type(exc).__name__}: {exc}", (), False)
 
-    async def _fail(self, step: str, message: str, attempts: tuple[str, ...]) -> NoReturn:
+    def _undo_in_background(self) -> None:
+        """Cancelled: the compensations still run (in a task of their own, which a
+        second cancellation of the caller does not stop)."""
+        if self._failed:
+            return
         self._failed = True
+        task = asyncio.ensure_future(self._compensate())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _compensate(self) -> tuple[list[str], list[str]]:
+        """Run every pending compensation, newest first; (undone, not undone)."""
+        todo, self._undo = list(self._undo), []
         done: list[str] = []
-        lost: list[str] = []
-        for i, undo in enumerate(reversed(self._undo)):
+        lost: list[str] = list(self._lost)
+        for i, undo in enumerate(reversed(todo)):
             try:
                 await self.node.request(
                     undo.capability,
                     undo.input,
                     timeout=self.timeout,
-                    task_id=f"{self.saga_id}-undo-{len(self._undo) - i}",
+                    task_id=f"{self.saga_id}-undo-{len(todo) - i}",
                 )
                 done.append(undo.step)
-            except ContractNetError:
+            except Exception:  # a failed, refused or impossible request: a person must look
                 lost.append(undo.step)
-        self._undo.clear()
+        return done, lost
+
+    async def _fail(
+        self, step: str, message: str, attempts: tuple[str, ...], uncertain: bool
+    ) -> NoReturn:
+        self._failed = True
+        done, lost = await self._compensate()
         detail = f"; undone: {', '.join(done) or 'nothing'}"
         if lost:
-            detail += f"; NOT undone (compensation failed): {', '.join(lost)}"
+            detail += f"; NOT undone: {', '.join(lost)}"
         raise SagaFailed(
             message + detail,
             failed_step=step,
             compensated=tuple(done),
             unrecovered=tuple(lost),
+            uncertain=uncertain,
             attempts=attempts,
         )

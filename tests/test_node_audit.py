@@ -68,13 +68,12 @@ def test_any_change_is_found_at_its_line(tmp_path: Path, tamper: str, problem: s
     elif tamper == "resign":
         # Someone with the key rewrites line 3 and signs it anew: line 3 verifies on
         # its own, but line 4's link to the line before it breaks.
-        forged = AuditLog.__new__(AuditLog)
-        forged.identity = ALICE
-        forged.seq, forged.prev = 2, json.loads(lines[2])["prev"]
-        forged._file = (tmp_path / "forged.jsonl").open("ab")
-        forged.append("TaskCompleted", {"task_id": "t2", "executor": "mallory", "n": 2})
-        forged.close()
-        lines[2] = _lines(tmp_path / "forged.jsonl")[0]
+        fork = tmp_path / "fork.jsonl"
+        _write(fork, lines[:2])
+        log = AuditLog(fork, ALICE)
+        log.append("TaskCompleted", {"task_id": "t2", "executor": "mallory", "n": 2})
+        log.close()
+        lines[2] = _lines(fork)[2]
     path.write_text("".join(line + "\n" for line in lines))
     if tamper == "truncate":
         data = path.read_bytes()
@@ -127,3 +126,68 @@ def test_the_audit_table_of_node_toml(tmp_path: Path) -> None:
     p.write_text(base + '[audit]\nfile = "x"\n')
     with pytest.raises(ConfigError, match="audit"):
         load_config(p)
+
+
+def test_an_incomplete_last_line_is_cut_and_recorded_on_restart(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 3)
+    path.write_bytes(path.read_bytes() + b'{"seq":3,"ts":1')  # a crash mid-write
+    log = AuditLog(path, ALICE)
+    log.append("TaskCompleted", {"task_id": "t3"})
+    log.close()
+    report = verify_audit(path, ALICE.node_id)
+    assert report.ok and report.lines == 5
+    events = [json.loads(line) for line in _lines(path)]
+    assert events[3]["event"] == "RecoveredTruncation" and events[3]["data"]["bytes_lost"] == 15
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    first = AuditLog(path, ALICE)
+    with pytest.raises(ConfigError, match="in use by another process"):
+        AuditLog(path, ALICE)
+    first.close()
+
+
+def test_a_failed_write_leaves_no_half_line_and_stops_the_log(tmp_path: Path) -> None:
+    import os
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, ALICE)
+    log.append("TaskCompleted", {"task_id": "t0"})
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        real_write(fd, data[:10])  # part of the line reaches the file, then ENOSPC
+        raise OSError(28, "No space left on device")
+
+    os.write = full_disk  # type: ignore[assignment]
+    try:
+        with pytest.raises(OSError):
+            log.append("TaskCompleted", {"task_id": "t1"})
+    finally:
+        os.write = real_write
+    with pytest.raises(OSError, match="stopped after a failed write"):
+        log.append("TaskCompleted", {"task_id": "t2"})
+    log.close()
+    assert verify_audit(path).ok and verify_audit(path).lines == 1
+
+
+def test_data_is_signed_as_it_reads_back(tmp_path: Path) -> None:
+    # int keys, tuples, non-JSON values: signed in the form a verifier reloads.
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, ALICE)
+    log.append("Odd", {"by_id": {2: "b", 10: "a"}, "pair": (1, 2), "when": Path("/x")})
+    log.close()
+    assert verify_audit(path).ok
+    with pytest.raises(ValueError):
+        AuditLog.append(AuditLog(tmp_path / "b.jsonl", ALICE), "Bad", {"x": float("nan")})
+
+
+def test_an_edited_line_in_another_form_is_caught(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 2)
+    lines = _lines(path)
+    lines[1] = lines[1] + " "  # same JSON, other bytes
+    _write(path, lines)
+    assert "line 2: not in canonical form" in verify_audit(path).problem

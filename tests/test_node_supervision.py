@@ -107,3 +107,29 @@ def test_approve_at_in_node_toml(tmp_path: Path) -> None:
     p.write_text(base + cap + 'approve_at = "scary"\n')
     with pytest.raises(ConfigError, match=r"capability\[0\]\.approve_at: 'scary' is not one of"):
         load_config(p)
+
+
+def test_a_short_prefix_is_refused_and_a_re_award_of_a_denied_task_is_denied_again() -> None:
+    import time as _time
+
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+    gate = desk.gate("medium")
+
+    async def body() -> None:
+        task = Task("abcdef123456", "pay", 1, _time.time() + 30, requester="r", risk="high")
+        waiting = asyncio.ensure_future(gate(task))
+        await asyncio.sleep(0)
+        with pytest.raises(KeyError, match="at least 6 characters"):
+            desk.approve("abc")
+        desk.deny("abcdef", reason="no")
+        assert await waiting == "no"
+        again = Task("abcdef123456", "pay", 1, _time.time() + 30, requester="r", risk="high")
+        assert await gate(again) == "no"  # not asked twice
+        assert desk.pending() == []
+        low = Task("zz", "pay", 1, _time.time() + 30, requester="r", risk="low")
+        assert await gate(low) is True
+
+    asyncio.run(body())
+    assert [d.event for d in log] == ["requested", "denied", "denied"]
+    assert log[-1].by == "(denied before)"

@@ -110,7 +110,39 @@ def test_a_compensation_that_fails_is_reported_as_not_undone() -> None:
                 await saga.step("charge", 999)
         err = info.value
         assert err.compensated == ("1:reserve_room",) and err.unrecovered == ("2:charge",)
-        assert "NOT undone (compensation failed): 2:charge" in err.message
+        assert "NOT undone: 2:charge" in err.message
         assert ledger["rooms"] == set() and ledger["charged"] == [10]  # a person must refund
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_a_cancelled_saga_still_undoes_its_steps() -> None:
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        async def trip() -> None:
+            async with Saga(client) as saga:
+                await saga.step("reserve_room", {"guest": "eve"}, compensate="cancel_room")
+                await asyncio.sleep(30)  # waiting for something that never comes
+
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await trip()
+        for _ in range(200):  # the compensation runs in a task of its own
+            if ledger["rooms"] == set():
+                break
+            await asyncio.sleep(0.02)
+        assert ledger["log"] == ["reserve room-eve", "cancel room-eve"]
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_a_step_whose_undo_cannot_be_built_is_reported_not_undone() -> None:
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        with pytest.raises(SagaFailed) as info:
+            async with Saga(client) as saga:
+                await saga.step("reserve_room", {"guest": "fay"}, compensate="cancel_room")
+                await saga.step("charge", 20, compensate="refund", compensate_input=lambda v: 1 / 0)
+        err = info.value
+        assert err.failed_step == "2:charge" and "ZeroDivisionError" in err.message
+        assert err.compensated == ("1:reserve_room",) and err.unrecovered == ("2:charge",)
 
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
