@@ -109,14 +109,29 @@ def status(config: str | None, control: str | None, as_json: bool) -> None:
 @_where
 def peers(config: str | None, control: str | None, as_json: bool) -> None:
     """List the peers this node knows."""
-    reply = _call(config, control, {"cmd": "peers"})
+    _list(
+        _call(config, control, {"cmd": "peers"})["peers"],
+        as_json,
+        lambda p: [f"{p['node_id'][:16]}  {p['org']:<12} {p['state']:<8} {p['endpoint']}"],
+        "(no peers)",
+    )
+
+
+def _list(
+    rows: list[dict[str, Any]],
+    as_json: bool,
+    lines: Callable[[dict[str, Any]], list[str]],
+    empty: str,
+) -> None:
+    """A control command's list: JSON, or lines per row, or what to say when empty."""
     if as_json:
-        click.echo(json.dumps(reply["peers"], indent=2))
+        click.echo(json.dumps(rows, indent=2))
         return
-    for p in reply["peers"]:
-        click.echo(f"{p['node_id'][:16]}  {p['org']:<12} {p['state']:<8} {p['endpoint']}")
-    if not reply["peers"]:
-        click.echo("(no peers)")
+    for row in rows:
+        for line in lines(row):
+            click.echo(line)
+    if not rows:
+        click.echo(empty)
 
 
 @click.command()
@@ -126,37 +141,30 @@ def peers(config: str | None, control: str | None, as_json: bool) -> None:
 @_where
 def tasks(config: str | None, control: str | None, as_json: bool, why: bool) -> None:
     """List recent tasks (requested here or run here)."""
-    reply = _call(config, control, {"cmd": "tasks"})
-    if as_json:
-        click.echo(json.dumps(reply["tasks"], indent=2))
-        return
-    for t in reply["tasks"]:
-        click.echo(
+
+    def lines(t: dict[str, Any]) -> list[str]:
+        head = (
             f"{t['task_id'][:16]}  {t['role']:<9} {t['capability']:<14} {t['state']:<10} "
             f"{t['winner'][:12]}"
         )
-        if why:
-            for line in t.get("decisions", []):
-                click.echo(f"    {line}")
-    if not reply["tasks"]:
-        click.echo("(no tasks)")
+        return [head, *(f"    {d}" for d in (t.get("decisions", []) if why else []))]
+
+    _list(_call(config, control, {"cmd": "tasks"})["tasks"], as_json, lines, "(no tasks)")
 
 
 @click.command()
 @_where
 def approvals(config: str | None, control: str | None, as_json: bool) -> None:
     """List the tasks waiting for a person's approval (capabilities with approve_at)."""
-    reply = _call(config, control, {"cmd": "approvals"})
-    if as_json:
-        click.echo(json.dumps(reply["approvals"], indent=2))
-        return
-    for a in reply["approvals"]:
-        click.echo(
+    _list(
+        _call(config, control, {"cmd": "approvals"})["approvals"],
+        as_json,
+        lambda a: [
             f"{a['task_id'][:16]}  {a['capability']:<14} risk {a['risk']:<8} "
             f"waiting {a['waiting_s']:>6.1f}s  from {a['requester'][:12]}  input {a['input']}"
-        )
-    if not reply["approvals"]:
-        click.echo("(nothing waits for approval)")
+        ],
+        "(nothing waits for approval)",
+    )
 
 
 def _decide(cmd: str, task_id: str, config: str | None, control: str | None, **extra: str) -> None:
