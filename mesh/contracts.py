@@ -448,6 +448,7 @@ class ContractAgent:
             self._next_auction_or_fail(rec, "no-bidders", now)
             return
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.AWARD)
+        rec.full = []  # a busy spell is over: later auctions may ask everyone again
         rec.epoch += 1
         rec.holder = proposers[0]
         rec.backups = proposers[1:]
@@ -621,6 +622,7 @@ class ContractAgent:
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.REAUCTION)
         rec.holder = ""
         rec.backups = []
+        rec.full = []
         rec.unchecked = {}
         rec.excluded = []  # a new auction gives everyone alive a fresh chance
         self._ctx.count("contract.reauction")

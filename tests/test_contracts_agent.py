@@ -672,3 +672,41 @@ def test_a_refusal_with_a_nonsense_retry_after_is_refused_by_the_message_model()
     for bad in (float("nan"), float("inf"), -1.0):
         with pytest.raises(ValueError):
             Refuse(task_id="t", round=1, reason="full", retry_after=bad)
+
+
+def test_after_a_busy_spell_a_later_auction_asks_everyone_again() -> None:
+    # 20 executors, all but x07 full: the task goes to x07 after a busy round. When x07
+    # then dies, the new auction must not leave out the nodes that were full back then.
+    net = FakeNet(seed=5, work_time=50.0, auto_work=False, detect_delay=1.0)
+    net.add("req")
+    for i in range(20):
+        net.add(f"x{i:02d}", [Offer(CAP, max_concurrency=1, eta=0.5)])
+    for x in net.executors:
+        if x != "x07":
+            net.agents[x].executor.on_message(
+                Msg(
+                    "award",
+                    "req",
+                    Award(
+                        task_id=f"t-{x}",
+                        round=1,
+                        epoch=1,
+                        winner=x,
+                        backups=[],
+                        capability=CAP,
+                        semantics="at-least-once",
+                        risk="low",
+                        deadline=100.0,
+                        lease=30.0,
+                        has_input=True,
+                        input=None,
+                    ),
+                    None,
+                    0.0,
+                ),
+                0.0,
+            )
+    task = net.submit("req", TaskSpec(CAP, timeout=60.0, bid_grace=None, lease=30.0))
+    (first,) = [e for _, e in net.events(TaskAwarded) if e.task_id == task]
+    assert first.winner == "x07"
+    assert net.agents["req"]._tasks[task].full == []
