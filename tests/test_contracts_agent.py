@@ -622,6 +622,25 @@ def test_a_task_that_cannot_get_capacity_before_its_deadline_fails_saying_so() -
     assert any("all 1 bidders full; waiting for capacity" in a for a in failed.attempts)
 
 
+def _fill(net: FakeNet, executor: str) -> None:
+    """Award ``executor`` a task of its own directly: with max_concurrency=1 it is full."""
+    award = Award(
+        task_id=f"t-{executor}",
+        round=1,
+        epoch=1,
+        winner=executor,
+        backups=[],
+        capability=CAP,
+        semantics="at-least-once",
+        risk="low",
+        deadline=100.0,
+        lease=30.0,
+        has_input=True,
+        input=None,
+    )
+    net.agents[executor].executor.on_message(Msg("award", "req", award, None, 0.0), 0.0)
+
+
 def test_a_busy_round_asks_the_candidates_not_asked_yet_before_waiting() -> None:
     # 20 executors, the cap invites 16 per round. The 16 asked first are all full; the
     # next round goes at once to the 4 not asked yet, one of which is idle.
@@ -636,29 +655,7 @@ def test_a_busy_round_asks_the_candidates_not_asked_yet_before_waiting() -> None
     busy = [x for x in net.executors if x != "x07"]
     for x in busy:
         if x != one.winner:
-            net.agents[x].executor.on_message(
-                Msg(
-                    "award",
-                    "req",
-                    Award(
-                        task_id=f"t-{x}",
-                        round=1,
-                        epoch=1,
-                        winner=x,
-                        backups=[],
-                        capability=CAP,
-                        semantics="at-least-once",
-                        risk="low",
-                        deadline=100.0,
-                        lease=30.0,
-                        has_input=True,
-                        input=None,
-                    ),
-                    None,
-                    0.0,
-                ),
-                0.0,
-            )
+            _fill(net, x)
     late = net.submit("req", TaskSpec(CAP, timeout=60.0, bid_grace=None))
     awarded = [e for _, e in net.events(TaskAwarded) if e.task_id == late]
     assert awarded and awarded[0].winner == "x07"
@@ -683,29 +680,7 @@ def test_after_a_busy_spell_a_later_auction_asks_everyone_again() -> None:
         net.add(f"x{i:02d}", [Offer(CAP, max_concurrency=1, eta=0.5)])
     for x in net.executors:
         if x != "x07":
-            net.agents[x].executor.on_message(
-                Msg(
-                    "award",
-                    "req",
-                    Award(
-                        task_id=f"t-{x}",
-                        round=1,
-                        epoch=1,
-                        winner=x,
-                        backups=[],
-                        capability=CAP,
-                        semantics="at-least-once",
-                        risk="low",
-                        deadline=100.0,
-                        lease=30.0,
-                        has_input=True,
-                        input=None,
-                    ),
-                    None,
-                    0.0,
-                ),
-                0.0,
-            )
+            _fill(net, x)
     task = net.submit("req", TaskSpec(CAP, timeout=60.0, bid_grace=None, lease=30.0))
     (first,) = [e for _, e in net.events(TaskAwarded) if e.task_id == task]
     assert first.winner == "x07"
