@@ -43,6 +43,7 @@ from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.identity import NodeIdentity
 from protocols.membership import config as membership_presets
 from protocols.membership.config import MembershipConfig
+from protocols.membership.formed import FormedMesh
 from protocols.trust import Certificate, TrustStore
 
 __all__ = ["Agent", "CoreConfig", "CoreContext", "MeshNodeCore"]
@@ -387,6 +388,11 @@ class MeshNodeCore(CoreContext):
 
     def join(self, seeds: Sequence[str], now: float) -> None:
         self.gossip.join(seeds, now)
+
+    def adopt_formed(self, mesh: FormedMesh) -> None:
+        """Start as a member of an already formed mesh instead of joining one
+        (``protocols.membership.formed``; the simulator's start for large meshes)."""
+        self.gossip.adopt(mesh)
 
     def stop_bidding(self, now: float) -> None:
         """Refuse every new call for proposals (reason ``leaving``); running work goes on.

@@ -34,6 +34,7 @@ from protocols.capabilities.records import (
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
 from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
+from protocols.membership.formed import FormedMesh
 from protocols.membership.messages import (
     MEMBERSHIP_PAYLOADS,
     Ack,
@@ -139,6 +140,14 @@ class GossipAgent:
             if len(self._seeds) > MAX_REMEMBERED_SEEDS:
                 del self._seeds[next(iter(self._seeds))]
             self._knock(seed, now)
+
+    def adopt(self, mesh: FormedMesh) -> None:
+        """Start as a member of a mesh that has already formed (``FormedMesh``), instead
+        of joining it: the simulator's start for meshes too large to hold one member
+        table per node. The mesh must hold our current record."""
+        if mesh.records.get(self.node_id) is not self.own:
+            raise ValueError("the formed mesh does not hold this node's current record")
+        self.view.adopt(mesh)
 
     def _knock(self, endpoint: str, now: float) -> None:
         payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import msgpack
@@ -33,6 +34,7 @@ from protocols.crypto import (
 from protocols.envelope import GOSSIPED_KINDS, FrameMemo
 from protocols.identity import NodeIdentity
 from protocols.kinds import PAYLOADS
+from protocols.membership.formed import FormedMesh
 from protocols.membership.state import SUSPECT
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate
 from simulations.engine import endpoint
@@ -167,6 +169,11 @@ class CoreFactory:
             return None
         fields[7] = rng.randbytes(len(fields[7]))
         return bytes(msgpack.packb([msgpack.packb(fields), sig]))
+
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
+        mesh = FormedMesh.of([node.gossip.own for node in nodes], rng, now)
+        for node in nodes:
+            node.adopt_formed(mesh)
 
     def replayable(self, frame: bytes) -> bool:
         try:

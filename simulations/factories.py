@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 import random
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import msgpack
 
+from protocols.errors import ConfigError
 from simulations.engine import SimNode, endpoint
 from simulations.scenario import Scenario
 from simulations.toy import MAX_FRAME, ToyNode
@@ -54,6 +56,10 @@ class ShellFactory(Protocol):
 
     def replayable(self, frame: bytes) -> bool:
         """Whether a second delivery of this frame must be rejected (not gossiped)."""
+        ...
+
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
+        """Make these just-started nodes members of one formed mesh (no join)."""
         ...
 
 
@@ -120,6 +126,9 @@ class ToyFactory:
 
     def replayable(self, frame: bytes) -> bool:
         return True
+
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
+        raise ConfigError("topology.start = 'formed' needs the real node core (--node core)")
 
 
 def make_factory(sc: Scenario, world: World) -> ShellFactory:

@@ -13,6 +13,11 @@ as ``peak_rss_mb`` reports them; chaos runs peak higher, 1.5 GB at 1,000 nodes):
 the history, plus ``PAIR_BYTES`` per ordered pair of nodes. A run refused by it
 would not have fitted; a run it lets through may still need more (faults, long
 runs, real crypto). Toy nodes keep no member table and are not checked.
+
+A mesh that starts formed (``[topology] start = "formed"``) shares one member
+table between all nodes, each keeping only its own changes on top of it
+(``protocols.membership.formed``): memory then grows with the nodes, ``NODE_KB``
+each (fitted to LAN runs of 300, 3,000 and 10,000 nodes).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 
 __all__ = [
     "BASE_MB",
+    "NODE_KB",
     "PAIR_BYTES",
     "MemoryVerdict",
     "available_bytes",
@@ -35,22 +41,29 @@ __all__ = [
 BASE_MB = 170.0
 #: Bytes per ordered (node, peer) pair once the mesh has formed (measured peaks).
 PAIR_BYTES = 536.0
+#: KB per node of a mesh that starts formed (its own state over the shared table).
+NODE_KB = 110.0
 
 _MB = 1024 * 1024
 
 
-def estimate_mb(nodes: int) -> float:
+def estimate_mb(nodes: int, *, formed: bool = False) -> float:
     """Lower bound of one core-node run's peak RSS in MB."""
+    if formed:
+        return BASE_MB + NODE_KB * 1024 * nodes / _MB
     return BASE_MB + PAIR_BYTES * nodes * max(0, nodes - 1) / _MB
 
 
-def largest_fitting(budget_bytes: float) -> int:
+def largest_fitting(budget_bytes: float, *, formed: bool = False) -> int:
     """The most nodes whose estimate fits in ``budget_bytes`` (0 if none does)."""
     room = budget_bytes / _MB - BASE_MB
     if room <= 0:
         return 0
-    n = int((room * _MB / PAIR_BYTES) ** 0.5) + 1
-    while n > 0 and estimate_mb(n) * _MB > budget_bytes:
+    if formed:
+        n = int(room * _MB / (NODE_KB * 1024)) + 1
+    else:
+        n = int((room * _MB / PAIR_BYTES) ** 0.5) + 1
+    while n > 0 and estimate_mb(n, formed=formed) * _MB > budget_bytes:
         n -= 1
     return n
 
@@ -64,21 +77,27 @@ class MemoryVerdict:
     message: str
 
 
-def check_memory(nodes: int, jobs: int, available: int | None) -> MemoryVerdict:
+def check_memory(
+    nodes: int, jobs: int, available: int | None, *, formed: bool = False
+) -> MemoryVerdict:
     """Whether ``jobs`` runs of ``nodes`` core nodes fit in ``available`` bytes.
 
     ``available`` None (unknown on this platform) always passes."""
-    need = estimate_mb(nodes) * max(1, jobs)
+    need = estimate_mb(nodes, formed=formed) * max(1, jobs)
     if available is None:
         return MemoryVerdict(True, need, float("nan"), nodes, "")
     have = available / _MB
-    fit = largest_fitting(available / max(1, jobs))
+    fit = largest_fitting(available / max(1, jobs), formed=formed)
     if need <= have:
         return MemoryVerdict(True, need, have, fit, "")
     runs = f"{jobs} runs of {nodes:,} nodes" if jobs > 1 else f"{nodes:,} nodes"
+    why = (
+        f"~{NODE_KB:.0f} kB per node over the shared formed table"
+        if formed
+        else f'every node holds the whole member table: ~{PAIR_BYTES:.0f} B per node pair; [topology] start = "formed" shares one'
+    )
     message = (
-        f"{runs} need at least {need / 1024:,.1f} GB (every node holds the whole member "
-        f"table: ~{PAIR_BYTES:.0f} B per node pair) and this machine has "
+        f"{runs} need at least {need / 1024:,.1f} GB ({why}) and this machine has "
         f"{have / 1024:,.1f} GB available; use at most {fit:,} nodes"
         + (" or fewer --jobs" if jobs > 1 else "")
         + ", or --no-memory-check to try anyway"

@@ -112,7 +112,8 @@ def run_scenario(
     marker = world.seeds[0][0]
 
     def start(i: int, now: float) -> None:
-        sim.start(i, seeds=world.discover(i))
+        seeds = world.discover(i)
+        sim.start(i, seeds=() if formed and world.trusted_by_all(i) else seeds)
         history.ids[sim.node_ids[i]] = i
         if world.specs[i].role == "untrusted":
             history.untrusted_ids.add(sim.node_ids[i])
@@ -124,9 +125,22 @@ def run_scenario(
         history.publish_marker(now)
         sim.call(marker, lambda node, local: factory.publish_record(node, local))
 
+    def start_formed(now: float) -> None:
+        # Every node starts now and adopts one shared table of all (no join).
+        for i in range(sim.n):
+            start(i, now)
+        members = [sim.nodes[i] for i in range(sim.n) if world.trusted_by_all(i)]
+        factory.form(members, world.rng("formed"), now)
+        for i in range(sim.n):
+            sim.flush(i)
+
+    formed = sc.topology.start == "formed"
     faults.skew_clocks()
-    for t, i in world.start_order():
-        sim.at(t, partial(start, i))
+    if formed:
+        sim.at(0.0, start_formed)
+    else:
+        for t, i in world.start_order():
+            sim.at(t, partial(start, i))
     workload.start(sc.workload.start, safety_end)
     adversaries.start(sc.topology.join_window, safety_end)
     faults.schedule(safety_end)

@@ -97,6 +97,10 @@ class TopologyModel(_Model):
     mdns_peers: int = Field(default=8, ge=0)
     seeds_per_segment: int = Field(default=3, ge=1)
     join_window: Duration = 2.0
+    # "join": nodes start over join_window and join through mDNS peers and seeds.
+    # "formed": every node starts at 0 already knowing every other (one shared table,
+    # protocols.membership.formed): the start for meshes too large for a cold join.
+    start: Literal["join", "formed"] = "join"
 
 
 class MembershipModel(BaseModel):
@@ -283,6 +287,14 @@ def _check_consistency(sc: Scenario, source: str) -> None:
         for t in o.trusts:
             if t not in names:
                 raise ConfigError(f"{source}: orgs.{o.name}.trusts: unknown org {t!r}")
+    if sc.topology.start == "formed":
+        for o in sc.orgs:
+            strangers = sorted(set(names) - {o.name, *o.trusts})
+            if strangers:
+                raise ConfigError(
+                    f"{source}: topology.start = 'formed' needs every org to trust every "
+                    f"other; {o.name!r} does not trust {', '.join(strangers)}"
+                )
     for p in sc.faults.partitions:
         if p.heal < p.at:
             raise ConfigError(f"{source}: faults.partitions: heal ({p.heal}s) before at ({p.at}s)")
@@ -332,6 +344,8 @@ def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
         wl["strategy"] = flags["strategy"]
     if flags.get("membership") is not None:
         data["membership"] = dict(flags["membership"])  # a whole [membership] table
+    if flags.get("start") is not None:
+        data["topology"]["start"] = flags["start"]
     if flags.get("loss") is not None:
         data["network"]["lan"]["loss"] = flags["loss"]
         data["network"]["wan"]["loss"] = flags["loss"]

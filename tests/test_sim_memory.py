@@ -148,3 +148,16 @@ def test_a_container_memory_limit_bounds_what_is_available(tmp_path: Path, versi
     else:
         (d / "memory.limit_in_bytes").write_text("9223372036854771712\n")
     assert cgroup_room(str(tmp_path), str(proc)) is None
+
+
+def test_a_formed_mesh_grows_with_the_nodes_not_the_pairs() -> None:
+    # The same 10,000 nodes that a cold join cannot fit in 23 GB fit when they start
+    # formed (one shared member table); the refusal for a formed run names its model.
+    assert check_memory(10_000, 1, 23 * GB, formed=True).ok
+    assert estimate_mb(10_000, formed=True) < estimate_mb(10_000) / 20
+    verdict = check_memory(200_000, 1, 8 * GB, formed=True)
+    assert not verdict.ok
+    assert verdict.max_nodes == largest_fitting(8 * GB, formed=True)
+    assert "per node over the shared formed table" in verdict.message
+    n = largest_fitting(8 * GB, formed=True)
+    assert estimate_mb(n, formed=True) * 1024**2 <= 8 * GB < estimate_mb(n + 1, formed=True) * 1024**2

@@ -101,8 +101,10 @@ def test_overrides_win_over_the_file() -> None:
         tasks_per_s=1.0,
         partition=["oneway:0.5@1s-2s"],
         crypto="real",
+        start="formed",
     )
     assert (o.run.nodes, o.run.seed, o.run.duration, o.crypto()) == (50, 9, 5.0, "real")
+    assert o.topology.start == "formed" and sc.topology.start == "join"
     assert o.network.lan.loss == o.network.wan.loss == 0.1
     assert o.faults.crash_fraction == 0.0 and o.workload.tasks_per_s == 1.0
     assert [p.kind for p in o.faults.partitions] == ["oneway"]

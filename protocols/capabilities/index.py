@@ -6,13 +6,14 @@ Kept up to date by the gossip agent from verified records and member status.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from protocols.capabilities.records import RecordInfo
 from protocols.capabilities.versions import matches
+from protocols.overlay import Overlay
 
 __all__ = ["Candidate", "CapabilityIndex"]
 
@@ -40,16 +41,30 @@ class CapabilityIndex:
     __slots__ = ("_by_capability", "_down", "_records")
 
     def __init__(self) -> None:
-        self._records: dict[str, RecordInfo] = {}
+        self._records: MutableMapping[str, RecordInfo] = {}
         # The known nodes that are not alive (most are alive: no entry per node).
         self._down: set[str] = set()
-        self._by_capability: dict[str, dict[str, None]] = {}
+        self._by_capability: dict[str, MutableMapping[str, None]] = {}
+
+    def adopt(
+        self, records: Mapping[str, RecordInfo], by_capability: Mapping[str, Mapping[str, None]]
+    ) -> None:
+        """Start from a formed mesh's shared index (every node alive): keep only our
+        own changes on top of it (``protocols.overlay.Overlay``)."""
+        self._records = Overlay(records)
+        self._down = set()
+        self._by_capability = {name: Overlay(ids) for name, ids in by_capability.items()}
 
     def _set_alive(self, node_id: str, alive: bool) -> None:
         if alive:
             self._down.discard(node_id)
         else:
             self._down.add(node_id)
+
+    def export(self) -> tuple[dict[str, RecordInfo], dict[str, dict[str, None]]]:
+        """Records and holders per capability, for a formed mesh to share."""
+        by_capability = {name: dict(ids) for name, ids in self._by_capability.items()}
+        return dict(self._records), by_capability
 
     def __len__(self) -> int:
         return len(self._records)

@@ -9,18 +9,39 @@ Everything is deterministic given the rng (no set or hash order).
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, MutableMapping
+
+from protocols.overlay import Overlay
 
 __all__ = ["ProbeOrder", "ProbeState"]
 
 
 class ProbeOrder:
-    __slots__ = ("_ids", "_index", "_known")
+    __slots__ = ("_ids", "_index", "_known", "_shared")
 
     def __init__(self) -> None:
         self._ids: list[str] = []
-        self._known: dict[str, None] = {}
+        self._known: MutableMapping[str, None] = {}
         self._index = 0
+        self._shared = False  # _ids is a formed mesh's list: copy it before a change
+
+    def adopt(self, ids: list[str], known: Mapping[str, None], start: int) -> None:
+        """Start from a formed mesh's shared permutation, at position ``start``.
+
+        Every node of the mesh shares one list (10,000 ids are 80 kB per node) and
+        starts its round-robin at its own random position; its first change
+        (a new member, a departure, the reshuffle at the end of the pass) makes the
+        list its own."""
+        self._ids = ids
+        self._known = Overlay(known)
+        self._index = start
+        self._shared = True
+
+    def _own(self) -> list[str]:
+        if self._shared:
+            self._ids = list(self._ids)
+            self._shared = False
+        return self._ids
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -33,7 +54,7 @@ class ProbeOrder:
             return
         self._known[node_id] = None
         pos = rng.randint(0, len(self._ids))
-        self._ids.insert(pos, node_id)
+        self._own().insert(pos, node_id)
         if pos < self._index:
             self._index += 1
 
@@ -41,8 +62,9 @@ class ProbeOrder:
         if node_id not in self._known:
             return
         del self._known[node_id]
-        pos = self._ids.index(node_id)
-        del self._ids[pos]
+        ids = self._own()
+        pos = ids.index(node_id)
+        del ids[pos]
         if pos < self._index:
             self._index -= 1
 
@@ -50,7 +72,7 @@ class ProbeOrder:
         """The next eligible id in round-robin order, reshuffling after each pass."""
         for _ in range(len(self._ids) + 1):
             if self._index >= len(self._ids):
-                rng.shuffle(self._ids)
+                rng.shuffle(self._own())
                 self._index = 0
                 if not self._ids:
                     return None

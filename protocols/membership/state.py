@@ -16,9 +16,10 @@ Rules (checked by ``tests/test_membership_state.py``, a Hypothesis state machine
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, MutableMapping
 
 from protocols.capabilities.records import RecordInfo
+from protocols.overlay import Overlay
 
 __all__ = [
     "ALIVE",
@@ -74,6 +75,9 @@ class Member:
     def __repr__(self) -> str:
         return f"Member({self.node_id!r}, {self.status_name}, inc={self.incarnation})"
 
+    def copy(self) -> Member:
+        return Member(self.node_id, self.incarnation, self.status, self.info, self.since)
+
 
 def _no_change(member: Member | None, incarnation: int, status: str) -> str | None:
     """The outcome of a claim about another node that changes nothing, or None.
@@ -98,13 +102,33 @@ class MemberTable:
     def __init__(self, self_id: str, dead_reclaim_time: float) -> None:
         self.self_id = self_id
         self.dead_reclaim_time = dead_reclaim_time
-        self._members: dict[str, Member] = {}
+        self._members: MutableMapping[str, Member] = {}
         # Members per status, kept by every change below: the counts are asked at
         # every new suspicion and push-pull, a scan of the table each time.
         self._per_status = [0, 0, 0, 0]
         # The push-pull digest entry of each member, in table order, rewritten by
         # every change (a push-pull used to rebuild all of them: 0.5 ms at 1,000).
-        self._entries: dict[str, tuple[str, int, int, int]] = {}
+        self._entries: MutableMapping[str, tuple[str, int, int, int]] = {}
+
+    def adopt(
+        self,
+        members: Mapping[str, Member],
+        entries: Mapping[str, tuple[str, int, int, int]],
+        per_status: tuple[int, int, int, int],
+    ) -> None:
+        """Start from a formed mesh's shared table (``formed.FormedMesh``): this table
+        keeps only its own changes on top of it (``protocols.overlay.Overlay``)."""
+        assert self.self_id in members, "a formed mesh lists every node, us included"
+        self._members = Overlay(members, Member.copy)
+        self._entries = Overlay(entries)
+        self._per_status = list(per_status)
+
+    def export(
+        self,
+    ) -> tuple[dict[str, Member], dict[str, tuple[str, int, int, int]], tuple[int, int, int, int]]:
+        """Rows, push-pull entries and counts per status, for a formed mesh to share."""
+        per = self._per_status
+        return dict(self._members), dict(self._entries), (per[0], per[1], per[2], per[3])
 
     def __len__(self) -> int:
         return len(self._members)

@@ -16,6 +16,7 @@ from protocols.capabilities.records import RecordInfo
 from protocols.membership import timing
 from protocols.membership.awareness import Awareness
 from protocols.membership.config import MembershipConfig
+from protocols.membership.formed import FormedMesh
 from protocols.membership.messages import Claim, DigestEntry
 from protocols.membership.probe import ProbeOrder
 from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
@@ -63,6 +64,16 @@ class MembershipView:
         self._deadlines: list[tuple[float, str]] = []
         self._born: dict[str, int] = {}
         self._births = 0
+
+    def adopt(self, mesh: FormedMesh) -> None:
+        """Start from a formed mesh (``formed.FormedMesh``): every node known and alive.
+
+        Our own record is in the mesh already, so it is no longer queued for gossip;
+        the probe round-robin starts at a random position of the shared permutation."""
+        self.members.adopt(mesh.members, mesh.entries, mesh.per_status)
+        self.index.adopt(mesh.records, mesh.by_capability)
+        self.order.adopt(mesh.order, mesh.known, self.rng.randrange(len(mesh.order)))
+        self.queue.discard(self.self_id)
 
     # --- predicates (for ProbeOrder) -------------------------------------------
 
