@@ -26,7 +26,7 @@ Examples:
   mesh-node simulate chaos-1000.toml --seed 7 --nodes 200 --duration 30s
   mesh-node simulate --partition symmetric:0.5@10s-20s --loss 0.01 --crash 0.05
   mesh-node simulate chaos-1000.toml --seeds 1-20 --jobs 2   # a sweep: one verdict per seed
-  mesh-node simulate lan-1000.toml --nodes 10000 --start formed  # a formed mesh, ~1.3 GB
+  mesh-node simulate lan-1000.toml --nodes 10000 --start formed  # a formed mesh: ~1.1 GB
 """
 
 

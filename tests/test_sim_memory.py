@@ -154,6 +154,9 @@ def test_a_formed_mesh_grows_with_the_nodes_not_the_pairs() -> None:
     # The same 10,000 nodes that a cold join cannot fit in 23 GB fit when they start
     # formed (one shared member table); the refusal for a formed run names its model.
     assert check_memory(10_000, 1, 23 * GB, formed=True).ok
+    # A lower bound of the measured peaks: 388 MB at 3,000 nodes, 901 MB at 10,000.
+    assert estimate_mb(3_000, formed=True) <= 388
+    assert estimate_mb(10_000, formed=True) <= 901
     assert estimate_mb(10_000, formed=True) < estimate_mb(10_000) / 20
     verdict = check_memory(200_000, 1, 8 * GB, formed=True)
     assert not verdict.ok
