@@ -113,7 +113,7 @@ def run_scenario(
 
     def start(i: int, now: float) -> None:
         seeds = world.discover(i)
-        sim.start(i, seeds=() if formed and world.trusted_by_all(i) else seeds)
+        sim.start(i, seeds=() if world.in_formed_mesh(i) else seeds)
         history.ids[sim.node_ids[i]] = i
         if world.specs[i].role == "untrusted":
             history.untrusted_ids.add(sim.node_ids[i])
@@ -126,20 +126,19 @@ def run_scenario(
         sim.call(marker, lambda node, local: factory.publish_record(node, local))
 
     def start_formed(now: float) -> None:
-        # Every node starts now and adopts one shared table of all (no join).
-        for i in range(sim.n):
+        # The formed mesh's nodes start now and adopt one shared table of all of them.
+        members = [i for i in range(sim.n) if world.in_formed_mesh(i)]
+        for i in members:
             start(i, now)
-        members = [sim.nodes[i] for i in range(sim.n) if world.trusted_by_all(i)]
-        factory.form(members, world.rng("formed"), now)
-        for i in range(sim.n):
+        factory.form([sim.nodes[i] for i in members], world.rng("formed"), now)
+        for i in members:
             sim.flush(i)
 
-    formed = sc.topology.start == "formed"
     faults.skew_clocks()
-    if formed:
+    if world.formed:
         sim.at(0.0, start_formed)
-    else:
-        for t, i in world.start_order():
+    for t, i in world.start_order():
+        if not world.in_formed_mesh(i):  # every node, or a formed mesh's joiners
             sim.at(t, partial(start, i))
     workload.start(sc.workload.start, safety_end)
     adversaries.start(sc.topology.join_window, safety_end)

@@ -101,6 +101,9 @@ class TopologyModel(_Model):
     # "formed": every node starts at 0 already knowing every other (one shared table,
     # protocols.membership.formed): the start for meshes too large for a cold join.
     start: Literal["join", "formed"] = "join"
+    # With start = "formed": this many nodes stay out of the formed mesh and join it
+    # over join_window (mDNS peers and seeds), as in a "join" start.
+    joiners: int = Field(default=0, ge=0)
 
 
 class MembershipModel(BaseModel):
@@ -287,6 +290,10 @@ def _check_consistency(sc: Scenario, source: str) -> None:
         for t in o.trusts:
             if t not in names:
                 raise ConfigError(f"{source}: orgs.{o.name}.trusts: unknown org {t!r}")
+    if sc.topology.joiners and sc.topology.start != "formed":
+        raise ConfigError(
+            f"{source}: topology.joiners needs start = 'formed' (else every node joins)"
+        )
     if sc.topology.start == "formed":
         for o in sc.orgs:
             strangers = sorted(set(names) - {o.name, *o.trusts})

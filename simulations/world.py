@@ -80,6 +80,11 @@ class World:
                 s.append(spec.index)
         self._started: list[list[int]] = [[] for _ in range(segs)]
         self._rng = derive_rng(seed, "discovery")
+        self.formed = sc.topology.start == "formed"
+        seed_nodes = {i for s in self.seeds for i in s}
+        others = [i for i in range(n) if self.trusted_by_all(i) and i not in seed_nodes]
+        count = min(sc.topology.joiners, len(others)) if self.formed else 0
+        self.joiners = frozenset(derive_rng(seed, "joiners").sample(others, count))
 
     @staticmethod
     def _roles(sc: Scenario, n: int) -> dict[int, str]:
@@ -108,6 +113,10 @@ class World:
 
     def trusted_by_all(self, i: int) -> bool:
         return self.specs[i].role != "untrusted"
+
+    def in_formed_mesh(self, i: int) -> bool:
+        """Starts as a member of the formed mesh (``start = "formed"``), not by joining."""
+        return self.formed and self.trusted_by_all(i) and i not in self.joiners
 
     def start_order(self) -> list[tuple[float, int]]:
         """(time, node) of every first start: seeds at 0, the rest over the join window."""

@@ -221,3 +221,28 @@ def test_formed_members_all_start_alive() -> None:
     assert mesh.per_status == (len(NODES), 0, 0, 0)
     assert all(m.status == ALIVE for m in mesh.members.values())
     assert list(mesh.by_capability["summarize"]) == list(NODES)
+
+
+def test_joiners_join_a_formed_mesh_through_seeds_and_converge() -> None:
+    sc = validate_scenario(_formed_scenario(60, joiners=6, join_window="3s"))
+    result = run_scenario(sc)
+    assert result.ok, [c for c in result.checks if not c.ok]
+    world, sim = result.world, result.sim
+    assert len(world.joiners) == 6
+    assert not any(world.in_formed_mesh(j) for j in world.joiners)
+    # A joiner filled a table of its own; a formed node that never restarted still
+    # reads through to the shared one.
+    for j in world.joiners:
+        node = sim.nodes[j]
+        if node is not None:  # not down at the end of the run
+            assert type(node.members._members) is dict
+            assert node.members.count_live() > 0.7 * 60
+    steady = [i for i in range(60) if world.in_formed_mesh(i) and sim.restarts[i] == 0]
+    assert steady and all(isinstance(sim.nodes[i].members._members, Overlay) for i in steady)
+
+
+def test_joiners_need_a_formed_start() -> None:
+    data = _formed_scenario(20, joiners=3)
+    data["topology"] = {"joiners": 3}
+    with pytest.raises(ConfigError, match="joiners needs start = 'formed'"):
+        validate_scenario(data)

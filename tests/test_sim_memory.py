@@ -163,4 +163,6 @@ def test_a_formed_mesh_grows_with_the_nodes_not_the_pairs() -> None:
     assert verdict.max_nodes == largest_fitting(8 * GB, formed=True)
     assert "per node over the shared formed table" in verdict.message
     n = largest_fitting(8 * GB, formed=True)
-    assert estimate_mb(n, formed=True) * 1024**2 <= 8 * GB < estimate_mb(n + 1, formed=True) * 1024**2
+    assert (
+        estimate_mb(n, formed=True) * 1024**2 <= 8 * GB < estimate_mb(n + 1, formed=True) * 1024**2
+    )
