@@ -32,6 +32,7 @@ from protocols.capabilities.records import (
     RecordInfo,
 )
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
+from protocols.codec import MAX_FRAME, packb
 from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.formed import FormedMesh
@@ -49,7 +50,7 @@ from protocols.membership.messages import (
     PushPullReply,
 )
 from protocols.membership.probe import ProbeState
-from protocols.membership.pushpull import chunk_records
+from protocols.membership.pushpull import chunk_records, digest_parts
 from protocols.membership.state import DEAD, SUSPECT, Outcome
 from protocols.membership.view import MembershipView
 
@@ -73,6 +74,18 @@ class OfferPolicy(Protocol):
 
 #: The core as seen by this agent (``AgentContext`` has seal, open and trust).
 GossipContext = AgentContext
+
+
+#: Payload bytes a frame can carry: the frame limit less room for the envelope
+#: (sender, recipient, nonce, times, certificate, signature).
+_FRAME_ROOM = MAX_FRAME - 8 * 1024
+
+
+def _over_frame(reply: PushPullReply) -> bool:
+    """Whether this reply's payload would not fit one frame (a cheap bound first)."""
+    bound = sum(len(f) + 5 for f in reply.records) + sum(len(w) + 3 for w in reply.want)
+    bound += sum(len(e[0]) + 22 for e in reply.digest)
+    return bound > _FRAME_ROOM and len(packb(reply.model_dump())) > _FRAME_ROOM
 
 
 class GossipAgent:
@@ -150,9 +163,26 @@ class GossipAgent:
         self.view.adopt(mesh)
 
     def _knock(self, endpoint: str, now: float) -> None:
-        payload = PushPull(digest=self.members.digest(), records=[self.own.frame], join=True)
-        self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
+        for payload in self._push_pulls(join=True):
+            self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
         self._ctx.count("push_pull_sent")
+
+    def _push_pulls(self, *, join: bool = False) -> list[PushPull]:
+        """Our digest as push-pull requests: one, or one per bucket when it is too large
+        for a frame (above ~1,300 members); our record rides in the first."""
+        parts = digest_parts(self.members.digest())
+        if len(parts) > 1:
+            self._ctx.count("push_pull_split")
+        return [
+            PushPull(
+                digest=digest,
+                records=[self.own.frame] if k == 0 else [],
+                join=join,
+                part=k,
+                parts=len(parts),
+            )
+            for k, digest in enumerate(parts)
+        ]
 
     def leave(self, now: float) -> None:
         """Sign a final ``leaving`` record at a higher incarnation and push it out now."""
@@ -364,8 +394,8 @@ class GossipAgent:
                 self._send_push_pull(peers[0], now)
 
     def _send_push_pull(self, peer: str, now: float) -> None:
-        payload = PushPull(digest=self.members.digest(), records=[self.own.frame])
-        self._send(peer, "push-pull", payload, now)
+        for payload in self._push_pulls():
+            self._send(peer, "push-pull", payload, now)
         self._ctx.count("push_pull_sent")
 
     def _send(self, node_id: str, kind: str, payload: BaseModel, now: float) -> None:
@@ -516,11 +546,17 @@ class GossipAgent:
         assert isinstance(req, PushPull)
         self._absorb(req.records, (), now, news_of=msg.sender)
         self._absorb_digest_claims(req.digest, msg.sender, now)
-        chunks, want, non_alive = self.view.answer_push_pull(req.digest)
+        chunks, want, non_alive = self.view.answer_push_pull(req.digest, req.part, req.parts)
         reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
         if self.endpoint_of(msg.sender) is None:
             self._ctx.count("push_pull_unknown_sender")
             return
+        if chunks[0] and _over_frame(reply):
+            # Records, wants and statuses together would not fit one frame (a large
+            # bucket, many wants after a partition): the records go on their own.
+            reply = PushPullReply(want=want, digest=non_alive)
+            chunks = [[], *chunks]
+            self._ctx.count("push_pull_reply_split")
         self._send(msg.sender, "push-pull-reply", reply, now)
         for chunk in chunks[1:]:
             self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)

@@ -208,3 +208,31 @@ def test_push_pull_queues_only_the_counterparts_own_record() -> None:
     queued = [m.node_id for m in newcomer.agent.members if m.node_id in newcomer.agent.view.queue]
     assert queued in ([newcomer.node_id], [newcomer.node_id, seed.node_id])
     assert newcomer.node_id in seed.agent.view.queue  # news for the seed: gossiped on
+
+
+def test_a_digest_too_large_for_one_frame_is_exchanged_in_buckets(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Above ~1,300 members a push-pull digest no longer fits one frame (at 10,000 it is
+    580 kB against a 256 kB limit, and every push-pull was refused as too large). It
+    travels in parts, one per bucket of node ids; each part is a complete exchange for
+    its bucket: the records the requester lacks there, and no others."""
+    from protocols.membership import pushpull
+
+    monkeypatch.setattr(pushpull, "DIGEST_BUDGET", 300)  # ~4 entries a part here
+    c = MeshCluster(12, seed=21)
+    x, peer = c.nodes[0], c.nodes[1]
+    c.bootstrap(c.nodes[1:])
+    c.bootstrap(c.nodes[:6])  # x knows nodes 1-5; the peer knows all twelve
+    assert len(x.agent.members) == 6
+    verified = x.counters.get("records_verified", 0)
+    skipped = x.counters.get("records_duplicate_skipped", 0)
+    x.agent._send_push_pull(peer.node_id, c.now)
+    c.flush(x)
+    c.run_for(0.05)
+    assert x.counters.get("push_pull_split") == 1
+    parts = len(pushpull.digest_parts(x.agent.members.digest()))
+    assert parts >= 2
+    assert peer.counters.get("push_pull_answered") >= 2  # one answer per part it got
+    assert sorted(m.node_id for m in x.agent.members) == sorted(n.node_id for n in c.nodes)
+    # Each missing record came once, from the part of its bucket: nothing twice.
+    assert x.counters.get("records_verified", 0) - verified == 6
+    assert x.counters.get("records_duplicate_skipped", 0) == skipped

@@ -156,3 +156,26 @@ def test_payload_models_are_frozen_and_strict() -> None:
         Claim(node="a", incarnation=1, status="alive", by="b")  # type: ignore[arg-type]
     pp = PushPull.model_validate({"digest": [["a", 1, 2, 0]]})
     assert pp.digest == [("a", 1, 2, 0)]
+
+
+def test_a_whole_digest_keeps_its_wire_form_and_a_large_one_splits_by_bucket() -> None:
+    from protocols.codec import packb
+    from protocols.membership.pushpull import DIGEST_BUDGET, bucket_of, digest_parts
+
+    whole = PushPull(digest=[("a", 1, 2, 0)], records=[b"r"])
+    assert whole.model_dump() == {"digest": [("a", 1, 2, 0)], "records": [b"r"], "join": False}
+    part = PushPull(digest=[("a", 1, 2, 0)], part=2, parts=3)
+    assert PushPull.model_validate(part.model_dump()) == part
+    with pytest.raises(ValidationError):
+        PushPull(digest=[], part=3, parts=3)
+    small = [(f"n{i:03d}", 0, 1, 0) for i in range(100)]
+    assert digest_parts(small) == [small]
+    # 10,000 members of 52-character ids: 580 kB in one frame, over the 256 kB limit.
+    big = [(f"{i:052d}", 3, 40, i % 4) for i in range(10_000)]
+    parts = digest_parts(big)
+    assert len(parts) > 1
+    assert sorted(e for p in parts for e in p) == sorted(big)
+    for k, entries in enumerate(parts):
+        assert all(bucket_of(e[0], len(parts)) == k for e in entries)
+        size = len(packb(PushPull(digest=entries, part=k, parts=len(parts)).model_dump()))
+        assert size <= DIGEST_BUDGET + 4096

@@ -9,15 +9,23 @@ claims: they travel as the node's own newly signed record.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from protocols.capabilities.records import RECORD_KIND, CapabilityRecord
 
 __all__ = [
     "MAX_CLAIMS",
     "MAX_DIGEST",
+    "MAX_PARTS",
     "MAX_RECORDS",
     "MEMBERSHIP_PAYLOADS",
     "Ack",
@@ -36,6 +44,8 @@ __all__ = [
 MAX_RECORDS = 64
 MAX_CLAIMS = 64
 MAX_DIGEST = 100_000
+#: Most parts of one push-pull digest (``PushPull.parts``).
+MAX_PARTS = 1024
 
 #: Status codes used in claims and digests.
 ClaimStatus = Literal["suspect", "dead"]
@@ -102,11 +112,31 @@ DigestEntry = tuple[str, int, int, int]
 
 
 class PushPull(_Payload):
-    """Anti-entropy request: the sender's digest and its own record (``join`` on first contact)."""
+    """Anti-entropy request: the sender's digest and its own record (``join`` on first contact).
+
+    A digest too large for one frame travels as ``parts`` requests; request ``part``
+    holds the members of that bucket only (``pushpull.bucket_of``). ``part`` and
+    ``parts`` are left out of the wire form of a whole digest (``parts`` 1)."""
 
     digest: list[DigestEntry] = Field(max_length=MAX_DIGEST)
     records: list[bytes] = Field(default_factory=list, max_length=MAX_RECORDS)
     join: bool = False
+    part: int = Field(default=0, ge=0)
+    parts: int = Field(default=1, ge=1, le=MAX_PARTS)
+
+    @model_validator(mode="after")
+    def _part_in_range(self) -> PushPull:
+        if self.part >= self.parts:
+            raise ValueError(f"part {self.part} of {self.parts}: part must be below parts")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _whole_digest_as_before(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if self.parts == 1:
+            data.pop("part", None)
+            data.pop("parts", None)
+        return data
 
 
 class PushPullReply(_Payload):

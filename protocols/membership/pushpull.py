@@ -6,18 +6,40 @@ requester lacks or holds older, the ids whose records it wants itself, and its
 non-alive statuses (as suspect/dead claims). A third message carries the wanted
 records. This joins newcomers (the digest of a newcomer is just itself) and
 heals partitions.
+
+A digest too large for one frame (above ~4,000 members) is split by bucket: part
+``k`` of ``K`` holds the members whose ``bucket_of(id, K)`` is ``k``, and the
+responder compares it with its own members of that bucket only, so each part is a
+complete exchange for its bucket.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 
 from protocols.membership.state import DEAD, SUSPECT
 
-__all__ = ["PUSH_PULL_BUDGET", "chunk_records", "claims_in", "compare_digests"]
+__all__ = [
+    "DIGEST_BUDGET",
+    "PUSH_PULL_BUDGET",
+    "bucket_of",
+    "chunk_records",
+    "claims_in",
+    "compare_digests",
+    "digest_parts",
+    "in_bucket",
+]
 
 #: Most record bytes in one push-pull frame (the wire's frame limit is 256 KiB).
 PUSH_PULL_BUDGET = 160 * 1024
+#: Most digest bytes in one push-pull frame (an upper bound per entry, see
+#: ``digest_parts``). A reply's ``want`` and ``digest`` are each at most one bucket,
+#: so a reply fits the frame limit too.
+DIGEST_BUDGET = 96 * 1024
+#: Upper bound of an entry's msgpack bytes beyond its node id: array and string
+#: headers, incarnation and seq (up to 9 bytes each), status.
+_ENTRY_OVERHEAD = 22
 
 Entry = tuple[str, int, int, int]
 
@@ -104,4 +126,30 @@ def chunk_records(frames: list[bytes], budget: int = PUSH_PULL_BUDGET) -> list[l
             size = 0
         out[-1].append(frame)
         size += len(frame)
+    return out
+
+
+def bucket_of(node_id: str, parts: int) -> int:
+    """The bucket of ``node_id`` among ``parts`` (CRC-32 of its UTF-8 bytes, mod ``parts``)."""
+    return 0 if parts <= 1 else zlib.crc32(node_id.encode()) % parts
+
+
+def in_bucket(entries: Mapping[str, Entry], part: int, parts: int) -> Mapping[str, Entry]:
+    """The entries of bucket ``part`` of ``parts`` (all of them when ``parts`` is 1)."""
+    if parts <= 1:
+        return entries
+    return {node_id: e for node_id, e in entries.items() if bucket_of(node_id, parts) == part}
+
+
+def digest_parts(entries: Sequence[Entry], budget: int | None = None) -> list[list[Entry]]:
+    """The digest as one list per push-pull frame: one list when it fits ``budget``
+    (``DIGEST_BUDGET``), else one per bucket, as many buckets as the size needs."""
+    limit = DIGEST_BUDGET if budget is None else budget
+    size = sum(len(e[0]) + _ENTRY_OVERHEAD for e in entries)
+    parts = -(-size // limit) if size > limit else 1
+    if parts == 1:
+        return [list(entries)]
+    out: list[list[Entry]] = [[] for _ in range(parts)]
+    for entry in entries:
+        out[bucket_of(entry[0], parts)].append(entry)
     return out

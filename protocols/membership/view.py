@@ -19,7 +19,7 @@ from protocols.membership.config import MembershipConfig
 from protocols.membership.formed import FormedMesh
 from protocols.membership.messages import Claim, DigestEntry
 from protocols.membership.probe import ProbeOrder
-from protocols.membership.pushpull import chunk_records, claims_in, compare_digests
+from protocols.membership.pushpull import chunk_records, claims_in, compare_digests, in_bucket
 from protocols.membership.queue import TransmitLimitedQueue
 from protocols.membership.state import ALIVE, DEAD, SUSPECT, MemberTable, Outcome
 from protocols.membership.suspicion import Suspicion
@@ -148,10 +148,13 @@ class MembershipView:
         return out
 
     def answer_push_pull(
-        self, digest: Sequence[DigestEntry]
+        self, digest: Sequence[DigestEntry], part: int = 0, parts: int = 1
     ) -> tuple[list[list[bytes]], list[str], list[DigestEntry]]:
-        """Reply to a push-pull: record chunks they lack, ids we want, our non-alive entries."""
-        ours = self.members.digest_map()
+        """Reply to a push-pull: record chunks they lack, ids we want, our non-alive entries.
+
+        For part ``part`` of a digest split in ``parts``, only our members of that
+        bucket are compared and reported (``pushpull.bucket_of``)."""
+        ours = in_bucket(self.members.digest_map(), part, parts)
         send, want = compare_digests(ours, digest, self.self_id)
         non_alive = [e for e in ours.values() if e[3] != ALIVE and e[0] != self.self_id]
         return chunk_records(self.frames_of(send)), want, non_alive
