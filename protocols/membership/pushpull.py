@@ -129,16 +129,39 @@ def chunk_records(frames: list[bytes], budget: int = PUSH_PULL_BUDGET) -> list[l
     return out
 
 
+#: CRC-32 of node ids, memoized (a pure function of the id; every part of every
+#: push-pull scans the whole table). Bounded: cleared when full.
+_CRC: dict[str, int] = {}
+_CRC_MAX = 1 << 17
+
+
+def _crc(node_id: str) -> int:
+    crc = _CRC.get(node_id)
+    if crc is None:
+        if len(_CRC) >= _CRC_MAX:
+            _CRC.clear()
+        crc = _CRC[node_id] = zlib.crc32(node_id.encode())
+    return crc
+
+
 def bucket_of(node_id: str, parts: int) -> int:
     """The bucket of ``node_id`` among ``parts`` (CRC-32 of its UTF-8 bytes, mod ``parts``)."""
-    return 0 if parts <= 1 else zlib.crc32(node_id.encode()) % parts
+    return 0 if parts <= 1 else _crc(node_id) % parts
 
 
 def in_bucket(entries: Mapping[str, Entry], part: int, parts: int) -> Mapping[str, Entry]:
     """The entries of bucket ``part`` of ``parts`` (all of them when ``parts`` is 1)."""
     if parts <= 1:
         return entries
-    return {node_id: e for node_id, e in entries.items() if bucket_of(node_id, parts) == part}
+    get = _CRC.get
+    out: dict[str, Entry] = {}
+    for node_id, entry in entries.items():
+        crc = get(node_id)
+        if crc is None:
+            crc = _crc(node_id)
+        if crc % parts == part:
+            out[node_id] = entry
+    return out
 
 
 def digest_parts(entries: Sequence[Entry], budget: int | None = None) -> list[list[Entry]]:
