@@ -389,10 +389,10 @@ class MeshNodeCore(CoreContext):
     def join(self, seeds: Sequence[str], now: float) -> None:
         self.gossip.join(seeds, now)
 
-    def adopt_formed(self, mesh: FormedMesh) -> None:
+    def adopt_formed(self, mesh: FormedMesh, now: float) -> None:
         """Start as a member of an already formed mesh instead of joining one
         (``protocols.membership.formed``; the simulator's start for large meshes)."""
-        self.gossip.adopt(mesh)
+        self.gossip.adopt(mesh, now)
 
     def stop_bidding(self, now: float) -> None:
         """Refuse every new call for proposals (reason ``leaving``); running work goes on.

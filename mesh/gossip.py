@@ -154,13 +154,21 @@ class GossipAgent:
                 del self._seeds[next(iter(self._seeds))]
             self._knock(seed, now)
 
-    def adopt(self, mesh: FormedMesh) -> None:
+    def adopt(self, mesh: FormedMesh, now: float) -> None:
         """Start as a member of a mesh that has already formed (``FormedMesh``), instead
         of joining it: the simulator's start for meshes too large to hold one member
-        table per node. The mesh must hold our current record."""
+        table per node. The mesh must hold our current record.
+
+        Our next push-pull falls anywhere in the period scaled to the mesh's size, as
+        for a node that has been running for a while (not within the unscaled period
+        of a node that just started: at 10,000 members, every node at once)."""
         if mesh.records.get(self.node_id) is not self.own:
             raise ValueError("the formed mesh does not hold this node's current record")
         self.view.adopt(mesh)
+        interval = self.config.push_pull_interval
+        if interval > 0:
+            period = timing.push_pull_scale(interval, len(mesh))
+            self._next_push_pull = now + self._ctx.rng.uniform(0, period)
 
     def _knock(self, endpoint: str, now: float) -> None:
         for payload in self._push_pulls(join=True):

@@ -170,10 +170,11 @@ class CoreFactory:
         fields[7] = rng.randbytes(len(fields[7]))
         return bytes(msgpack.packb([msgpack.packb(fields), sig]))
 
-    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
-        mesh = FormedMesh.of([node.gossip.own for node in nodes], rng, now)
-        for node in nodes:
-            node.adopt_formed(mesh)
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> Any:
+        return FormedMesh.of([node.gossip.own for node in nodes], rng, now)
+
+    def adopt(self, node: Any, mesh: Any, now: float) -> None:
+        node.adopt_formed(mesh, now)
 
     def replayable(self, frame: bytes) -> bool:
         try:

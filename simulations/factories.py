@@ -58,8 +58,12 @@ class ShellFactory(Protocol):
         """Whether a second delivery of this frame must be rejected (not gossiped)."""
         ...
 
-    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
-        """Make these just-started nodes members of one formed mesh (no join)."""
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> Any:
+        """The formed mesh of these just-started nodes (each then ``adopt``s it)."""
+        ...
+
+    def adopt(self, node: Any, mesh: Any, now: float) -> None:
+        """Make the node a member of the formed mesh (no join); ``now``: its clock."""
         ...
 
 
@@ -127,7 +131,10 @@ class ToyFactory:
     def replayable(self, frame: bytes) -> bool:
         return True
 
-    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> None:
+    def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> Any:
+        raise ConfigError("topology.start = 'formed' needs the real node core (--node core)")
+
+    def adopt(self, node: Any, mesh: Any, now: float) -> None:
         raise ConfigError("topology.start = 'formed' needs the real node core (--node core)")
 
 

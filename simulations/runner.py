@@ -130,9 +130,9 @@ def run_scenario(
         members = [i for i in range(sim.n) if world.in_formed_mesh(i)]
         for i in members:
             start(i, now)
-        factory.form([sim.nodes[i] for i in members], world.rng("formed"), now)
+        mesh = factory.form([sim.nodes[i] for i in members], world.rng("formed"), now)
         for i in members:
-            sim.flush(i)
+            sim.call(i, lambda node, local: factory.adopt(node, mesh, local))
 
     faults.skew_clocks()
     if world.formed:
