@@ -246,3 +246,26 @@ def test_joiners_need_a_formed_start() -> None:
     data["topology"] = {"joiners": 3}
     with pytest.raises(ConfigError, match="joiners needs start = 'formed'"):
         validate_scenario(data)
+
+
+def test_formed_nodes_spread_their_first_push_pull_over_the_scaled_period() -> None:
+    """A node that just started knows only itself and push-pulls within the unscaled
+    period; in a formed mesh every node would then push-pull its whole table at once.
+    Adopting the mesh draws the next push-pull over the period scaled to its size."""
+    from protocols.membership import timing
+    from simulations.factories import make_factory
+    from simulations.world import World
+
+    sc = validate_scenario(_formed_scenario(60))
+    world = World(sc)
+    factory = make_factory(sc, world)
+    members = [i for i in range(60) if world.in_formed_mesh(i)]
+    nodes = [factory.create(i, 0.0, restart=0, durable=True) for i in members]
+    mesh = factory.form(nodes, world.rng("formed"), 0.0)
+    for node in nodes:
+        factory.adopt(node, mesh, 0.0)
+    interval = sc.membership.resolve().push_pull_interval
+    period = timing.push_pull_scale(interval, len(mesh))
+    due = [node.gossip._next_push_pull for node in nodes]
+    assert period > interval
+    assert max(due) <= period and max(due) > interval
