@@ -236,3 +236,20 @@ def test_a_digest_too_large_for_one_frame_is_exchanged_in_buckets(monkeypatch) -
     # Each missing record came once, from the part of its bucket: nothing twice.
     assert x.counters.get("records_verified", 0) - verified == 6
     assert x.counters.get("records_duplicate_skipped", 0) == skipped
+
+
+def test_a_reply_too_large_for_one_frame_sends_its_records_apart(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Records, wants and statuses of one reply could exceed the frame limit (a large
+    bucket after a partition); the records then follow in push-pull-records frames."""
+    import mesh.gossip
+
+    monkeypatch.setattr(mesh.gossip, "_FRAME_ROOM", 500)  # below one record's frame
+    c = MeshCluster(8, seed=22)
+    x, peer = c.nodes[0], c.nodes[1]
+    c.bootstrap(c.nodes[1:])
+    c.bootstrap(c.nodes[:3])  # x knows nodes 1 and 2 only
+    x.agent._send_push_pull(peer.node_id, c.now)
+    c.flush(x)
+    c.run_for(0.05)
+    assert peer.counters.get("push_pull_reply_split") == 1
+    assert sorted(m.node_id for m in x.agent.members) == sorted(n.node_id for n in c.nodes)
