@@ -112,6 +112,8 @@ def run_scenario(
     marker = world.seeds[0][0]
 
     def start(i: int, now: float) -> None:
+        # Every start registers the node with discovery (later joiners and restarts
+        # find their mDNS peers among them); a formed-mesh member knocks on no one.
         seeds = world.discover(i)
         sim.start(i, seeds=() if world.in_formed_mesh(i) else seeds)
         history.ids[sim.node_ids[i]] = i

@@ -295,6 +295,10 @@ def _check_consistency(sc: Scenario, source: str) -> None:
             f"{source}: topology.joiners needs start = 'formed' (else every node joins)"
         )
     if sc.topology.start == "formed":
+        if sc.run.node == "toy":
+            raise ConfigError(
+                f"{source}: topology.start = 'formed' needs the core node, not --node toy"
+            )
         for o in sc.orgs:
             strangers = sorted(set(names) - {o.name, *o.trusts})
             if strangers:

@@ -213,6 +213,10 @@ def test_a_formed_start_needs_one_trust_domain() -> None:
     data["orgs"] = [{"name": "acme"}, {"name": "globex"}]
     with pytest.raises(ConfigError, match="needs every org to trust every other"):
         validate_scenario(data)
+    toy = _formed_scenario(20)
+    toy["run"] = {**toy["run"], "node": "toy"}  # type: ignore[dict-item]
+    with pytest.raises(ConfigError, match="needs the core node"):
+        validate_scenario(toy)
 
 
 def test_formed_members_all_start_alive() -> None:
