@@ -49,3 +49,20 @@ def test_nodes_share_the_interned_digest() -> None:
         fresh, _ = ingest.unseen([record.frame], members=1)
         ((_, digest),) = fresh
         assert digest == record.digest and digest is record.digest
+
+
+def test_frame_digests_are_remembered_within_a_bound() -> None:
+    """The process-wide memo of frame digests: right for every frame, a copy of a
+    frame (another bytes object, equal) is found, and it holds at most two
+    generations of its bound."""
+    cache = RecordCache(max_entries=4)  # memo generations of 4 frames
+    batch = frames(20)
+    for f in batch:
+        assert cache.digest_of(f) == hashlib.sha256(f).digest()
+    copy = bytes(bytearray(batch[-1]))
+    assert copy is not batch[-1]
+    assert cache.digest_of(copy) is cache.digest_of(batch[-1])
+    assert len(cache._digests) + len(cache._digests_old) <= 8
+    assert batch[0] not in cache._digests and batch[0] not in cache._digests_old
+    # A frame that left the memo is hashed again, correctly.
+    assert cache.digest_of(batch[0]) == hashlib.sha256(batch[0]).digest()

@@ -10,7 +10,6 @@ to counters: ``records_verified``, ``records_duplicate_skipped`` and
 
 from __future__ import annotations
 
-import hashlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -89,10 +88,10 @@ class RecordIngest:
         seen = self._seen
         arrive = self._arrivals.append
         shared = self._cache.shared_digest
-        sha256 = hashlib.sha256
+        digest_of = self._cache.digest_of
         fresh: list[tuple[bytes, bytes]] = []
         for frame in frames:
-            digest = sha256(frame).digest()
+            digest = digest_of(frame)
             if digest not in seen:
                 digest = shared(digest)
                 seen.add(digest)
@@ -112,7 +111,7 @@ class RecordIngest:
     ) -> tuple[str, RecordInfo | None, bool]:
         """``(verdict, info, verified)``: verdict ``"ok"``, ``DUPLICATE`` or an error
         code; ``verified`` tells whether the signature was checked successfully."""
-        digest = hashlib.sha256(frame).digest()
+        digest = self._cache.digest_of(frame)
         if not self.remember(digest, members):
             return DUPLICATE, None, False
         return self.ingest_unseen(frame, digest, now, open_frame, check_offer)
