@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import filterfalse
+from operator import itemgetter
 
 from protocols.membership.state import DEAD, SUSPECT
 
@@ -70,6 +72,20 @@ def compare_digests(
     member that is alive and only suspected travels with its refutation or from any
     peer holding it alive.
     """
+    if not isinstance(ours, Mapping):
+        ours = {entry[0]: entry for entry in ours}
+    theirs = theirs if isinstance(theirs, (list, tuple)) else list(theirs)
+    ours_rest: Iterable[Entry] = ours.values()
+    # An entry both sides hold exactly alike asks for nothing either way (neither
+    # side's version is newer), and two digests of a formed mesh are mostly alike:
+    # set operations and filterfalse find the entries that differ without a Python
+    # loop over the rest. Only when their node ids are unique: a digest repeating an
+    # id takes the full path below, which reads every entry as it always did.
+    if len(theirs) > 16 and len(set(map(itemgetter(0), theirs))) == len(theirs):
+        same = set(theirs).intersection(ours_rest)
+        if same:
+            theirs = list(filterfalse(same.__contains__, theirs))
+            ours_rest = filterfalse(same.__contains__, ours_rest)
     their_versions: dict[str, tuple[int, int]] = {}
     their_dead: set[str] = set()
     their_suspects: set[str] = set()
@@ -79,10 +95,8 @@ def compare_digests(
             their_dead.add(node_id)
         elif status == SUSPECT:
             their_suspects.add(node_id)
-    if not isinstance(ours, Mapping):
-        ours = {entry[0]: entry for entry in ours}
     send: list[str] = []
-    for node_id, inc, seq, status in ours.values():
+    for node_id, inc, seq, status in ours_rest:
         if status == DEAD:
             continue
         theirs_v = their_versions.get(node_id)
