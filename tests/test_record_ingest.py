@@ -8,7 +8,7 @@ import hashlib
 
 from test_membership_state import info
 
-from protocols.capabilities.records import RecordCache
+from protocols.capabilities.records import DIGEST_MEMO_BYTES, RecordCache
 from protocols.capabilities.store import RecordIngest
 
 
@@ -66,3 +66,15 @@ def test_frame_digests_are_remembered_within_a_bound() -> None:
     assert batch[0] not in cache._digests and batch[0] not in cache._digests_old
     # A frame that left the memo is hashed again, correctly.
     assert cache.digest_of(batch[0]) == hashlib.sha256(batch[0]).digest()
+
+
+def test_the_frame_memo_holds_a_bounded_number_of_bytes() -> None:
+    """Junk frames (the memo sits before any signature check) cannot fill memory:
+    at most two generations of DIGEST_MEMO_BYTES, however large the frames."""
+    cache = RecordCache()
+    size = 200_000
+    for i in range(200):  # 40 MB of distinct frames
+        frame = i.to_bytes(4, "big") * (size // 4)
+        assert cache.digest_of(frame) == hashlib.sha256(frame).digest()
+    held = sum(map(len, cache._digests)) + sum(map(len, cache._digests_old))
+    assert held <= 2 * DIGEST_MEMO_BYTES + size

@@ -95,6 +95,11 @@ class RecordInfo:
         return f"RecordInfo({self.node_id!r}, inc={self.record.incarnation}, seq={self.record.seq})"
 
 
+#: Most bytes of frames one generation of ``RecordCache.digest_of``'s memo holds
+#: (two generations: at most twice this, plus the frame that crosses the line).
+DIGEST_MEMO_BYTES = 8 << 20
+
+
 class RecordCache:
     """Interns verified records by digest so many nodes in one process share one copy.
 
@@ -102,16 +107,19 @@ class RecordCache:
     runs its own verification and trust checks. Bounded: the oldest entries go.
     """
 
-    __slots__ = ("_digests", "_digests_max", "_digests_old", "_entries", "_max")
+    __slots__ = ("_digest_bytes", "_digests", "_digests_max", "_digests_old", "_entries", "_max")
 
     def __init__(self, max_entries: int = 1 << 20) -> None:
         self._entries: dict[bytes, RecordInfo] = {}
         self._max = max_entries
         # SHA-256 of record frames already hashed, in two generations (the older is
-        # dropped whole when the younger fills: bounded, no per-entry eviction).
+        # dropped whole when the younger fills: bounded, no per-entry eviction). A
+        # generation holds at most DIGEST_MEMO_BYTES of frames: the memo sits before
+        # any signature check, so a peer sending junk must not fill memory with it.
         self._digests: dict[bytes, bytes] = {}
         self._digests_old: dict[bytes, bytes] = {}
         self._digests_max = max(1, min(max_entries, 1 << 15))
+        self._digest_bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -130,10 +138,12 @@ class RecordCache:
         found = self._digests_old.get(frame)
         if found is None:
             found = hashlib.sha256(frame).digest()
-        if len(self._digests) >= self._digests_max:
+        if len(self._digests) >= self._digests_max or self._digest_bytes >= DIGEST_MEMO_BYTES:
             self._digests_old = self._digests
             self._digests = {}
+            self._digest_bytes = 0
         self._digests[frame] = found
+        self._digest_bytes += len(frame)
         return found
 
     def shared_digest(self, digest: bytes) -> bytes:
