@@ -23,6 +23,8 @@ from simulations.world import World
 
 __all__ = ["ShellFactory", "ToyFactory", "make_factory"]
 
+_TOY_NOT_FORMED = "topology.start = 'formed' needs the real node core (--node core)"
+
 
 class ShellFactory(Protocol):
     #: frames above this size must be rejected with ``too-large``
@@ -132,10 +134,10 @@ class ToyFactory:
         return True
 
     def form(self, nodes: Sequence[Any], rng: random.Random, now: float) -> Any:
-        raise ConfigError("topology.start = 'formed' needs the real node core (--node core)")
+        raise ConfigError(_TOY_NOT_FORMED)
 
     def adopt(self, node: Any, mesh: Any, now: float) -> None:
-        raise ConfigError("topology.start = 'formed' needs the real node core (--node core)")
+        raise ConfigError(_TOY_NOT_FORMED)
 
 
 def make_factory(sc: Scenario, world: World) -> ShellFactory:
