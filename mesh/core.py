@@ -406,6 +406,18 @@ class MeshNodeCore(CoreContext):
         self._stopping = True
         self.gossip.leave(now)
 
+    def discard(self) -> None:
+        """Let go of this core now: its shell dropped it (a crashed simulated node).
+
+        The agents refer back to the core (it is their context), so a dropped core
+        and every table it holds would otherwise wait for the garbage collector's
+        next full collection. Dropping the agents breaks that cycle, and reference
+        counting frees them at once. The core must not be used afterwards.
+        """
+        self._routes.clear()
+        del self.gossip
+        del self.contracts
+
     def submit(self, task: TaskSpec, now: float) -> str:
         task_id = self.contracts.submit(task, now)
         self._after(now)

@@ -77,6 +77,10 @@ class SimNode(Protocol):
 
     def statistics(self) -> dict[str, int]: ...
 
+    def discard(self) -> None:
+        """The engine dropped this node (a crash): release what it holds now."""
+        ...
+
 
 class NodeFactory(Protocol):
     """Builds node ``index``; ``restart`` counts restarts (0 at first start)."""
@@ -191,9 +195,12 @@ class Simulator:
         """Stop node ``i`` abruptly: its object, timer and pending work are gone."""
         if not self.alive[i]:
             return
+        node = self.nodes[i]
         self.trace_note(f"crash {i}")
         self.alive[i] = False
         self.nodes[i] = None
+        if node is not None:
+            node.discard()
         self.timer_at[i] = None
         self.generation[i] += 1
         self.restarts[i] += 1

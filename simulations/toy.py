@@ -154,6 +154,10 @@ class ToyNode:
     def statistics(self) -> dict[str, int]:
         return dict(self.stats)
 
+    def discard(self) -> None:
+        """Break the node <-> contracts cycle so a crashed toy node is freed at once."""
+        del self.tasks
+
     def get_timer(self) -> float | None:
         t = min(self.next_gossip, self.next_probe, self.next_sync)
         for d in self.probing.values():

@@ -60,6 +60,9 @@ class EchoNode:
     def statistics(self) -> dict[str, int]:
         return {"count": self.count}
 
+    def discard(self) -> None:
+        pass
+
 
 class EchoFactory:
     def __init__(self, n: int, period: float = 1.0) -> None:
