@@ -5,9 +5,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import shlex
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
 from typing import Any
@@ -150,11 +152,36 @@ def run_scenario(
         sim.at(at, publish)
     else:
         _when_formed(sim, world, factory, sc, publish)
-    sim.run_until(safety_end, progress)
-    faults.heal_all()
-    sim.run_until(safety_end + sc.liveness_s(), progress)
+    with large_heap_collector():
+        sim.run_until(safety_end, progress)
+        faults.heal_all()
+        sim.run_until(safety_end + sc.liveness_s(), progress)
     wall = time.perf_counter() - wall0
     return _finish(sc, world, factory, sim, history, wall, reproduce_command(sc, source, flags))
+
+
+#: Collector thresholds while a simulation runs (CPython's default is 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 10)
+
+
+@contextlib.contextmanager
+def large_heap_collector() -> Iterator[None]:
+    """Run the cyclic garbage collector less often while a simulation runs.
+
+    A simulated mesh is millions of long-lived objects (every node's tables), and
+    with CPython's default thresholds the collector ran ~6,000 young and ~12 full
+    collections in a 10 virtual-second, 1,000-node run (5.1 s of 169 s wall, the
+    full ones ~0.2 s each, longer as the heap grows). Reference counting frees
+    what the protocol drops, and a crashed node too (``SimNode.discard`` breaks
+    its cycles), so the collector has next to nothing to find: peak RSS is the
+    same either way. The previous thresholds come back when the run ends. It
+    changes no result: the trace is the same."""
+    old = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
 
 
 def _when_formed(

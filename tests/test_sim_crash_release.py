@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from mesh.core import MeshNodeCore
-from simulations.runner import _build
+from simulations.runner import GC_THRESHOLDS, _build, large_heap_collector, run_scenario
 from simulations.scenario import apply_overrides, load_scenario
 from simulations.toy import ToyNode
 
@@ -52,3 +52,25 @@ def test_a_crashed_node_and_its_tables_are_freed_by_reference_counting(kind: str
     sim.run_until(6.0)  # the others go on without it
     assert sim.nodes[5] is None
     assert all(sim.nodes[i] is not None for i in range(sim.n) if i != 5)
+
+
+def test_a_run_gives_back_the_collector_thresholds_it_found() -> None:
+    sc = apply_overrides(
+        load_scenario("simulations/scenarios/lan-1000.toml"),
+        nodes=6,
+        seed=1,
+        crypto="fast",
+        node="toy",
+        duration=2.0,
+    )
+    old = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    try:
+        gc.set_threshold(1234, 5, 6)
+        with large_heap_collector():
+            seen.append(gc.get_threshold())
+        assert run_scenario(sc).ok
+        assert gc.get_threshold() == (1234, 5, 6)
+    finally:
+        gc.set_threshold(*old)
+    assert seen == [GC_THRESHOLDS]
