@@ -130,6 +130,8 @@ class GossipAgent:
         self._next_gossip = now + rng.uniform(0, config.gossip_interval)
         self._next_push_pull = now + rng.uniform(0, max(config.push_pull_interval, 1e-9))
         self._catch_ups = 0  # catch-up push-pulls still due after a join
+        self._catch_up_extra = 0  # catch-ups that may still follow past the third
+        self._new_members = 0  # members we did not know, learned since the last catch-up
         self._seeds: dict[str, None] = {}  # endpoints we were told to join through
         self._told_record: dict[str, float] = {}  # claimant -> when we last answered it
         self._catch_up_delay = 0.0
@@ -143,6 +145,8 @@ class GossipAgent:
         then catch up with random live members a few times (``join_catch_up``)."""
         if seeds and self.config.join_catch_up > 0:
             self._catch_ups = JOIN_CATCH_UPS
+            self._catch_up_extra = self.config.join_catch_ups_max - JOIN_CATCH_UPS
+            self._new_members = 0
             self._catch_up_delay = self.config.join_catch_up
             self._next_push_pull = min(self._next_push_pull, now + self._catch_up_delay)
         for seed in seeds:
@@ -375,6 +379,14 @@ class GossipAgent:
         if self._catch_ups > 0:
             self._catch_ups -= 1
             self._catch_up_delay *= 2
+            if not self._catch_ups and self._new_members and self._catch_up_extra:
+                # Members we did not know kept arriving since the last catch-up: the
+                # mesh is still forming (a mass join whose gossip ran out of
+                # retransmits). One more, at twice the delay, before the scaled period.
+                self._catch_up_extra -= 1
+                self._catch_ups = 1
+                self._ctx.count("push_pull_catch_up_extended")
+            self._new_members = 0
             if self._catch_ups:
                 after = self._catch_up_delay
             self._ctx.count("push_pull_catch_up")
@@ -656,6 +668,7 @@ class GossipAgent:
             ctx.count("dropped.stale-record")
             return
         if outcome == Outcome.JOINED:
+            self._new_members += 1
             ctx.emit(PeerJoined(node_id=node_id, endpoint=info.endpoint, org=info.org))
         elif outcome == Outcome.ALIVE:
             ctx.emit(PeerAlive(node_id=node_id, incarnation=rec.incarnation))

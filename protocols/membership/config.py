@@ -62,6 +62,12 @@ class MembershipConfig:
       (``JOIN_CATCH_UPS`` catch-ups): nodes that join together learn the members
       their seeds did not know yet, instead of waiting for the scaled period
       (minutes at 1,000 members). 0 disables.
+    * ``join_catch_ups_max`` (count, 3): catch-ups at most. Above 3, a node that
+      still learned members it did not know since its previous catch-up (a mass
+      join still spreading) catches up once more, at twice the delay, up to this
+      many in all; 3 keeps exactly three. Thousands of nodes joining within seconds
+      need more (8 at 3,000 nodes in 3 s): their gossip runs out of retransmits
+      before every record is everywhere, and the scaled period is minutes away.
     * ``dead_reclaim_time`` (s, 300.0): after a member has been dead or gone for
       this long, any valid record for its id is accepted again (a node that lost
       its incarnation counter on restart reclaims its id). 0 disables reclaiming.
@@ -83,6 +89,7 @@ class MembershipConfig:
     max_piggyback: int = 8
     push_pull_interval: float = 30.0
     join_catch_up: float = 2.0
+    join_catch_ups_max: int = JOIN_CATCH_UPS
     dead_reclaim_time: float = 300.0
     record_ttl: float = 3600.0
     seen_cache_size: int = 4096
@@ -107,6 +114,8 @@ class MembershipConfig:
         for name in counts:
             if getattr(self, name) < (0 if name in ("indirect_checks", "gossip_nodes") else 1):
                 raise ConfigError(f"membership.{name} is out of range")
+        if not JOIN_CATCH_UPS <= self.join_catch_ups_max <= 32:
+            raise ConfigError(f"membership.join_catch_ups_max must be {JOIN_CATCH_UPS} to 32")
         if self.push_pull_interval < 0 or self.dead_reclaim_time < 0 or self.join_catch_up < 0:
             raise ConfigError("membership intervals must be >= 0")
 
