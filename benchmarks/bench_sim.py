@@ -97,6 +97,9 @@ class NullNode:
     def statistics(self) -> dict[str, int]:
         return {}
 
+    def discard(self) -> None:
+        pass
+
 
 def engine_only(nodes: int, seconds: float) -> dict[str, Any]:
     """Events per second of the engine with nodes that do nothing (its own overhead)."""
