@@ -65,9 +65,10 @@ class MembershipConfig:
     * ``join_catch_ups_max`` (count, 3): catch-ups at most. Above 3, a node that
       still learned members it did not know since its previous catch-up (a mass
       join still spreading) catches up once more, at twice the delay, up to this
-      many in all; 3 keeps exactly three. Thousands of nodes joining within seconds
-      need more (8 at 3,000 nodes in 3 s): their gossip runs out of retransmits
-      before every record is everywhere, and the scaled period is minutes away.
+      many in all; 3 keeps exactly three. For meshes whose gossip runs out of
+      retransmits before a mass join's records are everywhere (few retransmits,
+      small piggyback, thousands joining at once): the scaled push-pull period
+      that would repair it is minutes away.
     * ``dead_reclaim_time`` (s, 300.0): after a member has been dead or gone for
       this long, any valid record for its id is accepted again (a node that lost
       its incarnation counter on restart reclaims its id). 0 disables reclaiming.
