@@ -322,6 +322,8 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
                 click.echo(
                     f"FAIL seed {o.seed} {name}: {problems[0] if problems else ''}", err=True
                 )
+                for note in (p for p in problems[1:] if p.startswith("note:")):
+                    click.echo(f"  {note}", err=True)
             click.echo(f"reproduce with: {o.reproduce}", err=True)
         raise SystemExit(1)
 

@@ -123,9 +123,15 @@ def _one(sc: Scenario, source: str | None, flags: Sequence[str]) -> SeedOutcome:
         peak_rss_mb=r["peak_rss_mb"],
         failed=failed,
         reproduce=r["reproduce"],
-        problems={k: list(v)[:5] for k, v in r.get("problems", {}).items()},
+        problems={k: _brief(v) for k, v in r.get("problems", {}).items()},
         report=r,
     )
+
+
+def _brief(problems: Sequence[str]) -> list[str]:
+    """The first five problems, and any note on why (``note: ...``) after them."""
+    first = list(problems[:5])
+    return first + [p for p in problems[5:] if p.startswith("note:")]
 
 
 def run_seeds(

@@ -255,6 +255,13 @@ def test_a_liveness_phase_too_short_for_membership_says_so() -> None:
     settled = CliRunner().invoke(simulate, [*args, "--liveness", "auto"])
     assert settled.exit_code == 0, settled.output
     assert "note: the liveness phase" not in settled.output
+    # A sweep says it too, under the failing seed's first problem.
+    swept = CliRunner().invoke(simulate, [*args, "--liveness", "0s", "--seeds", "1", "--jobs", "1"])
+    assert swept.exit_code == 1
+    assert "FAIL seed 1 membership-converged: node " in swept.output
+    assert "\n  note: the liveness phase (0 s) is shorter than membership's settle time" in (
+        swept.output
+    )
 
 
 def test_the_reproduce_command_reproduces() -> None:
