@@ -11,6 +11,7 @@ module only has to be strict about what it *accepts*:
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import msgpack
@@ -47,9 +48,21 @@ def _pairs_hook(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
     return out
 
 
+class _Packers(threading.local):
+    """One reusable packer per thread: ``msgpack.packb`` builds a new ``Packer`` on
+    every call (~1.4 µs for a frame's envelope, ~0.6 µs with a kept one). A packer
+    is not thread-safe; it resets its buffer after each object, and on an error."""
+
+    def __init__(self) -> None:
+        self.packer = msgpack.Packer(use_bin_type=True, strict_types=False, autoreset=True)
+
+
+_PACKERS = _Packers()
+
+
 def packb(obj: Any) -> bytes:
     """Encode with the one set of options Parley uses (bin type, no ext types)."""
-    data: bytes = msgpack.packb(obj, use_bin_type=True, strict_types=False)
+    data: bytes = _PACKERS.packer.pack(obj)
     return data
 
 

@@ -69,3 +69,50 @@ def test_malformed(data: bytes) -> None:
 
 def test_arrays_decode_as_tuples_and_bin_as_bytes() -> None:
     assert unpack_strict(packb([1, [b"x", "y"], {"a": None}])) == (1, (b"x", "y"), {"a": None})
+
+
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text()
+    | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_VALUES, _VALUES)
+@settings(max_examples=200, deadline=None)
+def test_packb_keeps_msgpack_bytes_and_recovers_from_a_failed_encoding(
+    a: object, b: object
+) -> None:
+    # The kept packer gives the bytes a fresh msgpack.packb gives (signatures cover
+    # them), call after call, and an object it cannot encode leaves nothing behind.
+    import msgpack
+
+    expect = msgpack.packb(b, use_bin_type=True)
+    assert packb(a) == msgpack.packb(a, use_bin_type=True)
+    with pytest.raises(TypeError):
+        packb([a, object()])
+    assert packb(b) == expect
+
+
+def test_packb_from_several_threads_at_once() -> None:
+    import threading
+
+    values = [[i, "x" * (i % 50), b"y" * (i % 70), {"k": i}] for i in range(2000)]
+    errors: list[str] = []
+
+    def work() -> None:
+        for v in values:
+            if unpack_strict(packb(v)) != (v[0], v[1], v[2], v[3]):
+                errors.append(repr(v))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
