@@ -25,6 +25,6 @@ def test_real_crypto_nodes_parse_each_public_key_once_per_process() -> None:
     assert sum(len(core.wire._cert_refs) for core in cores) >= 30
     verifiers = {id(core.wire.verifier) for core in cores}
     assert len(verifiers) == 1
-    parsed = cores[0].wire.verifier._keys  # type: ignore[attr-defined]
+    parsed = cores[0].wire.verifier._keys
     # at most one entry per node key and org key in the world, not one per pair
     assert 9 <= len(parsed) <= 9 + len(sc.orgs) + 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+
+import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -90,8 +93,6 @@ def test_packb_keeps_msgpack_bytes_and_recovers_from_a_failed_encoding(
 ) -> None:
     # The kept packer gives the bytes a fresh msgpack.packb gives (signatures cover
     # them), call after call, and an object it cannot encode leaves nothing behind.
-    import msgpack
-
     expect = msgpack.packb(b, use_bin_type=True)
     assert packb(a) == msgpack.packb(a, use_bin_type=True)
     with pytest.raises(TypeError):
@@ -100,8 +101,6 @@ def test_packb_keeps_msgpack_bytes_and_recovers_from_a_failed_encoding(
 
 
 def test_packb_from_several_threads_at_once() -> None:
-    import threading
-
     values = [[i, "x" * (i % 50), b"y" * (i % 70), {"k": i}] for i in range(2000)]
     errors: list[str] = []
 
