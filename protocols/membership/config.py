@@ -16,6 +16,7 @@ from protocols.units import parse_duration
 
 __all__ = [
     "JOIN_CATCH_UPS",
+    "JOIN_CATCH_UPS_MAX",
     "PRESETS",
     "MembershipConfig",
     "knobs",
@@ -28,6 +29,8 @@ __all__ = [
 
 #: Catch-up push-pulls after a join (see ``MembershipConfig.join_catch_up``).
 JOIN_CATCH_UPS = 3
+#: Default for ``MembershipConfig.join_catch_ups_max``: more while a mass join spreads.
+JOIN_CATCH_UPS_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +65,14 @@ class MembershipConfig:
       (``JOIN_CATCH_UPS`` catch-ups): nodes that join together learn the members
       their seeds did not know yet, instead of waiting for the scaled period
       (minutes at 1,000 members). 0 disables.
-    * ``join_catch_ups_max`` (count, 3): catch-ups at most. Above 3, a node that
-      still learned members it did not know since its previous catch-up (a mass
-      join still spreading) catches up once more, at twice the delay, up to this
-      many in all; 3 keeps exactly three. For meshes whose gossip runs out of
-      retransmits before a mass join's records are everywhere (few retransmits,
-      small piggyback, thousands joining at once): the scaled push-pull period
-      that would repair it is minutes away.
+    * ``join_catch_ups_max`` (count, 8): catch-ups at most. After the third, a
+      node that still learned members it did not know since its previous catch-up
+      (a mass join still spreading) catches up once more, at twice the delay, up
+      to this many in all; a node that learned nothing new stops. For mass joins
+      whose gossip runs out of retransmits before every record is everywhere (few
+      retransmits, small piggyback, thousands joining at once): the scaled
+      push-pull period that would repair it is minutes away. 3 keeps exactly
+      three, the default until November 2026.
     * ``dead_reclaim_time`` (s, 300.0): after a member has been dead or gone for
       this long, any valid record for its id is accepted again (a node that lost
       its incarnation counter on restart reclaims its id). 0 disables reclaiming.
@@ -90,7 +94,7 @@ class MembershipConfig:
     max_piggyback: int = 8
     push_pull_interval: float = 30.0
     join_catch_up: float = 2.0
-    join_catch_ups_max: int = JOIN_CATCH_UPS
+    join_catch_ups_max: int = JOIN_CATCH_UPS_MAX
     dead_reclaim_time: float = 300.0
     record_ttl: float = 3600.0
     seen_cache_size: int = 4096
