@@ -388,17 +388,30 @@ class Runtime:
                     Result(ev.result, ev.executor, ev.task_id, tuple(ev.attempts), timings)
                 )
             return
+        reason = ev.reason
         if isinstance(ev, TaskFailed):
             code = _failure_code(ev.reason)
-            err = ContractNetError(ev.reason, code=code, attempts=tuple(ev.attempts))
+            if view is not None and _nobody_invited(ev.attempts):
+                reason = f"{reason}: {self._no_bidder_hint(view.capability)}"
+            err = ContractNetError(reason, code=code, attempts=tuple(ev.attempts))
         else:
             err = ContractNetError(
                 f"outcome unknown: {ev.reason}", code="outcome-unknown", attempts=(ev.executor,)
             )
         if view is not None:
-            view.state, view.reason = err.code, ev.reason
+            view.state, view.reason = err.code, reason
         if fut is not None and not fut.done():
             fut.set_exception(err)
+
+    def _no_bidder_hint(self, capability: str) -> str:
+        """Why nobody was invited, in the user's terms (every round invited no one)."""
+        peers = f"{len(self.peers)} peer(s) known"
+        if capability in self.handlers:
+            return (
+                f"no other node offers {capability!r} ({peers}); "
+                "a node does not bid on its own tasks"
+            )
+        return f"no known peer offers {capability!r} in a matching version ({peers})"
 
     # -- executor side -----------------------------------------------------
 
@@ -505,6 +518,11 @@ class Runtime:
         stats["runtime.running"] = len(self.running)
         stats["runtime.peers"] = len(self.peers)
         return stats
+
+
+def _nobody_invited(attempts: Sequence[str]) -> bool:
+    """True when every round of a failed task found no candidate to invite."""
+    return bool(attempts) and all("(0 invited" in a for a in attempts)
 
 
 def _failure_code(reason: str) -> str:
