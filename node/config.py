@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from node.supervision import RISK_LEVELS
-from protocols.errors import ConfigError
+from node.transport import check_endpoint
+from protocols.errors import ConfigError, TransportError
 from protocols.membership.config import MembershipConfig, tuned
 
 __all__ = [
@@ -177,6 +178,15 @@ def membership_table(data: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "preset": raw.get("preset", node.get("preset", "lan"))}
 
 
+def _endpoint(value: str, where: str) -> None:
+    """Peers dial seeds and the advertised endpoint: only ``tcp://host:port`` will do
+    (a peer drops any other endpoint, so a typo would leave the node alone, silently)."""
+    try:
+        check_endpoint(value)
+    except TransportError:
+        raise ConfigError(f"{where}: {value!r} is not tcp://host:port") from None
+
+
 def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership", "audit"}, "config")
     node = data.get("node")
@@ -191,6 +201,13 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     seeds = node.get("seeds", [])
     if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
         raise ConfigError("node.seeds: a list of tcp://host:port strings")
+    for seed in seeds:
+        _endpoint(seed, "node.seeds")
+    advertise = node.get("advertise")
+    if advertise is not None:
+        if not isinstance(advertise, str):
+            raise ConfigError("node.advertise: a tcp://host:port string")
+        _endpoint(advertise, "node.advertise")
 
     def path(key: str) -> Path:
         p = Path(_get(node, key, str, "node")).expanduser()
@@ -237,7 +254,7 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         certificate=path("certificate"),
         trust=path("trust"),
         listen=str(node.get("listen", "tcp://127.0.0.1:7001")),
-        advertise=node.get("advertise"),
+        advertise=advertise,
         seeds=tuple(seeds),
         preset=preset,
         membership=membership,

@@ -146,6 +146,12 @@ def test_config(tmp_path: Path) -> None:
         CONFIG.replace('python = "mod:fn"', 'python = "modfn"'): "module:function",
         CONFIG.replace('python = "mod:fn"', ""): "exactly one handler",
         "[node": "invalid TOML",
+        CONFIG.replace('"tcp://127.0.0.1:7002"', '"127.0.0.1:7002"'): (
+            r"node.seeds: '127.0.0.1:7002' is not tcp://host:port"
+        ),
+        CONFIG.replace("[node]\n", '[node]\nadvertise = "tcp://*:7001"\n'): (
+            r"node.advertise: 'tcp://\*:7001' is not tcp://host:port"
+        ),
     }
     for text, msg in bad.items():
         p.write_text(text)
