@@ -36,9 +36,9 @@ from node.discovery import MdnsDiscovery
 from node.handlers import Handler
 from node.runtime import Result, Runtime
 from node.supervision import Approver
-from node.transport import TransportLimits
+from node.transport import TransportLimits, check_endpoint
 from protocols.crypto import Ed25519Signer
-from protocols.errors import ContractNetError, LocalProtocolError
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, TransportError
 from protocols.identity import NodeIdentity
 from protocols.membership.config import MembershipConfig
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate, parse_certificate
@@ -115,6 +115,11 @@ class Node:
         self.trust = trust
         self.listen = listen
         self.advertise = advertise
+        for endpoint in (*seeds, *([advertise] if advertise is not None else [])):
+            try:
+                check_endpoint(endpoint)
+            except TransportError:
+                raise ConfigError(f"{endpoint!r} is not tcp://host:port") from None
         self.seeds = tuple(seeds)
         self.mdns = mdns
         self.mdns_interfaces = tuple(mdns_interfaces)

@@ -1,6 +1,7 @@
-"""A request nobody could be invited to says why, in the user's terms: the common
-first surprise is a lone node asking for a capability it offers itself (a node
-never bids on its own tasks)."""
+"""Mistakes a user makes first get answers in the user's terms: a request nobody
+could be invited to says why (the common surprise: a lone node asking for a
+capability it offers itself; a node never bids on its own tasks), and an endpoint
+that peers could not dial is refused when the node is made."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from node import Node, Task
 from node.api import LocalOrg
-from protocols.errors import ContractNetError
+from protocols.errors import ConfigError, ContractNetError
 
 
 async def _lone_node_requests(capability: str) -> tuple[ContractNetError, str]:
@@ -42,3 +43,15 @@ def test_a_capability_no_known_peer_offers_is_named() -> None:
         err.message
     )
     assert "its own tasks" not in err.message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "bad"),
+    [({"seeds": ["127.0.0.1:7001"]}, "127.0.0.1:7001"), ({"advertise": "tcp://*:7001"}, "*")],
+)
+def test_an_endpoint_peers_could_not_dial_is_refused_when_the_node_is_made(
+    kwargs: dict[str, object], bad: str
+) -> None:
+    with pytest.raises(ConfigError, match="is not tcp://host:port") as caught:
+        Node.from_org(LocalOrg("acme"), "n", **kwargs)
+    assert bad in caught.value.message
