@@ -71,6 +71,7 @@ from protocols.contract_net.messages import (
     Refuse,
     Result,
     Started,
+    short_reason,
 )
 from protocols.contract_net.requester import RequesterTask
 from protocols.contract_net.strategies import FIRST_IDLE, STRATEGIES, Bid, Strategy, rank
@@ -630,7 +631,8 @@ class ContractAgent:
 
     def _notify_holder(self, rec: RequesterTask, reason: str, now: float) -> None:
         if rec.state in (ReqState.AWARDED, ReqState.STARTED) and rec.holder:
-            cancel = Cancel(task_id=rec.task_id, epoch=rec.epoch, reason=reason)
+            # The reason given up with may hold a handler's failure (up to 256 chars).
+            cancel = Cancel(task_id=rec.task_id, epoch=rec.epoch, reason=short_reason(reason))
             self._send("cancel", cancel, [rec.holder], now)
 
     def _give_up(

@@ -19,6 +19,7 @@ from mesh.events import (
     TaskStaleResult,
 )
 from protocols.contract_net import Offer, ReqState, TaskSpec
+from protocols.contract_net.bidding import Quote, Refusal
 from protocols.contract_net.messages import Award, Result
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
@@ -685,3 +686,76 @@ def test_after_a_busy_spell_a_later_auction_asks_everyone_again() -> None:
     (first,) = [e for _, e in net.events(TaskAwarded) if e.task_id == task]
     assert first.winner == "x07"
     assert net.agents["req"]._tasks[task].full == []
+
+
+def _fail_every_assignment(net: FakeNet, reason: str, until: float) -> None:
+    """Executors fail each task they are assigned, at once, with ``reason``."""
+    handled = 0
+    while net.now < until:
+        assigned = net.events(TaskAssigned)
+        for node, ev in assigned[handled:]:
+            net.agents[node].fail(ev.task_id, reason, net.now)
+        handled = len(assigned)
+        net.pump()
+        net.run_until(net.now + 0.1)
+
+
+@pytest.mark.parametrize("semantics", ["at-least-once", "at-most-once"])
+def test_a_long_failure_reason_ends_the_task_at_once(semantics: str) -> None:
+    """A handler's failure reason may be 256 characters; giving up tells the holder
+    with a cancel, whose reason is at most 64: it is cut, not an exception that left
+    the task half-ended until its lease ran out (found on real daemons: a missing
+    command's 'cannot start ...: No such file or directory')."""
+    net = FakeNet(auto_work=False)
+    net.add("req")
+    net.add("x00", offer())
+    reason = "cannot start /nonexistent/tool: No such file or directory " + "x" * 150
+    task_id = net.submit("req", TaskSpec(CAP, semantics=semantics, max_auctions=3, lease=30.0))
+    _fail_every_assignment(net, reason, until=5.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert failed.task_id == task_id
+    assert reason[:100] in failed.reason
+    assert not any("lease-expired" in a for a in failed.attempts)
+    cancels = [p for p in net.sent if p.kind == "cancel"]
+    assert cancels and all(len(p.payload.reason) <= 64 for p in cancels)
+
+
+def test_a_bid_function_with_a_bad_quote_or_a_long_refusal_refuses_cleanly() -> None:
+    """A user's bid function is outside the protocol's control: a negative price (or
+    NaN) becomes a refusal 'invalid-bid', a long refusal reason is cut to 64."""
+    net = FakeNet(auto_work=False)
+    net.add("req")
+    net.add("x00", offer(), bid=lambda s: Quote(price=-1.0, eta=1.0))
+    net.add("x01", offer(), bid=lambda s: Refusal("busy " * 40, retry_after=float("nan")))
+    net.submit("req", TaskSpec(CAP, max_auctions=1))
+    refusals = {p.sender: p.payload for p in net.sent if p.kind == "refuse"}
+    assert refusals["x00"].reason == "invalid-bid"
+    assert net.ctxs["x00"].counters["contract.invalid_bid"] == 1
+    assert len(refusals["x01"].reason) == 64 and refusals["x01"].reason.endswith("...")
+    assert refusals["x01"].retry_after is None
+    net.run_until(5.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert "no bids" in failed.attempts[0]
+
+
+def test_a_result_msgpack_cannot_carry_fails_the_task_at_once() -> None:
+    net = FakeNet(auto_work=False)
+    net.add("req")
+    net.add("x00", offer())
+    net.submit("req", TaskSpec(CAP, max_auctions=1))
+    ((node, assigned),) = net.events(TaskAssigned)
+
+    def refuse_to_encode(kind: str, payload: object, *args: object, **kw: object) -> bytes:
+        if kind == "result":
+            raise TypeError("can not serialize 'set' object")
+        return original(kind, payload, *args, **kw)  # type: ignore[arg-type]
+
+    original = net.ctxs[node].send
+    net.ctxs[node].send = refuse_to_encode  # type: ignore[method-assign]
+    assert net.agents[node].complete(assigned.task_id, {1, 2}, net.now) is False
+    net.ctxs[node].send = original  # type: ignore[method-assign]
+    net.run_until(1.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert "result cannot be encoded: can not serialize 'set' object" in failed.reason
+    assert net.ctxs[node].counters["contract.unsendable_result"] == 1
+    assert net.agents[node].executor.running(CAP) == 0

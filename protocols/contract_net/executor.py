@@ -23,6 +23,8 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from pydantic import ValidationError
+
 from protocols.contract_net._state import (
     EXECUTOR_TABLE,
     EXECUTOR_TERMINAL,
@@ -43,6 +45,7 @@ from protocols.contract_net.messages import (
     Refuse,
     Result,
     Started,
+    short_reason,
 )
 from protocols.contract_net.task import Offer
 from protocols.errors import MeshError
@@ -151,28 +154,37 @@ class ExecutorSide:
         decision = self._bid(BidSituation(cfp, offer, running, queued, now))
         if isinstance(decision, Quote):
             valid_until = now + decision.valid_for
+            try:
+                reply: Propose | Refuse = Propose(
+                    task_id=cfp.task_id,
+                    round=cfp.round,
+                    price=decision.price,
+                    eta=decision.eta,
+                    load=running / offer.max_concurrency,
+                    running=running,
+                    capacity=offer.max_concurrency,
+                    confidence=decision.confidence,
+                    valid_until=valid_until,
+                )
+            except ValidationError:
+                # A bid function's quote (a negative or NaN price, a confidence
+                # above 1): no bid, and the requester is told at once.
+                host.count("contract.invalid_bid")
+                refuse = Refuse(task_id=cfp.task_id, round=cfp.round, reason="invalid-bid")
+                host.send("refuse", refuse, [msg.sender], now)
+                return
             # kept for the award until the bid expires, and at least until the auction
             # closes (an award comes at the latest at reply-by)
             keep = max(valid_until, cfp.reply_by)
             self._cache_input(cfp.task_id, (msg.sender, cfp.input, keep), now)
-            reply: Propose | Refuse = Propose(
-                task_id=cfp.task_id,
-                round=cfp.round,
-                price=decision.price,
-                eta=decision.eta,
-                load=running / offer.max_concurrency,
-                running=running,
-                capacity=offer.max_concurrency,
-                confidence=decision.confidence,
-                valid_until=valid_until,
-            )
             host.send("propose", reply, [msg.sender], now)
         else:
+            retry = decision.retry_after
             reply = Refuse(
                 task_id=cfp.task_id,
                 round=cfp.round,
-                reason=decision.reason,
-                retry_after=decision.retry_after,
+                reason=short_reason(decision.reason),
+                retry_after=retry if retry is None or 0 <= retry < float("inf") else None,
             )
             host.send("refuse", reply, [msg.sender], now)
 
@@ -271,21 +283,30 @@ class ExecutorSide:
         job = self._live(task_id)
         if job is None:
             return False
+        # Built first: a bad percent raises before the job's state has moved.
+        msg = Progress(task_id=task_id, epoch=job.epoch, percent=percent, message=message)
         job.state = transition(EXECUTOR_TABLE, job.state, ExecEvent.PROGRESS)
         job.queued = False
-        msg = Progress(task_id=task_id, epoch=job.epoch, percent=percent, message=message)
         self._host.send("progress", msg, [job.requester], now)
         self._schedule(task_id, job, now)
         return True
 
     def complete(self, task_id: str, result: Any, now: float) -> bool:
-        """Send the result; ``False`` if the task is no longer ours (cancelled)."""
+        """Send the result; ``False`` if the task is no longer ours (cancelled), or if
+        the result cannot be encoded (the task then fails with that reason)."""
         job = self._live(task_id)
         if job is None:
             return False
-        self._end(task_id, job, ExecEvent.COMPLETE)
         reply = Result(task_id=task_id, epoch=job.epoch, result=result)
-        self._host.send("result", reply, [job.requester], now)
+        try:
+            self._host.send("result", reply, [job.requester], now)
+        except (TypeError, ValueError, OverflowError) as exc:
+            # msgpack cannot carry it (a set, an object, an int over 64 bits): the
+            # task fails now, rather than the requester waiting out the lease.
+            self._host.count("contract.unsendable_result")
+            self.fail(task_id, f"result cannot be encoded: {exc}", now)
+            return False
+        self._end(task_id, job, ExecEvent.COMPLETE)
         return True
 
     def fail(self, task_id: str, reason: str, now: float) -> bool:

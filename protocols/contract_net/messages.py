@@ -26,6 +26,8 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "CONTRACT_NET_PAYLOADS",
     "DEFERRED_KINDS",
+    "PROGRESS_MESSAGE_MAX",
+    "SHORT_REASON_MAX",
     "Award",
     "Cancel",
     "Cfp",
@@ -37,9 +39,23 @@ __all__ = [
     "Result",
     "Semantics",
     "Started",
+    "short_reason",
 ]
 
 Semantics = Literal["at-least-once", "at-most-once"]
+
+#: Longest ``reason`` of a ``refuse`` or a ``cancel`` (a short code, or the start of a
+#: sentence); a ``failure``'s reason may be longer (256).
+SHORT_REASON_MAX = 64
+#: Longest ``message`` of a ``progress``.
+PROGRESS_MESSAGE_MAX = 256
+
+
+def short_reason(text: str) -> str:
+    """``text`` cut to fit a ``refuse``'s or a ``cancel``'s reason (``...`` marks a cut)."""
+    if len(text) <= SHORT_REASON_MAX:
+        return text
+    return text[: SHORT_REASON_MAX - 3] + "..."
 
 
 class _Payload(BaseModel):
@@ -83,7 +99,7 @@ class Propose(_Payload):
 class Refuse(_Payload):
     task_id: str
     round: int = Field(ge=1)
-    reason: str = Field(max_length=64)
+    reason: str = Field(max_length=SHORT_REASON_MAX)
     retry_after: float | None = Field(default=None, ge=0, allow_inf_nan=False)
 
 
@@ -131,7 +147,7 @@ class Progress(_Payload):
     task_id: str
     epoch: int = Field(ge=1)
     percent: float | None = Field(default=None, ge=0, le=100)
-    message: str | None = Field(default=None, max_length=256)
+    message: str | None = Field(default=None, max_length=PROGRESS_MESSAGE_MAX)
 
 
 class Result(_Payload):
@@ -149,7 +165,7 @@ class Failure(_Payload):
 class Cancel(_Payload):
     task_id: str
     epoch: int = Field(ge=0)
-    reason: str = Field(max_length=64)
+    reason: str = Field(max_length=SHORT_REASON_MAX)
 
 
 CONTRACT_NET_PAYLOADS: dict[str, type[BaseModel]] = {
