@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.config import CapabilityConfig
-from protocols.errors import ConfigError
+from protocols.contract_net.messages import PROGRESS_MESSAGE_MAX
+from protocols.errors import ConfigError, LocalProtocolError
 
 __all__ = [
     "Handler",
@@ -80,7 +81,12 @@ class Task:
         return max(0.0, self.deadline - time.time())
 
     def progress(self, percent: float | None = None, message: str | None = None) -> None:
-        """Report progress to the requester (keeps the lease alive)."""
+        """Report progress to the requester (keeps the lease alive). ``percent`` is
+        0 to 100 or None; a ``message`` over 256 characters is cut to 256."""
+        if percent is not None and not 0 <= percent <= 100:
+            raise LocalProtocolError(f"progress percent must be 0 to 100, not {percent!r}")
+        if message is not None and len(message) > PROGRESS_MESSAGE_MAX:
+            message = message[: PROGRESS_MESSAGE_MAX - 3] + "..."
         if self._progress is not None:
             self._progress(percent, message)
 

@@ -38,6 +38,7 @@ from mesh.events import (
 from node.handlers import Handler, HandlerFailed, Task
 from node.supervision import Approver
 from node.transport import TransportLimits, ZmqTransport
+from protocols.codec import MAX_FRAME, packb
 from protocols.errors import ContractNetError, LocalProtocolError
 
 __all__ = ["CoreLike", "Result", "Runtime"]
@@ -45,6 +46,11 @@ __all__ = ["CoreLike", "Result", "Runtime"]
 log = logging.getLogger("parley.node")
 _MAX_TASK_VIEWS = 1000
 _EVENT_QUEUE = 10_000
+#: Bytes of a frame left for the envelope around a result (header, certificate,
+#: signature: well under 2 KiB).
+_ENVELOPE_ROOM = 4096
+#: Seconds between two logs of internal errors (each one is counted).
+_CORE_ERROR_LOG_EVERY = 60.0
 
 
 class CoreLike(Protocol):
@@ -158,7 +164,12 @@ class Runtime:
         self._joined: dict[str, float] = {}
         self.accepting = True
         self.closed = False
-        self.counters: dict[str, int] = {"runtime.handler_errors": 0, "runtime.pump": 0}
+        self.counters: dict[str, int] = {
+            "runtime.handler_errors": 0,
+            "runtime.pump": 0,
+            "runtime.core_errors": 0,
+        }
+        self._core_error_logged = -_CORE_ERROR_LOG_EVERY  # monotonic time of the last log
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -230,7 +241,10 @@ class Runtime:
         now = time.time()
         receive = self.core.receive
         for endpoint, frame in batch:
-            receive(frame, endpoint, now)
+            try:
+                receive(frame, endpoint, now)
+            except Exception as exc:  # a core bug costs one frame, never the batch
+                self._core_error("a frame", exc)
         self._pump()
 
     def _on_timer(self) -> None:
@@ -238,9 +252,29 @@ class Runtime:
         self._timer_at = None
         if self.closed:
             return
-        self.core.handle_timer(time.time())
+        try:
+            self.core.handle_timer(time.time())
+        except Exception as exc:  # the next timer and frames still run
+            self._core_error("a timer", exc)
         self.transport.poke()
         self._pump()
+
+    def _core_error(self, what: str, exc: Exception) -> None:
+        """The core raised on bad input it should have refused (a bug): count it, log
+        it with its traceback at most once a minute, and go on serving."""
+        self.counters["runtime.core_errors"] += 1
+        at = time.monotonic()
+        if at - self._core_error_logged >= _CORE_ERROR_LOG_EVERY:
+            self._core_error_logged = at
+            log.error(
+                "internal error on %s (%s: %s); the node goes on, counted as "
+                "runtime.core_errors (%d so far)",
+                what,
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+                self.counters["runtime.core_errors"],
+                exc_info=exc,
+            )
 
     def submit(self, spec: Any) -> tuple[str, asyncio.Future[Result]]:
         if self.closed:
@@ -489,7 +523,9 @@ class Runtime:
         except Exception as exc:  # a handler bug fails its task, never the node
             self.counters["runtime.handler_errors"] += 1
             log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
-            outcome = (False, f"{type(exc).__name__}: {exc}"[:300])
+            outcome = (False, _one_line(f"{type(exc).__name__}: {exc}"))
+        if outcome[0]:
+            outcome = self._sendable(outcome[1])
         if self.running.get(task.task_id) is not asyncio.current_task() or self.closed:
             return  # superseded or cancelled meanwhile
         del self.running[task.task_id]
@@ -502,6 +538,20 @@ class Runtime:
         else:
             self.core.fail(task.task_id, str(outcome[1]), time.time())
         self._pump()
+
+    def _sendable(self, value: Any) -> tuple[bool, Any]:
+        """A handler's result as an outcome: a failure when no frame could carry it
+        (msgpack cannot encode it, or it is over a frame's size), so the requester
+        hears at once instead of waiting out the lease, award after award."""
+        try:
+            size = len(packb(value))
+        except (TypeError, ValueError, OverflowError) as exc:
+            return False, _one_line(f"result cannot be encoded: {exc}")
+        wire = getattr(self.core, "wire", None)
+        limit = (wire.config.max_frame if wire is not None else MAX_FRAME) - _ENVELOPE_ROOM
+        if size > limit:
+            return False, f"result of {size:,} bytes is over the {limit:,}-byte limit of a frame"
+        return True, value
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:
         self._stop_handler(ev.task_id)
@@ -518,6 +568,13 @@ class Runtime:
         stats["runtime.running"] = len(self.running)
         stats["runtime.peers"] = len(self.peers)
         return stats
+
+
+def _one_line(text: str, limit: int = 256) -> str:
+    """A reason as one line of at most ``limit`` characters (exception texts such as
+    pydantic's span several lines)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _nobody_invited(attempts: Sequence[str]) -> bool:

@@ -212,3 +212,37 @@ async def test_cancel_and_stop_set_the_tasks_cancelled_event() -> None:
     assert GIVEN[1].cancelled.is_set()
     assert out == {"finished": 0, "handed_back": 1}
     assert cores[0].failed[tid2] == "executor shutting down"
+
+
+@aio
+async def test_a_core_exception_costs_one_frame_not_the_batch_or_the_node() -> None:
+    """The core should refuse bad input with a typed rejection; when a bug makes it
+    raise instead, the runtime counts it, logs it, and goes on with the other frames
+    of the batch, its timers and its requests."""
+    cores: list[FakeCore] = []
+    rt = _runtime(cores)
+    rt.start()
+    try:
+        core = cores[0]
+        real_receive = core.receive
+
+        def receive(frame: bytes, endpoint: str, now: float) -> None:
+            if frame == b"poison":
+                raise ValueError("a bug in the core")
+            real_receive(frame, endpoint, now)
+
+        core.receive = receive  # type: ignore[method-assign]
+        rt._on_frames([("tcp://a:1", b"one"), ("tcp://a:1", b"poison"), ("tcp://a:1", b"two")])
+        assert [f for f, _ in core.received] == [b"one", b"two"]
+        assert rt.statistics()["runtime.core_errors"] == 1
+
+        def timer(now: float) -> None:
+            raise KeyError("another bug")
+
+        core.handle_timer = timer  # type: ignore[method-assign]
+        rt._on_timer()
+        assert rt.statistics()["runtime.core_errors"] == 2
+        _, fut = rt.submit(TaskSpec("double", 4))  # still serving
+        assert (await fut).value == 8
+    finally:
+        await rt.stop(0)

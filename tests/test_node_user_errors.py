@@ -11,6 +11,7 @@ import pytest
 
 from node import Node, Task
 from node.api import LocalOrg
+from node.handlers import HandlerFailed
 from protocols.errors import ConfigError, ContractNetError
 
 
@@ -55,3 +56,74 @@ def test_an_endpoint_peers_could_not_dial_is_refused_when_the_node_is_made(
     with pytest.raises(ConfigError, match="is not tcp://host:port") as caught:
         Node.from_org(LocalOrg("acme"), "n", **kwargs)
     assert bad in caught.value.message
+
+
+async def _request_from(handler: object) -> ContractNetError:
+    org = LocalOrg("acme")
+    executor = Node.from_org(org, "executor", preset="local")
+    executor.add_capability("x", handler)  # type: ignore[arg-type]
+    async with executor:
+        requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+        async with requester:
+            assert await requester.wait_for_peers(1, timeout=10)
+            with pytest.raises(ContractNetError) as caught:
+                await requester.request("x", 1, timeout=20)
+            return caught.value
+
+
+async def _a_set(task: Task) -> object:
+    return {1, 2}
+
+
+async def _too_big(task: Task) -> object:
+    return "x" * 300_000
+
+
+async def _long_failure(task: Task) -> object:
+    raise HandlerFailed("cannot start /nonexistent/tool: No such file or directory " + "x" * 150)
+
+
+async def _bad_progress(task: Task) -> object:
+    task.progress(150)
+    return 1
+
+
+@pytest.mark.parametrize(
+    ("handler", "says"),
+    [
+        (_a_set, "result cannot be encoded: can not serialize 'set' object"),
+        (_too_big, "result of 300,005 bytes is over the 258,048-byte limit of a frame"),
+        (_long_failure, "cannot start /nonexistent/tool: No such file or directory xxx"),
+        (_bad_progress, "LocalProtocolError: progress percent must be 0 to 100, not 150"),
+    ],
+)
+def test_a_handler_mistake_fails_the_request_at_once_saying_what_it_was(
+    handler: object, says: str
+) -> None:
+    """Each of these used to leave the requester waiting for the lease to run out,
+    award after award, and end in 'timeout' or 'lease-expired' with no word of why."""
+    err = asyncio.run(asyncio.wait_for(_request_from(handler), 60))
+    assert err.code == "attempts-exhausted", err
+    assert says in err.message
+    assert len(err.attempts) == 3
+    assert not any("lease-expired" in a or "timeout" in a for a in err.attempts)
+    assert "\n" not in err.message
+
+
+def test_a_long_progress_message_is_cut_not_an_error() -> None:
+    async def chatty(task: Task) -> int:
+        task.progress(50, "m" * 1000)
+        return 7
+
+    async def run() -> int:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+        executor.add_capability("x", chatty)
+        async with executor:
+            req = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+            async with req:
+                assert await req.wait_for_peers(1, timeout=10)
+                result = await req.request("x", 1, timeout=20)
+                return int(result.value)
+
+    assert asyncio.run(asyncio.wait_for(run(), 60)) == 7
