@@ -36,6 +36,7 @@ from node.audit import AuditLog
 from node.config import DaemonConfig
 from node.control import ControlServer
 from node.handlers import make_handler
+from node.health import Loneliness, Rejections
 from node.supervision import ApprovalDesk, Decision
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
@@ -47,6 +48,8 @@ from protocols.trust import TrustStore
 __all__ = ["build_node", "load_files", "run_daemon", "setup_logging"]
 
 log = logging.getLogger("parley.daemon")
+#: Seconds between two looks at the node's health (refused frames, no peer).
+HEALTH_EVERY = 5.0
 
 
 class _JsonFormatter(logging.Formatter):
@@ -276,6 +279,21 @@ async def _watch(node: Node) -> None:
         _log_event(ev, names)
 
 
+async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> None:
+    """Tell the operator what no single event says: frames refused (at most once a
+    minute, with what each refusal code most likely means) and, once, a node given
+    seeds that still has no peer (``node.health``). Ends when cancelled."""
+    rejections = Rejections()
+    alone = Loneliness(seeds, node.certificate.org, time.monotonic())
+    while True:
+        await asyncio.sleep(every)
+        now = time.monotonic()
+        peers = sum(p["state"] == "alive" for p in node.peers())
+        for say in (alone.report(peers, now), rejections.report(node.statistics(), now)):
+            if say is not None:
+                log.warning("%s", say, extra={"fields": {"event": "health"}})
+
+
 def _audit_events(audit: AuditLog) -> Callable[[Event], None]:
     """A node listener writing every Task* event to the audit log (none dropped)."""
 
@@ -324,6 +342,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     if audit is not None:
         _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})
     watcher = loop.create_task(_watch(node))
+    health = loop.create_task(_health(node, list(cfg.seeds)))
     control: ControlServer | None = None
     try:
         control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))
@@ -347,9 +366,10 @@ async def run_daemon(cfg: DaemonConfig) -> int:
             out["handed_back"],
             extra={"fields": {"event": "stopped", **out}},
         )
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for task in (watcher, health):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if audit is not None:
             _audit(audit, "NodeStopped", out)
             audit.close()

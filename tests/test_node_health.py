@@ -1,0 +1,47 @@
+"""What a daemon tells its operator beyond single events: refused frames, grouped
+and explained, at most once a window; and, once, a node whose seeds never answered."""
+
+from __future__ import annotations
+
+from node.health import HINTS, Loneliness, Rejections
+
+
+def test_refused_frames_are_reported_with_what_they_mean_once_a_window() -> None:
+    r = Rejections(window=60.0)
+    assert r.report({"frames_in": 10}, 0.0) is None  # nothing refused: nothing said
+    said = r.report({"rejected.untrusted-org": 3, "rejected.expired": 1}, 5.0)
+    assert said == (
+        "refused 4 frame(s) since start: 3 untrusted-org (" + HINTS["untrusted-org"] + "); "
+        "1 expired (" + HINTS["expired"] + ")"
+    )
+    # More within the window: kept for the next report, not said now.
+    assert r.report({"rejected.untrusted-org": 5, "rejected.expired": 1}, 30.0) is None
+    later = r.report({"rejected.untrusted-org": 5, "rejected.expired": 1}, 70.0)
+    assert later == (
+        "refused 2 frame(s) in the last 60 s or more: 2 untrusted-org ("
+        + HINTS["untrusted-org"]
+        + ")"
+    )
+    # Nothing new: silence, however long.
+    assert r.report({"rejected.untrusted-org": 5, "rejected.expired": 1}, 500.0) is None
+    # A code without a hint is still counted.
+    assert r.report({"rejected.something-new": 1}, 600.0) == (
+        "refused 1 frame(s) in the last 60 s or more: 1 something-new"
+    )
+
+
+def test_a_node_whose_seeds_never_answer_is_told_once_with_its_org() -> None:
+    alone = Loneliness(["tcp://10.0.0.1:7001"], "initech", started=100.0, after=15.0)
+    assert alone.report(0, 110.0) is None  # too early to worry
+    said = alone.report(0, 116.0)
+    assert said is not None
+    assert "still no peer 15 s after start" in said
+    assert "tcp://10.0.0.1:7001" in said and "'initech'" in said
+    assert alone.report(0, 200.0) is None  # once
+
+
+def test_a_node_with_peers_or_without_seeds_is_never_told() -> None:
+    found = Loneliness(["tcp://10.0.0.1:7001"], "acme", started=0.0)
+    assert found.report(2, 1.0) is None
+    assert found.report(0, 100.0) is None  # it had company: a later loss is membership's
+    assert Loneliness([], "acme", started=0.0).report(0, 100.0) is None
