@@ -72,9 +72,7 @@ class Rejections:
 class Loneliness:
     """Says once, ``after`` s after start, that a node given seeds still has no peer."""
 
-    def __init__(
-        self, seeds: Sequence[str], org: str, started: float, after: float = 15.0
-    ) -> None:
+    def __init__(self, seeds: Sequence[str], org: str, started: float, after: float = 15.0) -> None:
         self.seeds = tuple(seeds)
         self.org = org
         self.after = after
