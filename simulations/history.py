@@ -7,6 +7,7 @@ them), keeping only what the detection and convergence figures need.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,8 +70,10 @@ class Injection:
 class History:
     """Observer of every event; ``ids`` maps node ids to indexes."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, mutual: Callable[[int, int], bool] | None = None) -> None:
         self.n = n
+        #: whether two nodes accept each other's frames (None: all do)
+        self.mutual = mutual
         self.ids: dict[str, int] = {}
         self.tasks: dict[str, TaskRecord] = {}
         self.outcomes: list[tuple[float, str]] = []
@@ -82,6 +85,9 @@ class History:
         self.first_suspicion: dict[int, float] = {}
         self.dead_seen: dict[int, dict[int, float]] = {}
         self.false_deaths = 0
+        #: PeerDead about a running node that drops the observer's frames (it does not
+        #: trust the observer's org, though the observer trusts its): not a detector error
+        self.one_way_deaths = 0
         self.untrusted_admitted: list[tuple[float, int, str]] = []
         self.untrusted_ids: set[str] = set()
         self.untrusted_nodes: set[int] = set()
@@ -186,6 +192,8 @@ class History:
             return
         if target in self.down or target in self.left:
             self.dead_seen.setdefault(target, {}).setdefault(i, t)
+        elif self.mutual is not None and not self.mutual(i, target):
+            self.one_way_deaths += 1
         else:
             self.false_deaths += 1
 
@@ -200,7 +208,9 @@ class History:
         if self.marker_at is None:
             self.marker_base = max(self.marker_base, version)
         elif version > self.marker_base and i not in self.learned:
-            self.learned[i] = t
+            origin = self.ids.get(ev.node_id)
+            if self.mutual is None or origin is None or self.mutual(i, origin):
+                self.learned[i] = t
 
     def injected(
         self,

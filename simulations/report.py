@@ -72,6 +72,7 @@ def detection(h: History, probe_interval: float, observers: int) -> dict[str, An
         "dead_everywhere_p99_s": _r(percentile(everywhere, 99)),
         "dead_everywhere_count": len(everywhere),
         "false_positive_deaths": h.false_deaths,
+        "one_way_trust_deaths": h.one_way_deaths,
     }
 
 

@@ -77,7 +77,7 @@ def _build(sc: Scenario) -> tuple[World, ShellFactory, Simulator, History]:
         remote=sc.network.wan.build(),
         salt=derive_seed(seed, "links"),
     )
-    history = History(n)
+    history = History(n, mutual=world.mutual)
     sim = Simulator(n, factory, net, observer=history)
     sim.injection_observer = history.injected
     return world, factory, sim, history
@@ -212,11 +212,10 @@ def _snapshot(world: World, factory: ShellFactory, sim: Simulator) -> Snapshot:
     if len(sample) > VIEW_SAMPLE:
         sample = sorted(world.rng("view-sample").sample(sample, VIEW_SAMPLE))
     views = {i: factory.view(sim.nodes[i]) for i in sample}
-    specs = world.specs
 
     def visible(i: int, j: int) -> bool:
         # Records only travel between nodes that accept each other's frames.
-        return specs[j].org in specs[i].trusted and specs[i].org in specs[j].trusted
+        return world.mutual(i, j)
 
     own: dict[str, tuple[int, int]] = {}
     for i, nid in live.items():
@@ -257,7 +256,11 @@ def _finish(
 ) -> RunResult:
     snap = _snapshot(world, factory, sim)
     checks = [_with_settle_hint(c, sc) for c in run_checkers(history, snap)]
-    live_trusted = [i for i in snap.live if i != world.seeds[0][0]]
+    # The marker (node 0's new record) can only reach nodes that accept its frames
+    # and whose frames it accepts: with one-way trust (three-orgs' initech trusts acme,
+    # acme does not trust initech) the others never hear of it.
+    marker = world.seeds[0][0]
+    live_trusted = [i for i in snap.live if i != marker and world.mutual(i, marker)]
     observers = len(live_trusted)
     st = sim.network.stats
     meta = {

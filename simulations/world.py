@@ -114,6 +114,12 @@ class World:
     def trusted_by_all(self, i: int) -> bool:
         return self.specs[i].role != "untrusted"
 
+    def mutual(self, i: int, j: int) -> bool:
+        """Nodes ``i`` and ``j`` accept each other's frames (each trusts the other's
+        org): only then can either learn, probe or keep the other as a member."""
+        a, b = self.specs[i], self.specs[j]
+        return b.org in a.trusted and a.org in b.trusted
+
     def in_formed_mesh(self, i: int) -> bool:
         """Starts as a member of the formed mesh (``start = "formed"``), not by joining."""
         return self.formed and self.trusted_by_all(i) and i not in self.joiners

@@ -137,6 +137,27 @@ def test_three_orgs_small(kind: str) -> None:
     assert result.ok, result.report["problems"]
     assert result.report["checkers"]["untrusted-never-admitted"] == "pass"
     assert result.report["messages"]["rejected_by_code"]["untrusted-org"] > 0
+    # The marker record can reach only the nodes that trust node 0's org and that it
+    # trusts back: initech trusts acme, acme does not trust initech.
+    world, marker = result.world, result.world.seeds[0][0]
+    reachable = sum(
+        1
+        for i in range(sc.run.nodes)
+        if i != marker and world.trusted_by_all(i) and world.mutual(i, marker)
+    )
+    one_way = sum(
+        1 for i in range(sc.run.nodes) if world.trusted_by_all(i) and not world.mutual(i, marker)
+    )
+    assert 0 < reachable and one_way > 0  # the scenario has both kinds (keeps this honest)
+    conv = result.report["convergence"]
+    assert conv["population"] == reachable and conv["knew"] == reachable
+    assert conv["rounds_to_100pct"] is not None
+    # initech nodes learn acme members from acme's join knocks on initech seeds, then
+    # declare them dead (acme drops their probes): not a failure detector error.
+    detection = result.report["detection"]
+    assert detection["false_positive_deaths"] == 0
+    if kind == "core":
+        assert detection["one_way_trust_deaths"] > 0
 
 
 @pytest.mark.skipif(not HAVE_CORE, reason="no core")
