@@ -192,7 +192,12 @@ def deny(task_id: str, reason: str, config: str | None, control: str | None, as_
 
 @click.command()
 @click.argument("capability")
-@click.option("--input", "input_json", default="null", help="The task input, as JSON.")
+@click.option(
+    "--input",
+    "input_json",
+    default="null",
+    help="The task input, as JSON; @FILE reads it from FILE, - from stdin.",
+)
 @click.option("--wait", is_flag=True, help="Wait for the result.")
 @click.option("--strategy", default=None, help="Award strategy (default least_loaded).")
 @click.option(
@@ -219,11 +224,25 @@ def submit(
     \b
     Example:
       mesh-node submit echo --input '{"text": "hi"}' --wait -c node.toml
+      mesh-node submit echo --input @task.json --wait -c node.toml
     """
+    source = "--input"
+    if input_json == "-":
+        input_json, source = sys.stdin.read(), "the input on stdin"
+    elif input_json.startswith("@"):
+        path = input_json[1:]
+        try:
+            with open(path, encoding="utf-8") as f:
+                input_json = f.read()
+        except OSError as exc:
+            _fail(f"--input @{path}: {exc.strerror or exc}")
+        except UnicodeDecodeError:
+            _fail(f"--input @{path}: not UTF-8 text")
+        source = path
     try:
         value = json.loads(input_json)
     except ValueError:
-        _fail("--input is not valid JSON")
+        _fail(f"{source} is not valid JSON")
     req = {"cmd": "submit", "capability": capability, "input": value, "wait": wait}
     req["timeout"] = timeout
     if strategy:

@@ -279,6 +279,9 @@ class Runtime:
     def submit(self, spec: Any) -> tuple[str, asyncio.Future[Result]]:
         if self.closed:
             raise LocalProtocolError("node is stopped", code="closed")
+        ok, why = self._sendable(spec.input, "input")
+        if not ok:  # no cfp could carry it: say so now, not "no bids" three auctions later
+            raise LocalProtocolError(why, code="bad-input")
         now = time.time()
         task_id = self.core.submit(spec, now)
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
@@ -539,18 +542,19 @@ class Runtime:
             self.core.fail(task.task_id, str(outcome[1]), time.time())
         self._pump()
 
-    def _sendable(self, value: Any) -> tuple[bool, Any]:
-        """A handler's result as an outcome: a failure when no frame could carry it
-        (msgpack cannot encode it, or it is over a frame's size), so the requester
-        hears at once instead of waiting out the lease, award after award."""
+    def _sendable(self, value: Any, what: str = "result") -> tuple[bool, Any]:
+        """``(True, value)`` if a frame can carry ``value`` (a handler's result, a
+        request's input), else ``(False, why)``: msgpack cannot encode it, or it is over
+        a frame's size. Checked before sending, so the other side is not left waiting
+        for a frame that will never arrive (or that it would refuse as too large)."""
         try:
             size = len(packb(value))
         except (TypeError, ValueError, OverflowError) as exc:
-            return False, _one_line(f"result cannot be encoded: {exc}")
+            return False, _one_line(f"{what} cannot be encoded: {exc}")
         wire = getattr(self.core, "wire", None)
         limit = (wire.config.max_frame if wire is not None else MAX_FRAME) - _ENVELOPE_ROOM
         if size > limit:
-            return False, f"result of {size:,} bytes is over the {limit:,}-byte limit of a frame"
+            return False, f"{what} of {size:,} bytes is over the {limit:,}-byte limit of a frame"
         return True, value
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:

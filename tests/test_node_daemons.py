@@ -114,6 +114,25 @@ def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:
     assert any(t["task_id"] == out["task_id"] and t["state"] == "completed" for t in tasks)
 
 
+def test_submit_reads_a_large_input_from_a_file_and_refuses_one_over_a_frame(
+    mesh: list[Daemon], tmp_path: Path
+) -> None:
+    """An input too long for a command line comes from @FILE; one that no frame could
+    carry is refused at once (it used to go out as a cfp every bidder dropped as too
+    large, and fail three auctions later as 'no bids')."""
+    text = "y" * 150_000  # over a shell argument's 128 KiB, under a frame's 256 KiB
+    (tmp_path / "task.json").write_text(json.dumps({"text": text}))
+    out = mesh[0].json("submit", "echo", "--input", f"@{tmp_path / 'task.json'}", "--wait")
+    assert out["ok"], out
+    assert out["result"] == {"echo": {"text": text}}
+    (tmp_path / "big.json").write_text(json.dumps("y" * 300_000))
+    big = mesh[0].cli("submit", "echo", "--input", f"@{tmp_path / 'big.json'}", "--wait")
+    assert big.returncode == 1
+    assert "input of 300,005 bytes is over the 258,048-byte limit of a frame" in big.stderr
+    missing = mesh[0].cli("submit", "echo", "--input", f"@{tmp_path / 'nope.json'}")
+    assert missing.returncode == 1 and "No such file or directory" in missing.stderr
+
+
 def _running_on(daemons: list[Daemon], task_id: str, polls: int = 150) -> Daemon:
     for _ in range(polls):
         for d in daemons:

@@ -12,7 +12,7 @@ import pytest
 from node import Node, Task
 from node.api import LocalOrg
 from node.handlers import HandlerFailed
-from protocols.errors import ConfigError, ContractNetError
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
 
 
 async def _lone_node_requests(capability: str) -> tuple[ContractNetError, str]:
@@ -127,3 +127,23 @@ def test_a_long_progress_message_is_cut_not_an_error() -> None:
                 return int(result.value)
 
     assert asyncio.run(asyncio.wait_for(run(), 60)) == 7
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("y" * 300_000, "input of 300,005 bytes is over the 258,048-byte limit of a frame"),
+        ({1, 2}, "input cannot be encoded: can not serialize 'set' object"),
+    ],
+)
+def test_an_input_no_cfp_could_carry_is_refused_at_once(value: object, says: str) -> None:
+    async def run() -> LocalProtocolError:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+        async with node:
+            with pytest.raises(LocalProtocolError) as caught:
+                await node.request("x", value, timeout=10)
+            assert not node.tasks()  # nothing was started
+            return caught.value
+
+    err = asyncio.run(asyncio.wait_for(run(), 30))
+    assert err.code == "bad-input" and says in err.message
