@@ -148,7 +148,7 @@ def test_three_orgs_small(kind: str) -> None:
     one_way = sum(
         1 for i in range(sc.run.nodes) if world.trusted_by_all(i) and not world.mutual(i, marker)
     )
-    assert 0 < reachable and one_way > 0  # the scenario has both kinds (keeps this honest)
+    assert reachable > 0 and one_way > 0  # the scenario has both kinds (keeps this honest)
     conv = result.report["convergence"]
     assert conv["population"] == reachable and conv["knew"] == reachable
     assert conv["rounds_to_100pct"] is not None
