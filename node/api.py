@@ -37,7 +37,7 @@ from node.discovery import MdnsDiscovery
 from node.handlers import Handler
 from node.runtime import Result, Runtime
 from node.supervision import Approver
-from node.transport import TransportLimits, check_endpoint
+from node.transport import TransportLimits, check_endpoint, listens_everywhere
 from protocols.crypto import Ed25519Signer
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, TransportError
 from protocols.identity import NodeIdentity
@@ -121,6 +121,13 @@ class Node:
                 check_endpoint(endpoint)
             except TransportError:
                 raise ConfigError(f"{endpoint!r} is not tcp://host:port") from None
+        if advertise is not None and listens_everywhere(advertise):
+            raise ConfigError(f"advertise {advertise!r} is not an address peers can dial")
+        if advertise is None and listens_everywhere(listen):
+            raise ConfigError(
+                f"listen {listen!r} binds every interface: give advertise, the "
+                "tcp://ADDRESS:PORT peers should dial"
+            )
         self.seeds = tuple(seeds)
         self.mdns = mdns
         self.mdns_interfaces = tuple(mdns_interfaces)

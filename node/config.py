@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from node.supervision import RISK_LEVELS
-from node.transport import check_endpoint
+from node.transport import check_endpoint, listens_everywhere
 from protocols.errors import ConfigError, TransportError
 from protocols.membership.config import MembershipConfig, tuned
 
@@ -208,6 +208,14 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         if not isinstance(advertise, str):
             raise ConfigError("node.advertise: a tcp://host:port string")
         _endpoint(advertise, "node.advertise")
+        if listens_everywhere(advertise):
+            raise ConfigError(f"node.advertise: {advertise!r} is not an address peers can dial")
+    listen = str(node.get("listen", "tcp://127.0.0.1:7001"))
+    if listens_everywhere(listen) and advertise is None:
+        raise ConfigError(
+            f"node.listen {listen!r} binds every interface: set node.advertise to the "
+            "tcp://ADDRESS:PORT peers should dial"
+        )
 
     def path(key: str) -> Path:
         p = Path(_get(node, key, str, "node")).expanduser()
@@ -253,7 +261,7 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         identity=path("identity"),
         certificate=path("certificate"),
         trust=path("trust"),
-        listen=str(node.get("listen", "tcp://127.0.0.1:7001")),
+        listen=listen,
         advertise=advertise,
         seeds=tuple(seeds),
         preset=preset,

@@ -28,7 +28,7 @@ import zmq
 
 from protocols.errors import TransportError
 
-__all__ = ["TransportLimits", "ZmqTransport", "check_endpoint"]
+__all__ = ["TransportLimits", "ZmqTransport", "check_endpoint", "listens_everywhere"]
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}):(\d{1,5})$")
 
@@ -59,6 +59,16 @@ def check_endpoint(endpoint: str) -> str:
     if m is None or not 0 < int(m.group(2)) < 65536:
         raise TransportError(f"not a tcp endpoint: {endpoint!r}", code="bad-endpoint")
     return endpoint
+
+
+_WILDCARDS = frozenset({"*", "0.0.0.0", "[::]", "[::0]", "[0:0:0:0:0:0:0:0]"})
+
+
+def listens_everywhere(endpoint: str) -> bool:
+    """True for ``tcp://*:port``, ``tcp://0.0.0.0:port`` and the IPv6 wildcard: an
+    address to bind, not one a peer can dial (a peer dialing 0.0.0.0 reaches itself)."""
+    host = endpoint.removeprefix("tcp://").rpartition(":")[0]
+    return host in _WILDCARDS
 
 
 class ZmqTransport:

@@ -152,11 +152,25 @@ def test_config(tmp_path: Path) -> None:
         CONFIG.replace("[node]\n", '[node]\nadvertise = "tcp://*:7001"\n'): (
             r"node.advertise: 'tcp://\*:7001' is not tcp://host:port"
         ),
+        CONFIG.replace("[node]\n", '[node]\nadvertise = "tcp://0.0.0.0:7001"\n'): (
+            r"node.advertise: 'tcp://0.0.0.0:7001' is not an address peers can dial"
+        ),
+        CONFIG.replace('listen = "tcp://127.0.0.1:7001"', 'listen = "tcp://0.0.0.0:7001"'): (
+            r"node.listen 'tcp://0.0.0.0:7001' binds every interface: set node.advertise"
+        ),
     }
     for text, msg in bad.items():
+        assert text != CONFIG  # each case changes the config (a replace that missed)
         p.write_text(text)
         with pytest.raises(ConfigError, match=msg):
             load_config(p)
+    p.write_text(
+        CONFIG.replace('listen = "tcp://127.0.0.1:7001"', 'listen = "tcp://0.0.0.0:7001"').replace(
+            "[node]\n", '[node]\nadvertise = "tcp://10.0.0.5:7001"\n'
+        )
+    )
+    cfg = load_config(p)  # every interface, with the address peers dial: fine
+    assert (cfg.listen, cfg.advertise) == ("tcp://0.0.0.0:7001", "tcp://10.0.0.5:7001")
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
 

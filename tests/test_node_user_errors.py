@@ -48,12 +48,17 @@ def test_a_capability_no_known_peer_offers_is_named() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "bad"),
-    [({"seeds": ["127.0.0.1:7001"]}, "127.0.0.1:7001"), ({"advertise": "tcp://*:7001"}, "*")],
+    [
+        ({"seeds": ["127.0.0.1:7001"]}, "127.0.0.1:7001"),
+        ({"advertise": "tcp://*:7001"}, "*"),
+        ({"advertise": "tcp://0.0.0.0:7001"}, "not an address peers can dial"),
+        ({"listen": "tcp://0.0.0.0:*"}, "binds every interface: give advertise"),
+    ],
 )
 def test_an_endpoint_peers_could_not_dial_is_refused_when_the_node_is_made(
     kwargs: dict[str, object], bad: str
 ) -> None:
-    with pytest.raises(ConfigError, match="is not tcp://host:port") as caught:
+    with pytest.raises(ConfigError) as caught:
         Node.from_org(LocalOrg("acme"), "n", **kwargs)
     assert bad in caught.value.message
 
