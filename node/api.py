@@ -116,13 +116,13 @@ class Node:
         self.trust = trust
         self.listen = listen
         self.advertise = advertise
+        if advertise is not None and listens_everywhere(advertise):
+            raise ConfigError(f"advertise {advertise!r} is not an address peers can dial")
         for endpoint in (*seeds, *([advertise] if advertise is not None else [])):
             try:
                 check_endpoint(endpoint)
             except TransportError:
                 raise ConfigError(f"{endpoint!r} is not tcp://host:port") from None
-        if advertise is not None and listens_everywhere(advertise):
-            raise ConfigError(f"advertise {advertise!r} is not an address peers can dial")
         if advertise is None and listens_everywhere(listen):
             raise ConfigError(
                 f"listen {listen!r} binds every interface: give advertise, the "

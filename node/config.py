@@ -207,9 +207,9 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     if advertise is not None:
         if not isinstance(advertise, str):
             raise ConfigError("node.advertise: a tcp://host:port string")
-        _endpoint(advertise, "node.advertise")
         if listens_everywhere(advertise):
             raise ConfigError(f"node.advertise: {advertise!r} is not an address peers can dial")
+        _endpoint(advertise, "node.advertise")
     listen = str(node.get("listen", "tcp://127.0.0.1:7001"))
     if listens_everywhere(listen) and advertise is None:
         raise ConfigError(

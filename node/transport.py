@@ -53,15 +53,16 @@ class TransportLimits:
     batch: int = 2_000
 
 
+_WILDCARDS = frozenset({"*", "0.0.0.0", "[::]", "[::0]", "[0:0:0:0:0:0:0:0]"})
+
+
 def check_endpoint(endpoint: str) -> str:
-    """Accept only ``tcp://host:port`` (endpoints come from peers: never ipc/inproc)."""
+    """Accept only ``tcp://host:port`` with a host one can dial (endpoints come from
+    peers: never ipc/inproc, never a wildcard, which would reach our own machine)."""
     m = _ENDPOINT.match(endpoint)
-    if m is None or not 0 < int(m.group(2)) < 65536:
+    if m is None or not 0 < int(m.group(2)) < 65536 or m.group(1) in _WILDCARDS:
         raise TransportError(f"not a tcp endpoint: {endpoint!r}", code="bad-endpoint")
     return endpoint
-
-
-_WILDCARDS = frozenset({"*", "0.0.0.0", "[::]", "[::0]", "[0:0:0:0:0:0:0:0]"})
 
 
 def listens_everywhere(endpoint: str) -> bool:

@@ -150,7 +150,10 @@ def test_config(tmp_path: Path) -> None:
             r"node.seeds: '127.0.0.1:7002' is not tcp://host:port"
         ),
         CONFIG.replace("[node]\n", '[node]\nadvertise = "tcp://*:7001"\n'): (
-            r"node.advertise: 'tcp://\*:7001' is not tcp://host:port"
+            r"node.advertise: 'tcp://\*:7001' is not an address peers can dial"
+        ),
+        CONFIG.replace("[node]\n", '[node]\nadvertise = "10.0.0.5:7001"\n'): (
+            r"node.advertise: '10.0.0.5:7001' is not tcp://host:port"
         ),
         CONFIG.replace("[node]\n", '[node]\nadvertise = "tcp://0.0.0.0:7001"\n'): (
             r"node.advertise: 'tcp://0.0.0.0:7001' is not an address peers can dial"

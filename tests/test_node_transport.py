@@ -31,7 +31,16 @@ async def _wait_for(cond: object, rounds: int = 200) -> None:
 
 def test_check_endpoint() -> None:
     assert check_endpoint("tcp://127.0.0.1:7001") == "tcp://127.0.0.1:7001"
-    for bad in ("ipc:///tmp/x", "inproc://x", "tcp://127.0.0.1:0", "tcp://a b:1", "tcp://h:99999"):
+    assert check_endpoint("tcp://[::1]:7001") == "tcp://[::1]:7001"
+    wildcards = ("tcp://0.0.0.0:7001", "tcp://[::]:7001")  # a peer dialing these reaches itself
+    for bad in (
+        "ipc:///tmp/x",
+        "inproc://x",
+        "tcp://127.0.0.1:0",
+        "tcp://a b:1",
+        "tcp://h:99999",
+        *wildcards,
+    ):
         with pytest.raises(TransportError):
             check_endpoint(bad)
 

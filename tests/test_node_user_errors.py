@@ -50,7 +50,7 @@ def test_a_capability_no_known_peer_offers_is_named() -> None:
     ("kwargs", "bad"),
     [
         ({"seeds": ["127.0.0.1:7001"]}, "127.0.0.1:7001"),
-        ({"advertise": "tcp://*:7001"}, "*"),
+        ({"advertise": "tcp://*:7001"}, "not an address peers can dial"),
         ({"advertise": "tcp://0.0.0.0:7001"}, "not an address peers can dial"),
         ({"listen": "tcp://0.0.0.0:*"}, "binds every interface: give advertise"),
     ],
