@@ -23,7 +23,13 @@ import zmq.asyncio
 
 from protocols.errors import ConfigError, MeshError, TransportError
 
-__all__ = ["ControlClient", "ControlServer", "prepare_control_dir", "socket_path"]
+__all__ = [
+    "ControlClient",
+    "ControlServer",
+    "check_control_dir_free",
+    "prepare_control_dir",
+    "socket_path",
+]
 
 ControlHandler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 _MAX_REQUEST = 1 << 20
@@ -45,6 +51,27 @@ def prepare_control_dir(control_dir: Path) -> Path:
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(control_dir, 0o700)
     return control_dir
+
+
+def check_control_dir_free(control_dir: Path, timeout: float = 0.5) -> None:
+    """Raise ``ConfigError`` if a running daemon answers on ``control_dir``'s socket.
+
+    Two daemons given the same control dir (the default is per node name: two
+    configs with one ``name``) would otherwise share one socket path: the second
+    would unlink the first's socket and take its place, leaving the first
+    unreachable by ``mesh-node status``. A socket file that nobody answers on is
+    left by a daemon that did not stop cleanly; it is replaced."""
+    if not socket_path(control_dir).exists():
+        return
+    try:
+        reply = ControlClient(control_dir).call({"cmd": "status"}, timeout=timeout)
+    except TransportError:
+        return  # stale
+    name = reply.get("name") or "another node"
+    raise ConfigError(
+        f"control dir {control_dir} is in use by a running daemon ({name}): "
+        "give each node its own node.control_dir (or name)"
+    )
 
 
 class ControlServer:

@@ -34,7 +34,7 @@ from mesh.events import (
 from node.api import Node
 from node.audit import AuditLog
 from node.config import DaemonConfig
-from node.control import ControlServer
+from node.control import ControlServer, check_control_dir_free
 from node.handlers import make_handler
 from node.health import Loneliness, Rejections
 from node.supervision import ApprovalDesk, Decision
@@ -328,6 +328,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
             _audit(audit, f"Approval{d.event.capitalize()}", dataclasses.asdict(d))
 
     desk = ApprovalDesk(on_decision)
+    check_control_dir_free(cfg.control_dir)
     node = build_node(cfg, desk)
     if cfg.audit is not None:
         audits.append(AuditLog(cfg.audit, node.identity))  # a damaged log: ConfigError

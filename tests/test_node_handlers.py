@@ -16,7 +16,13 @@ from typing import Any
 import pytest
 
 from node.config import CapabilityConfig, load_config
-from node.control import ControlClient, ControlServer
+from node.control import (
+    ControlClient,
+    ControlServer,
+    check_control_dir_free,
+    prepare_control_dir,
+    socket_path,
+)
 from node.handlers import HandlerFailed, Task, make_handler
 from protocols.errors import ConfigError, TransportError
 
@@ -200,3 +206,33 @@ async def test_control_socket(tmp_path: Path) -> None:
         await server.close()
     with pytest.raises(TransportError, match="no daemon"):
         ControlClient(cdir).call({"cmd": "status"})
+
+
+@aio
+async def test_a_control_dir_in_use_is_refused_and_a_stale_socket_replaced(
+    tmp_path: Path,
+) -> None:
+    """Two daemons with one control dir (two configs with one name) would share one
+    socket path: the second would unlink the first's and leave it unreachable."""
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "name": "alpha"}
+
+    cdir = tmp_path / "ctl"
+    server = ControlServer(cdir, handler)
+    server.start()
+    try:
+        with pytest.raises(ConfigError, match=r"in use by a running daemon \(alpha\)"):
+            await asyncio.to_thread(check_control_dir_free, cdir)
+    finally:
+        await server.close()
+    prepare_control_dir(cdir)
+    socket_path(cdir).touch()  # left by a daemon that did not stop cleanly
+    await asyncio.to_thread(check_control_dir_free, cdir)  # stale: no error
+    replacement = ControlServer(cdir, handler)
+    replacement.start()
+    try:
+        reply = await asyncio.to_thread(ControlClient(cdir).call, {"cmd": "status"})
+        assert reply == {"ok": True, "name": "alpha"}
+    finally:
+        await replacement.close()
