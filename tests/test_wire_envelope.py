@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import msgpack
 import pytest
@@ -292,3 +293,31 @@ def test_a_deferred_forgery_found_out_leaves_no_replay_entry() -> None:
             w.bob.confirm(opened.proof)
         assert info.value.code == "bad-signature"
         assert len(w.bob.replay) == size
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        (
+            "cfp",
+            {"task_id": "t", "round": 1, "capability": "c", "reply_by": NOW, "deadline": "nan"},
+        ),
+        ("cfp", {"task_id": "t", "round": 1, "capability": "c", "reply_by": "inf", "deadline": NOW}),
+        ("progress", {"task_id": "t", "epoch": 1, "percent": "nan"}),
+    ],
+)
+def test_a_non_finite_number_in_a_payload_is_malformed(kind: str, fields: dict[str, Any]) -> None:
+    """A trusted peer with a bug (or an insider) must not plant NaN or infinity in a
+    deadline or a timer: comparisons with NaN are all false, so a job would never
+    expire and a timer heap would lose its order."""
+    from protocols.kinds import PAYLOADS
+
+    w = WireWorld()
+    alice = Wire(w.alice.identity, w.alice.certificate_bytes, w.trust, Ed25519Verifier(), PAYLOADS)
+    bob = Wire(w.bob.identity, w.bob.certificate_bytes, w.trust, Ed25519Verifier(), PAYLOADS)
+    bad = ("nan", "inf")
+    payload = packb({k: float(v) if v in bad else v for k, v in fields.items()})
+    frame = alice.seal_bytes(kind, payload, bob.node_id, NOW, nonce=w.nonce())
+    assert code_of(bob, frame) == "malformed"
+    finite = packb({k: 1.0 if v in bad else v for k, v in fields.items()})
+    bob.open(alice.seal_bytes(kind, finite, bob.node_id, NOW, nonce=w.nonce()), NOW)

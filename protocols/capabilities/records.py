@@ -26,7 +26,7 @@ class CapabilitySpec(BaseModel):
     "latency_s": 2.0}``) that bidding strategies may use.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=128)
     version: str = Field(default="1.0", min_length=1, max_length=32)
@@ -45,7 +45,7 @@ class CapabilityRecord(BaseModel):
     gracefully. ``node_id`` must equal the envelope's sender.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
     node_id: str = Field(min_length=1, max_length=128)
     endpoints: list[str] = Field(max_length=8)

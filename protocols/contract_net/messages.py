@@ -59,7 +59,7 @@ def short_reason(text: str) -> str:
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Cfp(_Payload):

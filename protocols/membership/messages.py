@@ -52,7 +52,7 @@ ClaimStatus = Literal["suspect", "dead"]
 
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
 
 class Claim(_Payload):
