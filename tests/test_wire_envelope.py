@@ -302,7 +302,10 @@ def test_a_deferred_forgery_found_out_leaves_no_replay_entry() -> None:
             "cfp",
             {"task_id": "t", "round": 1, "capability": "c", "reply_by": NOW, "deadline": "nan"},
         ),
-        ("cfp", {"task_id": "t", "round": 1, "capability": "c", "reply_by": "inf", "deadline": NOW}),
+        (
+            "cfp",
+            {"task_id": "t", "round": 1, "capability": "c", "reply_by": "inf", "deadline": NOW},
+        ),
         ("progress", {"task_id": "t", "epoch": 1, "percent": "nan"}),
     ],
 )
