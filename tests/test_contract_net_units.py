@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from dataclasses import dataclass
@@ -218,3 +219,24 @@ def test_task_spec_validates() -> None:
         TaskSpec("c", max_auctions=0)
     with pytest.raises(LocalProtocolError):
         Offer("c", max_concurrency=0)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"timeout": math.nan},
+        {"timeout": math.inf},
+        {"timeout": -1.0},
+        {"lease": math.nan},
+        {"reply_timeout": 0.0},
+        {"bid_grace": math.nan},
+        {"budget": math.nan},
+        {"deadline": math.inf},
+    ],
+)
+def test_task_spec_refuses_a_duration_or_amount_no_frame_could_carry(bad: dict[str, float]) -> None:
+    """NaN and infinity used to pass (NaN compares false with everything) and then
+    raised from deep inside the core when the cfp was built."""
+    (name,) = bad
+    with pytest.raises(LocalProtocolError, match=f"TaskSpec.{name}"):
+        TaskSpec("c", **bad)  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,10 +54,16 @@ class TaskSpec:
             raise LocalProtocolError("TaskSpec.capability is empty")
         if self.semantics not in ("at-least-once", "at-most-once"):
             raise LocalProtocolError(f"unknown semantics {self.semantics!r}")
-        if self.reply_timeout <= 0 or self.lease <= 0 or self.timeout <= 0:
-            raise LocalProtocolError("TaskSpec durations must be positive")
-        if self.bid_grace is not None and not self.bid_grace >= 0:
+        for name in ("reply_timeout", "lease", "timeout"):
+            value = getattr(self, name)
+            if not 0 < value < math.inf:  # also false for NaN
+                raise LocalProtocolError(f"TaskSpec.{name} must be a positive number, not {value}")
+        if self.bid_grace is not None and not 0 <= self.bid_grace < math.inf:
             raise LocalProtocolError("TaskSpec.bid_grace must be >= 0 or None")
+        for name in ("budget", "deadline"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise LocalProtocolError(f"TaskSpec.{name} must be a finite number or None")
         if self.max_auctions < 1:
             raise LocalProtocolError("TaskSpec.max_auctions must be >= 1")
 
