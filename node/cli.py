@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -124,6 +125,20 @@ class MeshGroup(click.Group):
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)
+            ctx.exit(1)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            # A bug, not the user's input (that is a ConfigError above): one line, and
+            # the traceback on request. Never a raw traceback in an operator's terminal.
+            if os.environ.get("PARLEY_DEBUG"):
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            click.echo(
+                f"error: internal error ({type(exc).__name__}: {first}); "
+                "run again with PARLEY_DEBUG=1 for the traceback, and please report it",
+                err=True,
+            )
             ctx.exit(1)
 
 

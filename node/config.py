@@ -26,6 +26,7 @@ directory. Example::
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -34,7 +35,8 @@ from typing import Any
 
 from node.supervision import RISK_LEVELS
 from node.transport import check_endpoint, listens_everywhere
-from protocols.errors import ConfigError, TransportError
+from protocols.capabilities.versions import parse_version
+from protocols.errors import ConfigError, LocalProtocolError, TransportError
 from protocols.membership.config import MembershipConfig, tuned
 
 __all__ = [
@@ -118,6 +120,33 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     return value
 
 
+def _number(
+    table: dict[str, Any],
+    key: str,
+    where: str,
+    default: float,
+    *,
+    whole: bool = False,
+    low: float = 0.0,
+    high: float = math.inf,
+    low_open: bool = False,
+) -> Any:
+    """``table[key]`` (or ``default``) as a finite number in range, else a ConfigError
+    naming the key (TOML allows nan and inf; a bool is not a number here)."""
+    value: Any = table.get(key, default)
+    ok = isinstance(value, int if whole else int | float) and not isinstance(value, bool)
+    if ok:
+        number = float(value)
+        ok = math.isfinite(number) and number <= high
+        ok = ok and (number > low if low_open else number >= low)
+    if not ok:
+        what = "a whole number" if whole else "a number"
+        lo = f"above {low:g}" if low_open else f"from {low:g}"
+        span = f"{lo} to {high:g}" if high < math.inf else lo.replace("from", "at least")
+        raise ConfigError(f"{where}.{key}: {what} {span}, not {value!r}")
+    return value
+
+
 def _reject_unknown(table: dict[str, Any], allowed: set[str], where: str) -> None:
     unknown = sorted(set(table) - allowed)
     if unknown:
@@ -152,12 +181,26 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     if approve_at is not None and approve_at not in RISK_LEVELS:
         levels = ", ".join(RISK_LEVELS)
         raise ConfigError(f"{where}.approve_at: {approve_at!r} is not one of {levels}")
+    name = _get(raw, "name", str, where)
+    if not 1 <= len(name) <= 128:
+        raise ConfigError(f"{where}.name: 1 to 128 characters")
+    version = raw.get("version", "1")
+    if isinstance(version, int | float) and not isinstance(version, bool):
+        version = str(version)  # version = 1.2 (a TOML float) means "1.2"
+    if not isinstance(version, str) or len(version) > 32:
+        raise ConfigError(f'{where}.version: a version such as "1.2", not {version!r}')
+    try:
+        parse_version(version)
+    except LocalProtocolError:
+        raise ConfigError(
+            f"{where}.version: {version!r} is not a version such as 1, 1.2 or 1.2.3"
+        ) from None
     return CapabilityConfig(
-        name=_get(raw, "name", str, where),
-        version=str(raw.get("version", "1")),
-        max_concurrency=int(raw.get("max_concurrency", 1)),
-        bid=float(raw.get("bid", 1.0)),
-        timeout=float(raw.get("timeout", 60.0)),
+        name=name,
+        version=version,
+        max_concurrency=_number(raw, "max_concurrency", where, 1, whole=True, low=1, high=10_000),
+        bid=float(_number(raw, "bid", where, 1.0)),
+        timeout=float(_number(raw, "timeout", where, 60.0, low_open=True)),
         python=python,
         command=command,
         url=url,
@@ -232,10 +275,10 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         lim_raw, {"max_frame", "max_peers", "max_concurrency", "grace_seconds"}, "limits"
     )
     limits = LimitsConfig(
-        max_frame=int(lim_raw.get("max_frame", 1 << 20)),
-        max_peers=int(lim_raw.get("max_peers", 256)),
-        max_concurrency=int(lim_raw.get("max_concurrency", 8)),
-        grace_seconds=float(lim_raw.get("grace_seconds", 10.0)),
+        max_frame=_number(lim_raw, "max_frame", "limits", 1 << 20, whole=True, low=64 << 10),
+        max_peers=_number(lim_raw, "max_peers", "limits", 256, whole=True, low=1),
+        max_concurrency=_number(lim_raw, "max_concurrency", "limits", 8, whole=True, low=1),
+        grace_seconds=float(_number(lim_raw, "grace_seconds", "limits", 10.0)),
     )
     caps_raw = data.get("capability", [])
     if not isinstance(caps_raw, list):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from node.config import CapabilityConfig, load_config
 from node.control import (
@@ -168,6 +169,18 @@ def test_config(tmp_path: Path) -> None:
             r"node.listen 'tcp://0.0.0.0:7001' binds every interface: set node.advertise"
         ),
     }
+    cap = 'command = ["wc", "-c"]\n'
+    assert CONFIG.count(cap) == 1
+    for line, msg in {
+        'max_concurrency = "abc"': r"capability\[1\].max_concurrency: a whole number from 1 to 10000",
+        "max_concurrency = 0": r"max_concurrency: a whole number from 1 to 10000, not 0",
+        "bid = nan": r"capability\[1\].bid: a number at least 0, not nan",
+        "bid = -1": r"bid: a number at least 0, not -1",
+        "timeout = inf": r"capability\[1\].timeout: a number above 0, not inf",
+        'version = "banana"': r"version: 'banana' is not a version such as 1, 1.2 or 1.2.3",
+    }.items():
+        bad[CONFIG.replace(cap, cap + line + "\n").replace("timeout = 5\n", "")] = msg
+    bad[CONFIG + "\n[limits]\ngrace_seconds = -5\n"] = r"limits.grace_seconds: a number at least 0"
     for text, msg in bad.items():
         assert text != CONFIG  # each case changes the config (a replace that missed)
         p.write_text(text)
@@ -236,3 +249,27 @@ async def test_a_control_dir_in_use_is_refused_and_a_stale_socket_replaced(
         assert reply == {"ok": True, "name": "alpha"}
     finally:
         await replacement.close()
+
+
+def test_an_unexpected_error_in_a_command_is_one_line_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A bug (not the user's input) still ends in one line and exit 1; the traceback
+    comes with PARLEY_DEBUG=1."""
+    import node.cli_daemon
+    from node.cli import main
+
+    def broken(path: object) -> None:
+        raise RuntimeError("something the code did not expect\nsecond line")
+
+    monkeypatch.setattr(node.cli_daemon, "load_config", broken)
+    monkeypatch.delenv("PARLEY_DEBUG", raising=False)
+    out = CliRunner().invoke(main, ["run", "--config", str(tmp_path / "node.toml")])
+    assert out.exit_code == 1
+    assert out.output.strip() == (
+        "error: internal error (RuntimeError: something the code did not expect); run again "
+        "with PARLEY_DEBUG=1 for the traceback, and please report it"
+    )
+    monkeypatch.setenv("PARLEY_DEBUG", "1")
+    out = CliRunner().invoke(main, ["run", "--config", str(tmp_path / "node.toml")])
+    assert isinstance(out.exception, RuntimeError)
