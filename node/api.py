@@ -217,6 +217,10 @@ class Node:
 
     async def start(self) -> None:
         if self.runtime is not None:
+            if self.runtime.closed:
+                raise LocalProtocolError(
+                    "this node was stopped and cannot start again: make a new Node"
+                )
             raise LocalProtocolError("node already started")
         specs = [
             capability_spec(d.name, d.version, d.max_concurrency, d.bid)

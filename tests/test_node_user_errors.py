@@ -152,3 +152,17 @@ def test_an_input_no_cfp_could_carry_is_refused_at_once(value: object, says: str
 
     err = asyncio.run(asyncio.wait_for(run(), 30))
     assert err.code == "bad-input" and says in err.message
+
+
+def test_a_stopped_node_says_so_when_started_again() -> None:
+    async def run() -> str:
+        node = Node.from_org(LocalOrg("acme"), "once", preset="local")
+        async with node:
+            with pytest.raises(LocalProtocolError, match="node already started"):
+                await node.start()
+        with pytest.raises(LocalProtocolError) as caught:
+            await node.start()
+        return caught.value.message
+
+    said = asyncio.run(asyncio.wait_for(run(), 30))
+    assert said == "this node was stopped and cannot start again: make a new Node"
