@@ -362,6 +362,12 @@ class Runtime:
             return
         node_id: str = ev.node_id  # type: ignore[attr-defined]
         peer = self.peers.get(node_id)
+        if peer is None and isinstance(ev, PeerAlive | PeerSuspected):
+            # A peer we dropped (dead or left) is back: a restart with the same key
+            # comes as PeerAlive at a higher incarnation, not as PeerJoined.
+            peer = self._peer_view(node_id)
+            if peer is not None:
+                self.peers[node_id] = peer
         if peer is None:
             return
         state = {PeerSuspected: "suspect", PeerAlive: "alive", PeerDead: "dead", PeerLeft: "left"}
@@ -370,6 +376,14 @@ class Runtime:
         if isinstance(ev, PeerDead | PeerLeft):
             self.transport.forget(peer.endpoint)
             self.peers.pop(node_id, None)
+
+    def _peer_view(self, node_id: str) -> PeerView | None:
+        """A view of a member from the core's member table (None if unknown there)."""
+        members = getattr(self.core, "members", None)
+        member = members.get(node_id) if members is not None else None
+        if member is None:
+            return None
+        return PeerView(node_id, member.info.endpoint, member.info.org)
 
     def _on_bid(self, ev: TaskBid) -> None:
         view = self.tasks.get(ev.task_id)
@@ -523,7 +537,10 @@ class Runtime:
             outcome = (False, "handler missed the deadline")
         except HandlerFailed as exc:
             outcome = (False, exc.reason)
-        except Exception as exc:  # a handler bug fails its task, never the node
+        except (Exception, SystemExit) as exc:
+            # A handler bug fails its task, never the node: sys.exit() in a handler
+            # (SystemExit) used to end the daemon. KeyboardInterrupt is the user's
+            # Ctrl-C, not the handler's: it goes on up.
             self.counters["runtime.handler_errors"] += 1
             log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
             outcome = (False, _one_line(f"{type(exc).__name__}: {exc}"))

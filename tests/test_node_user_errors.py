@@ -6,6 +6,7 @@ that peers could not dial is refused when the node is made."""
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
 import pytest
@@ -162,3 +163,30 @@ def test_a_stopped_node_says_so_when_started_again() -> None:
 
     said = asyncio.run(asyncio.wait_for(run(), 30))
     assert said == "this node was stopped and cannot start again: make a new Node"
+
+
+def test_a_handler_calling_sys_exit_fails_its_task_not_the_node() -> None:
+    async def run() -> tuple[ContractNetError, object]:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+
+        @executor.capability("quit")
+        async def quit_(task: Task) -> object:
+            sys.exit(3)
+
+        @executor.capability("echo")
+        async def echo(task: Task) -> object:
+            return task.input
+
+        async with executor:
+            req = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+            async with req:
+                assert await req.wait_for_peers(1, timeout=10)
+                with pytest.raises(ContractNetError) as caught:
+                    await req.request("quit", 1, timeout=20)
+                still = await req.request("echo", "still here", timeout=20)
+                return caught.value, still.value
+
+    err, still = asyncio.run(asyncio.wait_for(run(), 60))
+    assert "SystemExit: 3" in err.message
+    assert still == "still here"
