@@ -38,8 +38,8 @@ from mesh.events import (
 from node.handlers import Handler, HandlerFailed, Task
 from node.supervision import Approver
 from node.transport import TransportLimits, ZmqTransport
-from protocols.codec import MAX_FRAME, packb
-from protocols.errors import ContractNetError, LocalProtocolError
+from protocols.codec import MAX_DEPTH, MAX_FRAME, packb, unpack_payload
+from protocols.errors import ContractNetError, LocalProtocolError, MeshError
 
 __all__ = ["CoreLike", "Result", "Runtime"]
 
@@ -565,13 +565,21 @@ class Runtime:
         a frame's size. Checked before sending, so the other side is not left waiting
         for a frame that will never arrive (or that it would refuse as too large)."""
         try:
-            size = len(packb(value))
+            data = packb({"v": value})  # as it sits in a payload: one level down
         except (TypeError, ValueError, OverflowError) as exc:
             return False, _one_line(f"{what} cannot be encoded: {exc}")
+        size = len(data) - 3  # the wrapping map's own bytes
         wire = getattr(self.core, "wire", None)
         limit = (wire.config.max_frame if wire is not None else MAX_FRAME) - _ENVELOPE_ROOM
         if size > limit:
             return False, f"{what} of {size:,} bytes is over the {limit:,}-byte limit of a frame"
+        try:
+            unpack_payload(data)  # what the receiver will run on it
+        except MeshError as exc:
+            return False, _one_line(
+                f"{what} would be refused by the receiver ({exc.message}): map keys must be "
+                f"strings or bytes, and at most {MAX_DEPTH - 1} levels of nesting"
+            )
         return True, value
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:

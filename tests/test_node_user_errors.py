@@ -93,6 +93,17 @@ async def _long_failure(task: Task) -> object:
     raise HandlerFailed("cannot start /nonexistent/tool: No such file or directory " + "x" * 150)
 
 
+async def _int_keys(task: Task) -> object:
+    return {3: "three", 5: "words"}
+
+
+async def _too_deep(task: Task) -> object:
+    deep: list[object] = []
+    for _ in range(40):
+        deep = [deep]
+    return deep
+
+
 async def _bad_progress(task: Task) -> object:
     task.progress(150)
     return 1
@@ -105,6 +116,8 @@ async def _bad_progress(task: Task) -> object:
         (_too_big, "result of 300,005 bytes is over the 258,048-byte limit of a frame"),
         (_long_failure, "cannot start /nonexistent/tool: No such file or directory xxx"),
         (_bad_progress, "LocalProtocolError: progress percent must be 0 to 100, not 150"),
+        (_int_keys, "result would be refused by the receiver (not valid msgpack: ValueError)"),
+        (_too_deep, "result would be refused by the receiver (nested deeper than 32 levels)"),
     ],
 )
 def test_a_handler_mistake_fails_the_request_at_once_saying_what_it_was(
@@ -136,6 +149,7 @@ def test_a_long_progress_message_is_cut_not_an_error() -> None:
     [
         ("y" * 300_000, "input of 300,005 bytes is over the 258,048-byte limit of a frame"),
         ({1, 2}, "input cannot be encoded: can not serialize 'set' object"),
+        ({1: "x"}, "input would be refused by the receiver (not valid msgpack: ValueError)"),
     ],
 )
 def test_an_input_no_cfp_could_carry_is_refused_at_once(value: object, says: str) -> None:
