@@ -24,6 +24,7 @@ outcome unknown, timeout) with the attempts that were made.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import time
@@ -38,6 +39,7 @@ from node.handlers import Handler
 from node.runtime import Result, Runtime
 from node.supervision import Approver
 from node.transport import TransportLimits, check_endpoint, listens_everywhere
+from protocols.capabilities.versions import parse_version
 from protocols.crypto import Ed25519Signer
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, TransportError
 from protocols.identity import NodeIdentity
@@ -196,6 +198,7 @@ class Node:
             raise LocalProtocolError("add capabilities before the node starts")
         if name in self._decls:
             raise LocalProtocolError(f"capability {name!r} registered twice")
+        _check_capability(name, version, max_concurrency, bid)
         self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler, approve)
 
     def on_event(self, listener: Callable[[Event], None]) -> None:
@@ -348,3 +351,23 @@ class Node:
                 return True
             await asyncio.sleep(0.02)
         return False
+
+
+def _check_capability(name: str, version: str, max_concurrency: int, bid: float) -> None:
+    """What a capability record can carry, checked when it is declared (it used to fail
+    at ``start`` with a multi-line pydantic error, or, for a negative bid, to start a
+    node that refused every cfp)."""
+    if not isinstance(name, str) or not 1 <= len(name) <= 128:
+        raise ConfigError(f"capability name: 1 to 128 characters, not {name!r}")
+    try:
+        parse_version(version)
+    except (LocalProtocolError, AttributeError):
+        raise ConfigError(
+            f"capability {name!r}: version {version!r} is not like 1, 1.2 or 1.2.3"
+        ) from None
+    if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+        raise ConfigError(f"capability {name!r}: max_concurrency must be a whole number")
+    if not 1 <= max_concurrency <= 10_000:
+        raise ConfigError(f"capability {name!r}: max_concurrency 1 to 10000, not {max_concurrency}")
+    if isinstance(bid, bool) or not isinstance(bid, int | float) or not 0 <= bid < math.inf:
+        raise ConfigError(f"capability {name!r}: bid must be a finite number >= 0, not {bid!r}")

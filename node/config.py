@@ -266,10 +266,13 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
 
     mdns_raw = data.get("mdns", {})
     _reject_unknown(mdns_raw, {"enabled", "interfaces"}, "mdns")
-    mdns = MdnsConfig(
-        enabled=bool(mdns_raw.get("enabled", False)),
-        interfaces=tuple(mdns_raw.get("interfaces", ["127.0.0.1"])),
-    )
+    enabled = mdns_raw.get("enabled", False)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"mdns.enabled: true or false, not {enabled!r}")
+    interfaces = mdns_raw.get("interfaces", ["127.0.0.1"])
+    if not isinstance(interfaces, list) or not all(isinstance(i, str) for i in interfaces):
+        raise ConfigError('mdns.interfaces: a list of addresses, e.g. ["192.168.1.10"]')
+    mdns = MdnsConfig(enabled=enabled, interfaces=tuple(interfaces))
     lim_raw = data.get("limits", {})
     _reject_unknown(
         lim_raw, {"max_frame", "max_peers", "max_concurrency", "grace_seconds"}, "limits"

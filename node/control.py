@@ -114,7 +114,7 @@ class ControlServer:
             request = json.loads(body)
             if not isinstance(request, dict):
                 raise ValueError("not an object")
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # "[[[[..." nests deep
             reply: dict[str, Any] = {"ok": False, "error": "bad request", "code": "malformed"}
         else:
             try:

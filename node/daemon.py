@@ -213,14 +213,19 @@ class _Control:
         capability = req.get("capability")
         if not isinstance(capability, str) or not capability:
             return {"ok": False, "error": "submit needs a capability", "code": "local-misuse"}
-        timeout = float(req.get("timeout", 60.0))
-        opts: dict[str, Any] = {"timeout": timeout}
+        timeout = req.get("timeout", 60.0)
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+            return {"ok": False, "error": "timeout: a number of seconds", "code": "local-misuse"}
+        opts: dict[str, Any] = {"timeout": float(timeout)}
         if req.get("strategy"):
             opts["strategy"] = str(req["strategy"])
         if req.get("risk"):
             opts["risk"] = str(req["risk"])
         task_id, fut = self.node.submit_nowait(capability, req.get("input"), **opts)
         if not req.get("wait"):
+            # Nobody awaits it: its failure is logged by the event watcher, not as
+            # "Future exception was never retrieved".
+            fut.add_done_callback(_retrieved)
             return {"ok": True, "task_id": task_id}
         try:
             result = await asyncio.wait_for(fut, timeout + 2.0)
@@ -271,6 +276,11 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
         log.info("running task %s (%s)", ev.task_id[:10], ev.capability, extra=extra)
     elif isinstance(ev, FrameRejected):
         log.debug("rejected a frame from %s: %s", ev.endpoint, ev.code, extra=extra)
+
+
+def _retrieved(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _watch(node: Node) -> None:

@@ -232,11 +232,17 @@ def test_task_spec_validates() -> None:
         {"bid_grace": math.nan},
         {"budget": math.nan},
         {"deadline": math.inf},
+        {"task_id": "t" * 65},
+        {"task_id": ""},
+        {"risk": "r" * 65},
+        {"version_spec": "1" * 65},
     ],
 )
-def test_task_spec_refuses_a_duration_or_amount_no_frame_could_carry(bad: dict[str, float]) -> None:
+def test_task_spec_refuses_what_no_frame_could_carry(bad: dict[str, float]) -> None:
     """NaN and infinity used to pass (NaN compares false with everything) and then
     raised from deep inside the core when the cfp was built."""
     (name,) = bad
     with pytest.raises(LocalProtocolError, match=f"TaskSpec.{name}"):
         TaskSpec("c", **bad)  # type: ignore[arg-type]
+    with pytest.raises(LocalProtocolError, match=r"TaskSpec\.capability: 1 to 128 characters"):
+        TaskSpec("c" * 129)

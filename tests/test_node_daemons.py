@@ -268,3 +268,34 @@ def test_daemon_started_long_before_its_seed_joins_it(tmp_path: Path) -> None:
         if b is not None:
             b.stop()
         a.stop()
+
+
+def test_the_control_socket_answers_junk_with_a_typed_error_and_keeps_serving(
+    mesh: list[Daemon],
+) -> None:
+    """Requests that nest deep enough to blow Python's recursion limit used to get no
+    reply (a RecursionError traceback in the daemon's log), and a submit whose
+    timeout is not a number answered with code "internal"."""
+    import zmq
+
+    from node.config import load_config
+    from node.control import socket_path
+
+    path = socket_path(load_config(mesh[0].config).control_dir)
+    ctx = zmq.Context.instance()
+    for body, code in (
+        (b"[" * 100_000, "malformed"),
+        (json.dumps({"cmd": "submit", "capability": "echo", "timeout": "abc"}).encode(), None),
+    ):
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RCVTIMEO, 5000)
+        try:
+            sock.connect(f"ipc://{path}")
+            sock.send(body)
+            reply = json.loads(sock.recv())
+        finally:
+            sock.close(linger=0)
+        assert reply["ok"] is False
+        assert reply["code"] == (code or "local-misuse"), reply
+    assert mesh[0].json("status")["name"]

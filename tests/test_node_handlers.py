@@ -181,6 +181,10 @@ def test_config(tmp_path: Path) -> None:
     }.items():
         bad[CONFIG.replace(cap, cap + line + "\n").replace("timeout = 5\n", "")] = msg
     bad[CONFIG + "\n[limits]\ngrace_seconds = -5\n"] = r"limits.grace_seconds: a number at least 0"
+    bad[CONFIG.replace("enabled = true", 'enabled = "false"')] = r"mdns.enabled: true or false"
+    bad[CONFIG.replace('interfaces = ["127.0.0.1"]', 'interfaces = "127.0.0.1"')] = (
+        r"mdns.interfaces: a list of addresses"
+    )
     for text, msg in bad.items():
         assert text != CONFIG  # each case changes the config (a replace that missed)
         p.write_text(text)

@@ -204,3 +204,47 @@ def test_a_handler_calling_sys_exit_fails_its_task_not_the_node() -> None:
     err, still = asyncio.run(asyncio.wait_for(run(), 60))
     assert "SystemExit: 3" in err.message
     assert still == "still here"
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"max_concurrency": 0}, "max_concurrency 1 to 10000, not 0"),
+        ({"bid": float("nan")}, "bid must be a finite number >= 0, not nan"),
+        ({"bid": -5.0}, "bid must be a finite number >= 0, not -5.0"),
+        ({"version": "banana"}, "version 'banana' is not like 1, 1.2 or 1.2.3"),
+    ],
+)
+def test_a_capability_no_record_could_carry_is_refused_when_declared(
+    options: dict[str, object], says: str
+) -> None:
+    node = Node.from_org(LocalOrg("acme"), "n", preset="local")
+    with pytest.raises(ConfigError) as caught:
+        node.add_capability("x", _a_set, **options)  # type: ignore[arg-type]
+    assert says in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"risk": 5}, "TaskSpec.risk"),
+        ({"task_id": "t" * 65}, "TaskSpec.task_id: 1 to 64 characters"),
+        ({"version_spec": "1" * 65}, "TaskSpec.version_spec"),
+    ],
+)
+def test_a_request_option_no_cfp_could_carry_is_refused_and_leaves_nothing_behind(
+    options: dict[str, object], says: str
+) -> None:
+    """These used to raise a pydantic error from deep in the core after the task was
+    registered: retrying with the same task id said 'already submitted'."""
+
+    async def run() -> tuple[str, int]:
+        node = Node.from_org(LocalOrg("acme"), "n", preset="local")
+        async with node:
+            with pytest.raises(LocalProtocolError) as caught:
+                await node.request("x", 1, timeout=5, **options)  # type: ignore[arg-type]
+            assert node.runtime is not None
+            return caught.value.message, node.runtime.core.contracts.live_tasks()
+
+    message, live = asyncio.run(asyncio.wait_for(run(), 30))
+    assert says in message and live == 0

@@ -50,8 +50,16 @@ class TaskSpec:
     task_id: str | None = None
 
     def __post_init__(self) -> None:
-        if not self.capability:
-            raise LocalProtocolError("TaskSpec.capability is empty")
+        if not isinstance(self.capability, str) or not 1 <= len(self.capability) <= 128:
+            raise LocalProtocolError("TaskSpec.capability: 1 to 128 characters")
+        texts = (("version_spec", self.version_spec, 64), ("risk", self.risk, 64))
+        for name, text, most in texts:
+            if not isinstance(text, str) or len(text) > most:
+                raise LocalProtocolError(f"TaskSpec.{name}: text of at most {most} characters")
+        if self.task_id is not None and (
+            not isinstance(self.task_id, str) or not 1 <= len(self.task_id) <= 64
+        ):
+            raise LocalProtocolError("TaskSpec.task_id: 1 to 64 characters, or None")
         if self.semantics not in ("at-least-once", "at-most-once"):
             raise LocalProtocolError(f"unknown semantics {self.semantics!r}")
         for name in ("reply_timeout", "lease", "timeout"):
