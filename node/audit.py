@@ -14,7 +14,9 @@ key is caught by checking the node id you expect (``--node-id``).
 
 A daemon continues the chain after a restart. An incomplete last line (a crash in the
 middle of a write) is cut off and a ``RecoveredTruncation`` line records how many bytes
-were lost; any other damage stops the daemon from starting (move the file aside). One
+were lost; any other damage stops the daemon from starting (move the file aside). A
+file that is not an audit log (its first line is not one, or without any whole line it
+does not begin like one) is refused and never changed. One
 writer at a time (an exclusive lock). A failed write (a full disk) is rolled back to
 the last whole line and the log stops taking lines until the daemon restarts: never a
 half-written or duplicated line. Lines are written, not fsynced: a host crash can lose
@@ -41,6 +43,9 @@ __all__ = ["DOMAIN", "AuditLog", "AuditReport", "verify_audit"]
 
 DOMAIN = b"parley/1/audit"
 _GENESIS = "0" * 64
+#: The fields of every line, and how every line begins (canonical: sorted keys).
+_FIELDS = frozenset({"seq", "ts", "node_id", "key", "event", "data", "prev", "sig"})
+_START = b'{"data":'
 
 
 def _canonical(line: dict[str, Any]) -> bytes:
@@ -82,6 +87,9 @@ class AuditLog:
             self._size = 0
             return 0
         data = self.path.read_bytes()
+        if not _begins_as_audit_log(data):
+            os.close(self._fd)
+            raise ConfigError(f"{self.path} is not a Parley audit log (refusing to change it)")
         whole = data[: data.rfind(b"\n") + 1]
         cut = len(data) - len(whole)
         report = _verify_bytes(whole, self.identity.node_id)
@@ -146,6 +154,20 @@ def verify_audit(path: Path, node_id: str | None = None) -> AuditReport:
     except OSError as exc:
         return AuditReport(False, 0, "", _GENESIS, f"{path}: {exc.strerror or exc}")
     return _verify_bytes(data, node_id)
+
+
+def _begins_as_audit_log(data: bytes) -> bool:
+    """Whether non-empty ``data`` begins as an audit log: a first line with the fields
+    of an audit line or, with no whole line yet, the start of one (a torn first write).
+    Anything else is some other file, which recovery must not cut."""
+    end = data.find(b"\n")
+    if end < 0:
+        return _START.startswith(data[: len(_START)])
+    try:
+        first = json.loads(data[:end])
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(first, dict) and set(first) == _FIELDS
 
 
 def _verify_bytes(data: bytes, node_id: str | None) -> AuditReport:

@@ -37,7 +37,7 @@ from node.config import DaemonConfig
 from node.control import ControlServer, check_control_dir_free
 from node.handlers import make_handler
 from node.health import Loneliness, Rejections
-from node.supervision import ApprovalDesk, Decision
+from node.supervision import ApprovalDesk, Decision, NotWaiting
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
@@ -204,8 +204,8 @@ class _Control:
                     full = self.desk.approve(task_id, by=by)
                 else:
                     full = self.desk.deny(task_id, str(req.get("reason") or "denied"), by=by)
-            except KeyError as exc:
-                return {"ok": False, "error": str(exc.args[0]), "code": "not-found"}
+            except NotWaiting as exc:
+                return {"ok": False, "error": exc.message, "code": exc.code}
             return {"ok": True, "task_id": full}
         return {"ok": False, "error": f"unknown command {cmd!r}", "code": "local-misuse"}
 

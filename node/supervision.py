@@ -24,12 +24,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, LocalProtocolError
 
 if TYPE_CHECKING:  # node.handlers imports node.config, which imports this module
     from node.handlers import Task
 
-__all__ = ["RISK_LEVELS", "ApprovalDesk", "Approver", "Decision", "risk_rank"]
+__all__ = ["RISK_LEVELS", "ApprovalDesk", "Approver", "Decision", "NotWaiting", "risk_rank"]
 
 RISK_LEVELS = ("low", "medium", "high", "critical")
 
@@ -70,6 +70,13 @@ class _Pending:
     task: Task
     since: float
     future: asyncio.Future[bool | str]
+
+
+class NotWaiting(LocalProtocolError):
+    """No task waits under the id given to ``approve`` / ``deny`` (unknown, ambiguous,
+    too short a prefix, expired or decided already): code ``not-found``."""
+
+    default_code = "not-found"
 
 
 class ApprovalDesk:
@@ -131,16 +138,20 @@ class ApprovalDesk:
         return out
 
     def approve(self, task_id: str, by: str = "") -> str:
-        """Let a waiting task run; returns its full id (``task_id`` may be a unique prefix)."""
+        """Let a waiting task run; returns its full id (``task_id`` may be a unique prefix).
+        ``NotWaiting`` (a ``LocalProtocolError``, code ``not-found``) if no one task waits
+        under ``task_id``."""
         entry = self._find(task_id)
         entry.future.set_result(True)
         self._tell("approved", entry.task, by=by)
         return entry.task.task_id
 
     def deny(self, task_id: str, reason: str = "denied", by: str = "") -> str:
-        """Fail a waiting task with ``not approved: reason``; returns its full id."""
+        """Fail a waiting task with ``not approved: reason``; returns its full id. An empty
+        reason is ``denied``; one over several lines is joined into one. ``NotWaiting`` as
+        for ``approve``."""
         entry = self._find(task_id)
-        reason = reason.strip() or "denied"
+        reason = " ".join(reason.split()) or "denied"
         self._denied[entry.task.task_id] = reason
         while len(self._denied) > _REMEMBERED:
             self._denied.popitem(last=False)
@@ -155,13 +166,15 @@ class ApprovalDesk:
         else:
             matches = [p for tid, p in self._pending.items() if tid.startswith(task_id)]
         if not task_id or not matches:
-            raise KeyError(f"no task {task_id!r} is waiting for approval")
+            raise NotWaiting(f"no task {task_id!r} is waiting for approval")
         if exact is None and len(task_id) < MIN_PREFIX:
-            raise KeyError(f"give at least {MIN_PREFIX} characters of the task id")
+            raise NotWaiting(f"give at least {MIN_PREFIX} characters of the task id")
         if len(matches) > 1:
-            raise KeyError(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")
+            raise NotWaiting(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")
+        if matches[0].future.cancelled():  # its deadline passed: it stops waiting now
+            raise NotWaiting(f"task {task_id!r} expired before a decision")
         if matches[0].future.done():
-            raise KeyError(f"task {task_id!r} was decided already")
+            raise NotWaiting(f"task {task_id!r} was decided already")
         return matches[0]
 
     def _tell(self, event: str, task: Task, *, by: str = "", reason: str = "") -> None:

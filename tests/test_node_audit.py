@@ -191,3 +191,49 @@ def test_an_edited_line_in_another_form_is_caught(tmp_path: Path) -> None:
     lines[1] = lines[1] + " "  # same JSON, other bytes
     _write(path, lines)
     assert "line 2: not in canonical form" in verify_audit(path).problem
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"x" * 5000,  # no newline at all: not the start of an audit line
+        b'[node]\nname = "a"\nidentity = "a.key"\n',  # a TOML file
+        b'[node]\nname = "a"',  # a TOML file without a last newline
+        b'{"name": "a"}',  # JSON, but not the start of an audit line
+        b'{"name": "a"}\n{"seq":1',  # JSON lines, not audit lines
+        b"\n",
+    ],
+    ids=["xs", "toml", "toml-no-newline", "json", "json-lines", "newline"],
+)
+def test_a_file_that_is_not_an_audit_log_is_refused_and_left_alone(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "node.toml"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        AuditLog(path, ALICE)
+    assert str(info.value) == f"{path} is not a Parley audit log (refusing to change it)"
+    assert path.read_bytes() == content  # byte for byte
+    with pytest.raises(ConfigError, match="not a Parley audit log"):
+        AuditLog(path, ALICE)  # the same again, not "in use": the file was let go of
+
+
+@pytest.mark.parametrize("piece", [b"{", b'{"da', b'{"data":{"task_id":"t0"'])
+def test_a_torn_first_line_is_cut_and_recorded(tmp_path: Path, piece: bytes) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(piece)  # a crash in the middle of the first write
+    AuditLog(path, ALICE).close()
+    report = verify_audit(path, ALICE.node_id)
+    assert report.ok and report.lines == 1
+    (line,) = [json.loads(line) for line in _lines(path)]
+    assert line["event"] == "RecoveredTruncation"
+    assert line["data"]["bytes_lost"] == len(piece)
+
+
+def test_an_audit_log_signed_by_another_node_is_not_called_a_stranger(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    _log(path, 1, who=MALLORY)
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match=r"line 1: signed by .*move it aside"):
+        AuditLog(path, ALICE)
+    assert path.read_bytes() == before

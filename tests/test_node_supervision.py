@@ -10,7 +10,7 @@ import pytest
 
 from node import ApprovalDesk, LocalOrg, Node, Task
 from node.supervision import RISK_LEVELS, Decision, risk_rank
-from protocols.errors import ConfigError, ContractNetError
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
 
 
 def test_risk_levels_are_ordered_and_an_unknown_risk_counts_as_critical() -> None:
@@ -88,10 +88,74 @@ def test_a_denied_task_fails_with_the_reason_and_is_never_run() -> None:
 
 def test_deciding_an_unknown_or_ambiguous_task_is_a_clear_error() -> None:
     desk = ApprovalDesk()
-    with pytest.raises(KeyError, match="no task 'nope' is waiting"):
+    with pytest.raises(LocalProtocolError, match="no task 'nope' is waiting") as info:
         desk.approve("nope")
-    with pytest.raises(KeyError, match="no task"):
+    assert info.value.code == "not-found"
+    with pytest.raises(LocalProtocolError, match="no task") as info:
         desk.deny("")
+    assert info.value.code == "not-found"
+
+
+@pytest.mark.parametrize("decide", ["approve", "deny"])
+def test_an_unknown_task_id_is_not_found(decide: str) -> None:
+    desk = ApprovalDesk()
+    with pytest.raises(LocalProtocolError) as info:
+        getattr(desk, decide)("deadbeef00")
+    assert info.value.code == "not-found"
+    assert str(info.value) == "no task 'deadbeef00' is waiting for approval"
+
+
+def test_an_ambiguous_expired_or_decided_task_is_not_found() -> None:
+    import time as _time
+
+    desk = ApprovalDesk()
+    gate = desk.gate("low")
+
+    def task(task_id: str) -> Task:
+        return Task(task_id, "pay", 1, _time.time() + 30, requester="r", risk="high")
+
+    def not_found(decide: str, task_id: str, message: str) -> None:
+        with pytest.raises(LocalProtocolError, match=message) as info:
+            getattr(desk, decide)(task_id)
+        assert info.value.code == "not-found" and "\n" not in str(info.value)
+
+    async def body() -> None:
+        one = asyncio.ensure_future(gate(task("abcdef111111")))
+        two = asyncio.ensure_future(gate(task("abcdef222222")))
+        await asyncio.sleep(0)
+        for decide in ("approve", "deny"):
+            not_found(decide, "abcdef", "matches 2 waiting tasks")
+        one.cancel()  # its deadline passed: the desk hears of it a loop turn later
+        not_found("approve", "abcdef111111", "expired before a decision")
+        with pytest.raises(asyncio.CancelledError):
+            await one
+        not_found("approve", "abcdef111111", "no task 'abcdef111111' is waiting")
+        desk.approve("abcdef2")  # unique again
+        not_found("deny", "abcdef222222", "decided already")
+        assert await two is True
+
+    asyncio.run(body())
+
+
+def test_a_denial_without_a_reason_says_denied_and_a_reason_is_one_line() -> None:
+    import time as _time
+
+    desk = ApprovalDesk()
+    gate = desk.gate("low")
+
+    async def body() -> None:
+        for task_id, reason, told in [
+            ("aaaaaa1", "   ", "denied"),
+            ("bbbbbb1", "", "denied"),
+            ("cccccc1", "over\nthe  limit\n", "over the limit"),
+        ]:
+            task = Task(task_id, "pay", 1, _time.time() + 30, requester="r", risk="high")
+            waiting = asyncio.ensure_future(gate(task))
+            await asyncio.sleep(0)
+            assert desk.deny(task_id, reason) == task_id
+            assert await waiting == told
+
+    asyncio.run(body())
 
 
 def test_approve_at_in_node_toml(tmp_path: Path) -> None:
@@ -120,7 +184,7 @@ def test_a_short_prefix_is_refused_and_a_re_award_of_a_denied_task_is_denied_aga
         task = Task("abcdef123456", "pay", 1, _time.time() + 30, requester="r", risk="high")
         waiting = asyncio.ensure_future(gate(task))
         await asyncio.sleep(0)
-        with pytest.raises(KeyError, match="at least 6 characters"):
+        with pytest.raises(LocalProtocolError, match="at least 6 characters"):
             desk.approve("abc")
         desk.deny("abcdef", reason="no")
         assert await waiting == "no"
