@@ -304,7 +304,7 @@ class Node:
         **opts: Any,
     ) -> Result:
         """Run ``capability`` on the best peer; the Result or a ``ContractNetError``."""
-        _task_id, fut = self.submit_nowait(
+        task_id, fut = self.submit_nowait(
             capability,
             input,
             strategy=strategy,
@@ -318,9 +318,23 @@ class Node:
                 result: Result = await fut
                 return result
         except TimeoutError:
+            self.cancel(task_id)
             raise ContractNetError(
                 f"{capability}: no result in {timeout}s", code="timeout"
             ) from None
+        except asyncio.CancelledError:
+            # The caller gave up (a timeout around it, fan_out stopping the others, a
+            # Saga cancelled): the task is cancelled in the mesh too, and its holder
+            # told, instead of running on for nobody.
+            self.cancel(task_id)
+            raise
+
+    def cancel(self, task_id: str) -> bool:
+        """Cancel one of this node's requests that has not ended: the holder, if any, is
+        told to stop, and the request fails with ``cancelled``. False if it had ended."""
+        if self.runtime is None:
+            return False
+        return self.runtime.cancel(task_id)
 
     # -- views ---------------------------------------------------------------
 

@@ -292,6 +292,18 @@ class Runtime:
         self._pump()
         return task_id, fut
 
+    def cancel(self, task_id: str) -> bool:
+        """Cancel one of our requests that is still live; False if it already ended."""
+        cancel = getattr(self.core, "cancel", None)
+        if self.closed or not callable(cancel):
+            return False
+        try:
+            cancel(task_id, time.time())
+        except LocalProtocolError:
+            return False  # ended (or never ours)
+        self._pump()
+        return True
+
     # -- the pump ----------------------------------------------------------
 
     def _pump(self) -> None:
