@@ -11,7 +11,8 @@ import asyncio
 import getpass
 import json
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -82,12 +83,61 @@ def run(config: str, log_json: bool, verbose: bool) -> None:
     setup_logging(json_logs=log_json, level=logging.DEBUG if verbose else logging.INFO)
     try:
         cfg = load_config(config)
-        code = asyncio.run(run_daemon(cfg))
+        code = _run_bounded(run_daemon(cfg))
     except MeshError as exc:
         _fail_on(exc)
     except KeyboardInterrupt:
         code = 0
     sys.exit(code)
+
+
+#: Seconds the daemon waits, after it has left the mesh, for handlers it cancelled
+#: (and handler threads) before it exits anyway.
+TEARDOWN_SECONDS = 3.0
+
+
+def _run_bounded(main: Coroutine[Any, Any, int], teardown: float = TEARDOWN_SECONDS) -> int:
+    """``asyncio.run`` with a bounded teardown. ``asyncio.run`` waits without end for
+    every task it cancels and every executor thread: a handler that ignores
+    cancellation, or a sync handler stuck in a thread, kept a daemon alive long after
+    SIGTERM ("left the mesh" logged, the process still there). After the node has left,
+    leftovers get ``teardown`` seconds; then the process exits all the same."""
+    import logging
+    import os
+
+    loop = asyncio.new_event_loop()
+    try:
+        asyncio.set_event_loop(loop)
+        code = loop.run_until_complete(main)
+        leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
+        for t in leftovers:
+            t.cancel()
+        if leftovers:
+            loop.run_until_complete(asyncio.wait(leftovers, timeout=teardown))
+        stuck = sum(1 for t in leftovers if not t.done())
+        # Not loop.shutdown_default_executor(): it joins the executor's threads with no
+        # bound (Python 3.11). Ask them to end, then wait for each within the teardown.
+        executor = getattr(loop, "_default_executor", None)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+            end = time.monotonic() + teardown
+            for thread in list(getattr(executor, "_threads", ())):
+                thread.join(max(0.0, end - time.monotonic()))
+                stuck += thread.is_alive()
+    finally:
+        asyncio.set_event_loop(None)
+    if stuck:
+        logging.getLogger("parley.daemon").warning(
+            "exiting with handler work still running (it ignored cancellation or is a "
+            "thread that cannot be stopped) %.0f s after leaving the mesh",
+            teardown,
+        )
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # threads and tasks that will not end must not hold the process
+    loop.close()
+    return code
 
 
 @click.command()

@@ -299,3 +299,57 @@ def test_the_control_socket_answers_junk_with_a_typed_error_and_keeps_serving(
         assert reply["ok"] is False
         assert reply["code"] == (code or "local-misuse"), reply
     assert mesh[0].json("status")["name"]
+
+
+STUBBORN = """
+import asyncio, time
+
+async def stubborn(task):
+    for _ in range(10_000):  # ignores cancellation (a handler bug)
+        try:
+            await asyncio.sleep(1)
+        except asyncio.CancelledError:
+            pass
+
+def stuck(task):  # a plain function: runs in a thread, which nothing can stop
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("capability", ["stubborn", "stuck"])
+def test_sigterm_ends_the_daemon_even_when_a_handler_will_not_stop(
+    tmp_path: Path, capability: str
+) -> None:
+    """The daemon used to log 'left the mesh' and then stay alive: asyncio.run waits
+    without end for cancelled tasks and for executor threads."""
+    org = Org("acme")
+    ports = free_port(), free_port()
+    (tmp_path / "stub_handlers.py").write_text(STUBBORN)
+    caps = f'\n[[capability]]\nname = "{capability}"\npython = "stub_handlers:{capability}"\n'
+    config = write_config(tmp_path, "ex", org, [org], port=ports[0], caps=(), extra=caps)
+    config.write_text(config.read_text().replace("grace_seconds = 15", "grace_seconds = 1"))
+    executor = Daemon(config, tmp_path)
+    seed = f"tcp://127.0.0.1:{ports[0]}"
+    requester = Daemon(
+        write_config(tmp_path, "rq", org, [org], port=ports[1], seeds=[seed]), tmp_path
+    )
+    try:
+        executor.wait_ready()
+        requester.wait_ready()
+        requester.wait_peers(1)
+        sub = requester.json("submit", capability, "--input", "1")
+        assert sub["ok"], sub
+        for _ in range(100):  # bounded: the handler starts
+            tasks = executor.json("tasks")
+            if any(t["state"] == "running" for t in tasks):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(executor.tail())
+        executor.signal(signal.SIGTERM)
+        code = executor.proc.wait(30)  # grace (1 s) + teardown (3 s), generously
+        assert code == 0, executor.tail()
+        assert "exiting with handler work still running" in executor.tail()
+    finally:
+        executor.stop()
+        requester.stop()
