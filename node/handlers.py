@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import importlib
 import inspect
 import json
+import os
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -46,6 +50,9 @@ __all__ = [
 
 _STDERR_TAIL = 400
 _MAX_OUTPUT = 1 << 20
+_CHUNK = 1 << 16
+_MIN_WAIT = 0.01  # seconds: a socket timeout of 0 would mean non-blocking
+_ABORT_GRACE = 0.5  # seconds a worker thread gets to notice its deadline
 
 
 class HandlerFailed(Exception):
@@ -113,7 +120,9 @@ def python_handler(target: str) -> Handler:
         module = importlib.import_module(module_name)
         fn = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"unknown handler {target!r}: {exc}") from None
+        raise ConfigError(f"unknown handler {target!r}: {_one_line(exc)}") from None
+    except (Exception, SystemExit) as exc:  # the module's own code failed, or a bad name
+        raise ConfigError(f"python handler {target!r}: {_describe(exc)}") from None
     if not callable(fn):
         raise ConfigError(f"handler {target!r} is not callable")
     if inspect.iscoroutinefunction(fn):
@@ -125,16 +134,86 @@ def python_handler(target: str) -> Handler:
     return run_in_thread
 
 
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _describe(exc: BaseException) -> str:
+    """``exc`` as one line: its type, where (for a syntax error) and its message."""
+    if isinstance(exc, SyntaxError):
+        where = os.path.basename(exc.filename or "?")
+        line = f" line {exc.lineno}" if exc.lineno is not None else ""
+        msg = (exc.msg or "").strip().splitlines()
+        return f"{type(exc).__name__} in {where}{line}: {msg[0] if msg else 'invalid syntax'}"
+    return f"{type(exc).__name__}: {_one_line(exc)}"
+
+
 def _tail(data: bytes) -> str:
     text = data[-_STDERR_TAIL:].decode("utf-8", "replace").strip()
     return text.splitlines()[-1] if text else ""
 
 
+async def _drain(stream: asyncio.StreamReader | None) -> None:
+    while stream is not None and await stream.read(_CHUNK):
+        pass
+
+
 async def _kill(proc: asyncio.subprocess.Process) -> None:
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+    # The pipes are drained too: a full, paused pipe would keep wait() from returning.
     with contextlib.suppress(Exception):
-        await asyncio.wait_for(proc.wait(), 5)
+        await asyncio.wait_for(
+            asyncio.gather(proc.wait(), _drain(proc.stdout), _drain(proc.stderr)), 5
+        )
+
+
+async def _feed(stream: asyncio.StreamWriter | None, data: bytes) -> None:
+    if stream is None:
+        return
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+        stream.write(data)
+        await stream.drain()
+    stream.close()
+
+
+async def _read_capped(stream: asyncio.StreamReader | None, limit: int) -> bytes | None:
+    """Everything ``stream`` carries, or None as soon as that is over ``limit`` bytes."""
+    data = bytearray()
+    while stream is not None and (chunk := await stream.read(_CHUNK)):
+        data += chunk
+        if len(data) > limit:
+            return None
+    return bytes(data)
+
+
+async def _read_tail(stream: asyncio.StreamReader | None) -> bytes:
+    """The last ``_STDERR_TAIL`` bytes ``stream`` carries (the rest is dropped as it comes)."""
+    tail = b""
+    while stream is not None and (chunk := await stream.read(_CHUNK)):
+        tail = (tail + chunk)[-_STDERR_TAIL:]
+    return tail
+
+
+async def _exchange(proc: asyncio.subprocess.Process, stdin: bytes, name: str) -> bytes:
+    """Feed ``stdin``, read both pipes at once, wait for the exit; stdout is returned."""
+    feed = asyncio.ensure_future(_feed(proc.stdin, stdin))
+    errors = asyncio.ensure_future(_read_tail(proc.stderr))
+    try:
+        out = await _read_capped(proc.stdout, _MAX_OUTPUT)
+        if out is None:
+            raise HandlerFailed(f"{name} printed more than {_MAX_OUTPUT} bytes")
+        err = await errors
+        await feed
+        returncode = await proc.wait()
+    finally:
+        for helper in (feed, errors):
+            helper.cancel()
+        await asyncio.gather(feed, errors, return_exceptions=True)
+    if returncode != 0:
+        raise HandlerFailed(f"{name} exited with {returncode}: {_tail(err)}")
+    return out
 
 
 def subprocess_handler(command: tuple[str, ...], timeout: float) -> Handler:
@@ -151,18 +230,13 @@ def subprocess_handler(command: tuple[str, ...], timeout: float) -> Handler:
             raise HandlerFailed(f"cannot start {command[0]}: {exc.strerror}") from None
         stdin = json.dumps(task.to_json()).encode()
         try:
-            out, err = await asyncio.wait_for(proc.communicate(stdin), budget)
+            out = await asyncio.wait_for(_exchange(proc, stdin, command[0]), budget)
         except TimeoutError:
             await _kill(proc)
             raise HandlerFailed(f"{command[0]} timed out after {budget:.1f}s") from None
-        except asyncio.CancelledError:
+        except BaseException:  # too much output, or cancelled
             await _kill(proc)
             raise
-        if proc.returncode != 0:
-            tail = _tail(err)
-            raise HandlerFailed(f"{command[0]} exited with {proc.returncode}: {tail}")
-        if len(out) > _MAX_OUTPUT:
-            raise HandlerFailed(f"{command[0]} printed more than {_MAX_OUTPUT} bytes")
         try:
             return json.loads(out)
         except (ValueError, UnicodeDecodeError):
@@ -171,20 +245,143 @@ def subprocess_handler(command: tuple[str, ...], timeout: float) -> Handler:
     return run
 
 
-def _post(url: str, body: bytes, timeout: float) -> Any:
+class _Deadline:
+    """The total time one HTTP exchange may take, shared by its worker thread and the
+    coroutine awaiting it; ``abort()`` (any thread) shuts the exchange's sockets down,
+    which wakes a worker blocked in connect or recv at once."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._at = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self._aborted = False
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+    def remaining(self) -> float:
+        return 0.0 if self._aborted else max(0.0, self._at - time.monotonic())
+
+    def expired(self) -> bool:
+        return self.remaining() <= 0
+
+    def watch(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._socks.append(sock)
+            aborted = self._aborted
+        if aborted:
+            _shut(sock)
+
+    def tighten(self) -> None:
+        """Let no single socket operation outlast the deadline."""
+        left = max(_MIN_WAIT, self.remaining())
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.settimeout(left)
+
+    def abort(self) -> None:
+        with self._lock:
+            self._aborted = True
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTP(http.client.HTTPConnection):
+    """A connection whose connect (and TLS handshake) ends by the deadline and whose
+    socket the deadline can shut down."""
+
+    def __init__(self, host: str, /, *, deadline: _Deadline, **kwargs: Any) -> None:
+        super().__init__(host, **kwargs)
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        if self.deadline.expired():
+            raise TimeoutError("deadline passed")
+        self.timeout = max(_MIN_WAIT, self.deadline.remaining())
+        super().connect()
+        self.deadline.watch(self.sock)
+
+
+class _WatchedHTTPS(_WatchedHTTP, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPDeadlineHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(
+        self, http_class: Any, req: urllib.request.Request, **http_conn_args: Any
+    ) -> http.client.HTTPResponse:
+        return super().do_open(self._connection, req, **http_conn_args)
+
+    def _connection(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        return _WatchedHTTP(host, deadline=self.deadline, **kwargs)
+
+
+class _HTTPSDeadlineHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline) -> None:
+        super().__init__()
+        self.deadline = deadline
+
+    def do_open(
+        self, http_class: Any, req: urllib.request.Request, **http_conn_args: Any
+    ) -> http.client.HTTPResponse:
+        return super().do_open(self._connection, req, **http_conn_args)
+
+    def _connection(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+        return _WatchedHTTPS(host, deadline=self.deadline, **kwargs)
+
+
+def _read_body(url: str, resp: http.client.HTTPResponse, deadline: _Deadline) -> bytes:
+    length = resp.getheader("Content-Length")
+    if length is not None and length.strip().isdigit() and int(length) > _MAX_OUTPUT:
+        raise HandlerFailed(f"{url} answered more than {_MAX_OUTPUT} bytes")
+    data = bytearray()
+    while True:
+        if deadline.expired():
+            raise HandlerFailed(f"{url} timed out after {deadline.seconds:.1f}s")
+        deadline.tighten()
+        chunk = resp.read1(_CHUNK)  # one recv at most: the deadline is checked between
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > _MAX_OUTPUT:
+            raise HandlerFailed(f"{url} answered more than {_MAX_OUTPUT} bytes")
+    if deadline.aborted:  # the end came from abort(): what came is not the whole answer
+        raise HandlerFailed(f"{url} timed out after {deadline.seconds:.1f}s")
+    return bytes(data)
+
+
+def _post(url: str, body: bytes, deadline: _Deadline) -> Any:
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
+    opener = urllib.request.build_opener(
+        _HTTPDeadlineHandler(deadline), _HTTPSDeadlineHandler(deadline)
+    )
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = resp.read(_MAX_OUTPUT + 1)
+        with opener.open(req, timeout=deadline.seconds) as resp:
+            data = _read_body(url, resp, deadline)
     except urllib.error.HTTPError as exc:
+        exc.close()
         raise HandlerFailed(f"{url} answered {exc.code} {exc.reason}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        if deadline.expired():
+            raise HandlerFailed(f"{url} timed out after {deadline.seconds:.1f}s") from None
+        reason = getattr(exc, "reason", None) or _one_line(exc)
         raise HandlerFailed(f"{url} unreachable: {reason}") from None
-    if len(data) > _MAX_OUTPUT:
-        raise HandlerFailed(f"{url} answered more than {_MAX_OUTPUT} bytes")
     try:
         return json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -195,7 +392,21 @@ def http_handler(url: str, timeout: float) -> Handler:
     async def run(task: Task) -> Any:
         budget = min(timeout, max(0.01, task.remaining()))
         body = json.dumps(task.to_json()).encode()
-        return await asyncio.to_thread(_post, url, body, budget)
+        deadline = _Deadline(budget)
+        work = asyncio.ensure_future(asyncio.to_thread(_post, url, body, deadline))
+        # An outcome nobody awaits any more (cancelled, or past the grace) is still read.
+        work.add_done_callback(lambda t: t.cancelled() or t.exception())
+        try:
+            await asyncio.wait({work}, timeout=budget)
+        except asyncio.CancelledError:
+            deadline.abort()
+            raise
+        if not work.done():  # e.g. headers sent a byte at a time: end the worker's wait
+            deadline.abort()
+            await asyncio.wait({work}, timeout=_ABORT_GRACE)
+            if not work.done():
+                raise HandlerFailed(f"{url} timed out after {budget:.1f}s")
+        return work.result()
 
     return run
 
