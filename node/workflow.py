@@ -96,6 +96,11 @@ class SagaFailed(ContractNetError):
         self.uncertain = uncertain
 
 
+#: Compensation tasks still running, referenced here so that none is collected
+#: midway when its Saga object is gone (the event loop keeps only weak references).
+_RUNNING: set[asyncio.Task[Any]] = set()
+
+
 class Saga:
     """Steps on several agents that complete together or are undone together.
 
@@ -181,9 +186,16 @@ class Saga:
         if self._failed:
             return
         self._failed = True
+        self._compensating()
+
+    def _compensating(self) -> asyncio.Task[tuple[list[str], list[str]]]:
+        """The compensations, in a task of their own (kept referenced until it ends)."""
         task = asyncio.ensure_future(self._compensate())
+        _RUNNING.add(task)
+        task.add_done_callback(_RUNNING.discard)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def _compensate(self) -> tuple[list[str], list[str]]:
         """Run every pending compensation, newest first; (undone, not undone)."""
@@ -207,7 +219,10 @@ class Saga:
         self, step: str, message: str, attempts: tuple[str, ...], uncertain: bool
     ) -> NoReturn:
         self._failed = True
-        done, lost = await self._compensate()
+        # Shielded: a caller cancelled while the steps are being undone (a timeout
+        # around the saga) stops waiting, not the undoing; it used to drop every
+        # compensation not yet run.
+        done, lost = await asyncio.shield(self._compensating())
         detail = f"; undone: {', '.join(done) or 'nothing'}"
         if lost:
             detail += f"; NOT undone: {', '.join(lost)}"

@@ -31,6 +31,13 @@ async def _mesh(body: Callable[[Node, dict[str, Any]], Awaitable[None]]) -> None
         ledger["log"].append(f"cancel {task.input['room']}")
         return True
 
+    @hotel.capability("cancel_room_slowly", max_concurrency=4)
+    async def cancel_slowly(task: Task) -> bool:
+        await asyncio.sleep(0.5)
+        ledger["rooms"].discard(task.input["room"])
+        ledger["log"].append(f"cancel {task.input['room']}")
+        return True
+
     @bank.capability("charge", max_concurrency=4)
     async def charge(task: Task) -> int:
         if task.input > 100:
@@ -131,6 +138,35 @@ def test_a_cancelled_saga_still_undoes_its_steps() -> None:
                 break
             await asyncio.sleep(0.02)
         assert ledger["log"] == ["reserve room-eve", "cancel room-eve"]
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_a_saga_cancelled_while_it_undoes_its_steps_still_undoes_them_all() -> None:
+    """The caller's timeout fires during the compensations (each takes 0.5 s): it
+    used to stop them, leaving the older reservations in place with no report."""
+
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        async def trip() -> None:
+            async with Saga(client) as saga:
+                for guest in ("eve", "bob"):
+                    room = {"guest": guest}
+                    await saga.step("reserve_room", room, compensate="cancel_room_slowly")
+                await saga.step("charge", 500)  # declined: undo both rooms
+
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.3):
+                await trip()
+        for _ in range(200):  # bounded: the compensations go on in a task of their own
+            if ledger["rooms"] == set():
+                break
+            await asyncio.sleep(0.02)
+        assert ledger["log"] == [
+            "reserve room-eve",
+            "reserve room-bob",
+            "cancel room-bob",
+            "cancel room-eve",
+        ]
 
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
 
