@@ -316,7 +316,9 @@ class _WatchedHTTPS(_WatchedHTTP, http.client.HTTPSConnection):
     pass
 
 
-class _HTTPDeadlineHandler(urllib.request.HTTPHandler):
+class _DeadlineHandler(urllib.request.HTTPHandler, urllib.request.HTTPSHandler):
+    """Opens http:// and https:// URLs through connections the deadline watches."""
+
     def __init__(self, deadline: _Deadline) -> None:
         super().__init__()
         self.deadline = deadline
@@ -324,24 +326,12 @@ class _HTTPDeadlineHandler(urllib.request.HTTPHandler):
     def do_open(
         self, http_class: Any, req: urllib.request.Request, **http_conn_args: Any
     ) -> http.client.HTTPResponse:
-        return super().do_open(self._connection, req, **http_conn_args)
+        watched = _WatchedHTTPS if req.type == "https" else _WatchedHTTP
 
-    def _connection(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-        return _WatchedHTTP(host, deadline=self.deadline, **kwargs)
+        def connection(host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
+            return watched(host, deadline=self.deadline, **kwargs)
 
-
-class _HTTPSDeadlineHandler(urllib.request.HTTPSHandler):
-    def __init__(self, deadline: _Deadline) -> None:
-        super().__init__()
-        self.deadline = deadline
-
-    def do_open(
-        self, http_class: Any, req: urllib.request.Request, **http_conn_args: Any
-    ) -> http.client.HTTPResponse:
-        return super().do_open(self._connection, req, **http_conn_args)
-
-    def _connection(self, host: str, /, **kwargs: Any) -> http.client.HTTPConnection:
-        return _WatchedHTTPS(host, deadline=self.deadline, **kwargs)
+        return super().do_open(connection, req, **http_conn_args)
 
 
 def _read_body(url: str, resp: http.client.HTTPResponse, deadline: _Deadline) -> bytes:
@@ -368,9 +358,7 @@ def _post(url: str, body: bytes, deadline: _Deadline) -> Any:
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": "application/json"}
     )
-    opener = urllib.request.build_opener(
-        _HTTPDeadlineHandler(deadline), _HTTPSDeadlineHandler(deadline)
-    )
+    opener = urllib.request.build_opener(_DeadlineHandler(deadline))
     try:
         with opener.open(req, timeout=deadline.seconds) as resp:
             data = _read_body(url, resp, deadline)
