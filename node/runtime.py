@@ -46,8 +46,8 @@ __all__ = ["CoreLike", "Result", "Runtime"]
 log = logging.getLogger("parley.node")
 _MAX_TASK_VIEWS = 1000
 _EVENT_QUEUE = 10_000
-#: Bytes of a frame left for the envelope around a result (header, certificate,
-#: signature: well under 2 KiB).
+#: Bytes of a frame left for the envelope and payload fields around a result or an
+#: input (header, certificate, signature, the cfp's other fields: well under 2 KiB).
 _ENVELOPE_ROOM = 4096
 #: Seconds between two logs of internal errors (each one is counted).
 _CORE_ERROR_LOG_EVERY = 60.0
@@ -573,8 +573,9 @@ class Runtime:
 
     def _sendable(self, value: Any, what: str = "result") -> tuple[bool, Any]:
         """``(True, value)`` if a frame can carry ``value`` (a handler's result, a
-        request's input), else ``(False, why)``: msgpack cannot encode it, or it is over
-        a frame's size. Checked before sending, so the other side is not left waiting
+        request's input), else ``(False, why)``: msgpack cannot encode it, the
+        receiver's strict decoder would refuse it (a non-string map key, too deep), or
+        it is over a frame's size. Checked before sending, so the other side is not left waiting
         for a frame that will never arrive (or that it would refuse as too large)."""
         try:
             data = packb({"v": value})  # as it sits in a payload: one level down
