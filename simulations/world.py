@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from protocols.errors import ConfigError
 from simulations.engine import endpoint
 from simulations.rng import derive_rng
 from simulations.scenario import Scenario
@@ -99,7 +100,9 @@ class World:
             ]
         total = sum(c for _, c in counts)
         if total > n // 2:
-            raise ValueError(f"{total} adversaries for {n} nodes: at most half may misbehave")
+            raise ConfigError(
+                f"adversaries: {total} for {n} nodes; at most half the nodes may misbehave"
+            )
         roles: dict[int, str] = {}
         i = n - 1
         for role, count in counts:

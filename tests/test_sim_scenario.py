@@ -135,3 +135,12 @@ def test_auto_liveness_is_the_membership_settle_time_for_the_size() -> None:
     assert small.liveness_s() == math.ceil(2 * 20 + 6 * 4 * math.log10(60))
     fixed = apply_overrides(sc, liveness=30.0)
     assert fixed.liveness_s() == 30.0
+
+
+def test_more_adversaries_than_half_the_nodes_is_a_config_error(tmp_path: Path) -> None:
+    """It used to be a bare ValueError from deep in the run ('internal error')."""
+    from simulations.runner import run_scenario
+
+    sc = apply_overrides(load_scenario(write(tmp_path, "[adversaries]\nforge = 1000\n")), nodes=20)
+    with pytest.raises(ConfigError, match="adversaries: 1000 for 20 nodes; at most half"):
+        run_scenario(sc)
