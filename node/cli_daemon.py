@@ -333,6 +333,8 @@ def audit_verify(path: str, node_id: str | None, as_json: bool) -> None:
     """
     from node.audit import verify_audit
 
+    if not Path(path).is_file():
+        _fail(f"audit log {path} not found")
     report = verify_audit(Path(path), node_id)
     if as_json:
         click.echo(

@@ -112,6 +112,9 @@ def test_mesh_node_audit_verify(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["audit", "verify", str(path), "--json"])
     assert bad.exit_code == 1
     assert json.loads(bad.output)["problem"].startswith("line 1: sequence number 1")
+    gone = CliRunner().invoke(main, ["audit", "verify", str(tmp_path / "nope.jsonl")])
+    assert gone.exit_code == 1
+    assert gone.output.strip() == f"error: audit log {tmp_path / 'nope.jsonl'} not found"
 
 
 def test_the_audit_table_of_node_toml(tmp_path: Path) -> None:
