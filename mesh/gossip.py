@@ -32,7 +32,7 @@ from protocols.capabilities.records import (
     RecordInfo,
 )
 from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
-from protocols.codec import MAX_FRAME, packb
+from protocols.codec import MAX_COUNTER, MAX_FRAME, packb
 from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.formed import FormedMesh
@@ -448,7 +448,8 @@ class GossipAgent:
         return info
 
     def _refute(self, incarnation: int, now: float) -> None:
-        self.incarnation = max(self.incarnation, incarnation) + 1
+        # Claims carry at most MAX_COUNTER - 1: the result stays a valid record.
+        self.incarnation = min(MAX_COUNTER, max(self.incarnation, incarnation) + 1)
         self.awareness.apply_delta(1)
         self._ctx.count("refutations")
         self._resign(now, leaving=self._left)
@@ -654,7 +655,7 @@ class GossipAgent:
     def _own_record_seen(self, info: RecordInfo, now: float) -> None:
         """Our id with a newer record than ours: we restarted; move past it."""
         if info.version > self.own.version:
-            self.incarnation = info.record.incarnation + 1
+            self.incarnation = min(MAX_COUNTER, info.record.incarnation + 1)
             self._seq = info.record.seq
             self._ctx.count("own_record_superseded")
             self._resign(now, leaving=self._left)

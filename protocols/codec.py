@@ -19,6 +19,7 @@ import msgpack
 from protocols.errors import Malformed, RemoteProtocolError, TooLarge
 
 __all__ = [
+    "MAX_COUNTER",
     "MAX_DEPTH",
     "MAX_FRAME",
     "check_depth",
@@ -32,6 +33,10 @@ __all__ = [
 MAX_FRAME = 256 * 1024
 #: Deepest nesting of arrays and maps accepted in a payload.
 MAX_DEPTH = 32
+#: Largest incarnation or record sequence number a frame may carry. Well inside
+#: msgpack's 64-bit integers, so that a node can always count one up: a claim about
+#: a node at 2**64 - 1 made its refutation unencodable, dead for good.
+MAX_COUNTER = 2**62
 
 
 _CONTAINERS = frozenset({tuple, list, dict})

@@ -759,3 +759,55 @@ def test_a_result_msgpack_cannot_carry_fails_the_task_at_once() -> None:
     assert "result cannot be encoded: can not serialize 'set' object" in failed.reason
     assert net.ctxs[node].counters["contract.unsendable_result"] == 1
     assert net.agents[node].executor.running(CAP) == 0
+
+
+def test_a_tiny_lease_does_not_make_the_heartbeat_loop_spin() -> None:
+    """lease / 3 of an award's lease=1e-7, added to a unix time, rounds back to now:
+    the executor's timer loop beat without end (one award hung a node). Beats are now
+    at least MIN_BEAT apart, whatever the lease."""
+    from protocols.contract_net.executor import MIN_BEAT
+
+    now = 1_800_000_000.0
+    net = FakeNet(auto_work=False, now=now)
+    net.add("req")
+    net.add("x00", offer())
+    net.submit("req", TaskSpec(CAP, lease=1e-7, timeout=60.0))
+    ((node, _assigned),) = net.events(TaskAssigned)
+    executor = net.agents[node]
+    sends = 0
+    real_send = net.ctxs[node].send
+
+    def counting_send(*args: object, **kw: object) -> bytes:
+        nonlocal sends
+        sends += 1
+        if sends > 100:
+            raise AssertionError("the heartbeat loop does not end")
+        return real_send(*args, **kw)  # type: ignore[arg-type]
+
+    net.ctxs[node].send = counting_send  # type: ignore[method-assign]
+    executor.handle_timer(now + 1e-6)
+    timer = executor.get_timer()
+    assert timer is not None and timer >= now + MIN_BEAT - 1e-6
+    assert sends <= 1
+
+
+def test_a_rival_member_cannot_fence_an_award_with_its_own_cancel() -> None:
+    """Another bidder, which saw the same cfp, sent the executor a cancel for that task
+    at a huge epoch: the executor recorded the epoch for the task id and refused the
+    real requester's award as stale (the task failed a lease later, three times)."""
+    from protocols.contract_net.messages import Cancel
+
+    net = FakeNet(auto_work=False)
+    net.add("req")
+    net.add("x00", offer())
+    task_id = net.agents["req"].submit(TaskSpec(CAP), net.now)  # cfp queued, not delivered
+    rival = Cancel(task_id=task_id, epoch=2**40, reason="superseded")
+    net.agents["x00"].on_message(Msg("cancel", "mallory", rival, None, net.now), "", net.now)
+    net.pump()
+    ((_, assigned),) = net.events(TaskAssigned)
+    assert assigned.task_id == task_id and assigned.epoch == 1
+    assert net.ctxs["x00"].counters["contract.stale_award"] == 0
+    # The requester's own cancel still fences a late award of an older epoch.
+    executor = net.agents["x00"].executor
+    assert executor.highest_epoch(task_id, "req") == 1
+    assert executor.highest_epoch(task_id, "mallory") == 2**40

@@ -253,3 +253,36 @@ def test_a_reply_too_large_for_one_frame_sends_its_records_apart(monkeypatch) ->
     c.run_for(0.05)
     assert peer.counters.get("push_pull_reply_split") == 1
     assert sorted(m.node_id for m in x.agent.members) == sorted(n.node_id for n in c.nodes)
+
+
+def test_a_claim_at_the_largest_incarnation_is_refuted_with_a_record_peers_accept() -> None:
+    """A trusted peer claimed a node dead at incarnation 2**64 - 1: its refutation
+    (one more) could not be encoded, every retry raised, and the node stayed dead
+    for good. Claims now carry at most MAX_COUNTER - 1, so a refutation always fits;
+    a larger one is malformed."""
+    import pytest
+    from pydantic import ValidationError
+
+    from protocols.codec import MAX_COUNTER
+
+    for too_big in (MAX_COUNTER, 2**64 - 1):
+        with pytest.raises(ValidationError):
+            Claim(node="n", incarnation=too_big, status="dead", by="m")
+    c = MeshCluster(5, seed=13)
+    c.bootstrap()
+    c.start()
+    a, target = c.nodes[0], c.nodes[1]
+    claim = Claim(node=target.node_id, incarnation=MAX_COUNTER - 1, status="dead", by=a.node_id)
+    a.ctx.send("gossip", Gossip(claims=[claim]), target.node_id, c.now, endpoint=target.endpoint)
+    c.flush(a)
+    c.run_for(3.0)
+    assert target.agent.incarnation == MAX_COUNTER
+    for node in c.nodes:
+        member = node.agent.members.get(target.node_id)
+        assert member is not None and member.status == ALIVE
+        assert member.incarnation == MAX_COUNTER
+    # Told again, at any incarnation up to the largest: no overflow, still alive.
+    a.ctx.send("gossip", Gossip(claims=[claim]), target.node_id, c.now, endpoint=target.endpoint)
+    c.flush(a)
+    c.run_for(3.0)
+    assert target.agent.incarnation == MAX_COUNTER

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocols.codec import MAX_COUNTER
+
 __all__ = ["RECORD_KIND", "CapabilityRecord", "CapabilitySpec", "RecordCache", "RecordInfo"]
 
 RECORD_KIND = "record"
@@ -51,8 +53,8 @@ class CapabilityRecord(BaseModel):
     endpoints: list[str] = Field(max_length=8)
     capabilities: list[CapabilitySpec] = Field(max_length=256)
     load: float = Field(default=0.0, ge=0.0)
-    incarnation: int = Field(ge=0)
-    seq: int = Field(ge=0)
+    incarnation: int = Field(ge=0, le=MAX_COUNTER)
+    seq: int = Field(ge=0, le=MAX_COUNTER)
     leaving: bool = False
 
     def permissions(self) -> Iterator[tuple[str, str]]:

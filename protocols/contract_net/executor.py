@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -50,7 +50,10 @@ from protocols.contract_net.messages import (
 from protocols.contract_net.task import Offer
 from protocols.errors import MeshError
 
-__all__ = ["ExecutorSide"]
+__all__ = ["MIN_BEAT", "ExecutorSide"]
+
+#: Fewest seconds between two heartbeats of one job, whatever its lease.
+MIN_BEAT = 0.05
 
 _EPOCHS_KEEP = 8192
 _INPUTS_KEEP = 2048
@@ -90,7 +93,10 @@ class ExecutorSide:
         #: False once the node is leaving: every new cfp is refused ("leaving").
         self.accepting = True
         self._jobs: dict[str, _Job] = {}
-        self._epochs: OrderedDict[str, int] = OrderedDict()
+        #: (requester, task id) -> highest epoch seen from that requester. Keyed by the
+        #: requester too: another member's cancel or award for the same task id must not
+        #: fence the real requester's award (a rival bidder did that with one cancel).
+        self._epochs: OrderedDict[tuple[str, str], int] = OrderedDict()
         self._inputs: OrderedDict[str, tuple[str, Any, float]] = (
             OrderedDict()
         )  # task: requester, input, bid expiry
@@ -116,8 +122,10 @@ class ExecutorSide:
         job = self._jobs.get(task_id)
         return None if job is None else job.state
 
-    def highest_epoch(self, task_id: str) -> int:
-        return self._epochs.get(task_id, 0)
+    def highest_epoch(self, task_id: str, requester: str | None = None) -> int:
+        if requester is not None:
+            return self._epochs.get((requester, task_id), 0)
+        return max((e for (_, t), e in self._epochs.items() if t == task_id), default=0)
 
     # --- messages --------------------------------------------------------------
 
@@ -205,11 +213,12 @@ class ExecutorSide:
         if job is not None and job.requester != sender:
             host.count("contract.rejected.unexpected-message")
             return
-        seen = self._epochs.get(a.task_id, 0)
+        key = (sender, a.task_id)
+        seen = self._epochs.get(key, 0)
         if a.epoch <= seen:
             host.count("contract.duplicate_award" if a.epoch == seen else "contract.stale_award")
             return
-        self._remember(self._epochs, a.task_id, a.epoch, _EPOCHS_KEEP)
+        self._remember(self._epochs, key, a.epoch, _EPOCHS_KEEP)
         me = host.node_id
         if a.winner != me:
             self._inputs.pop(a.task_id, None)
@@ -267,8 +276,9 @@ class ExecutorSide:
 
     def _on_cancel(self, sender: str, c: Cancel) -> None:
         job = self._jobs.get(c.task_id)
-        if c.epoch > self._epochs.get(c.task_id, 0):
-            self._remember(self._epochs, c.task_id, c.epoch, _EPOCHS_KEEP)
+        key = (sender, c.task_id)
+        if c.epoch > self._epochs.get(key, 0):
+            self._remember(self._epochs, key, c.epoch, _EPOCHS_KEEP)
         if job is None or job.requester != sender or c.epoch < job.epoch:
             self._host.count("contract.stale_cancel")
             return
@@ -338,7 +348,10 @@ class ExecutorSide:
     # --- heartbeats ---------------------------------------------------------------
 
     def _schedule(self, task_id: str, job: _Job, now: float) -> None:
-        job.next_beat = now + job.lease / 3.0
+        # Floored: an award's lease is the requester's to choose, and lease / 3 of a
+        # tiny lease added to a unix time rounds back to now; the timer loop then
+        # beat without end (one award with lease=1e-7 hung a node, signing forever).
+        job.next_beat = now + max(job.lease / 3.0, MIN_BEAT)
         self._seq += 1
         heapq.heappush(self._heap, (job.next_beat, self._seq, task_id))
 
@@ -378,7 +391,7 @@ class ExecutorSide:
         self._remember(inputs, task_id, entry, _INPUTS_KEEP)
 
     @staticmethod
-    def _remember(table: OrderedDict[str, Any], key: str, value: Any, keep: int) -> None:
+    def _remember(table: OrderedDict[Any, Any], key: Hashable, value: Any, keep: int) -> None:
         table[key] = value
         table.move_to_end(key)
         while len(table) > keep:

@@ -9,7 +9,7 @@ claims: they travel as the node's own newly signed record.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from protocols.capabilities.records import RECORD_KIND, CapabilityRecord
+from protocols.codec import MAX_COUNTER
 
 __all__ = [
     "MAX_CLAIMS",
@@ -59,7 +60,7 @@ class Claim(_Payload):
     """``by`` suspects (or declared dead) ``node`` at ``incarnation``."""
 
     node: str = Field(min_length=1, max_length=128)
-    incarnation: int = Field(ge=0)
+    incarnation: int = Field(ge=0, le=MAX_COUNTER - 1)  # refuting adds one
     status: ClaimStatus
     by: str = Field(min_length=1, max_length=128)
 
@@ -108,7 +109,8 @@ class Gossip(_Piggyback):
 
 
 #: ``(node id, incarnation, seq, status)``; status 0 alive, 1 suspect, 2 dead, 3 left.
-DigestEntry = tuple[str, int, int, int]
+_Counter = Annotated[int, Field(ge=0, le=MAX_COUNTER)]
+DigestEntry = tuple[str, _Counter, _Counter, int]
 
 
 class PushPull(_Payload):
