@@ -8,6 +8,7 @@ status 1 (click's usage errors exit 2); never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import sys
@@ -108,7 +109,13 @@ def _run_bounded(main: Coroutine[Any, Any, int], teardown: float = TEARDOWN_SECO
     loop = asyncio.new_event_loop()
     try:
         asyncio.set_event_loop(loop)
-        code = loop.run_until_complete(main)
+        try:
+            code = loop.run_until_complete(main)
+        except BaseException:
+            # A start-up error (a config mistake found on start): close the loop, or
+            # its __del__ prints a traceback after the one-line error.
+            _close_quietly(loop)
+            raise
         leftovers = [t for t in asyncio.all_tasks(loop) if not t.done()]
         for t in leftovers:
             t.cancel()
@@ -138,6 +145,15 @@ def _run_bounded(main: Coroutine[Any, Any, int], teardown: float = TEARDOWN_SECO
         os._exit(code)  # threads and tasks that will not end must not hold the process
     loop.close()
     return code
+
+
+def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
+    for t in asyncio.all_tasks(loop):
+        t.cancel()
+    with contextlib.suppress(Exception):
+        loop.run_until_complete(asyncio.sleep(0))
+    with contextlib.suppress(Exception):
+        loop.close()
 
 
 @click.command()

@@ -259,7 +259,8 @@ def trust_add(
     may_request: tuple[str, ...],
     revocations: tuple[Path, ...],
 ) -> None:
-    """Accept the org whose root key is in SOURCE (an org directory or a public key file).
+    """Accept the org whose root key is in SOURCE (an org directory, its org.toml, or a
+    public key file).
 
     Without --may-offer (--may-request) the org's nodes may offer (request) anything.
     Adding an org that is already listed replaces its entry.
@@ -267,10 +268,12 @@ def trust_add(
     \b
     Example:
       mesh-node trust add --store trust.toml acme/ --may-request 'translate.*'
+      mesh-node trust add --store trust.toml globex/org.toml
       mesh-node trust add --store trust.toml --name beta beta-root.pub
     """
-    if source.is_dir():
-        info = read_org(source)
+    if source.is_dir() or source.name == "org.toml":
+        # An org directory, or the org.toml another org sent you (it holds no secret).
+        info = read_org(source if source.is_dir() else source.parent)
         org_name, root_key = name or info.name, info.root_key
     else:
         if not name:

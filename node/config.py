@@ -312,7 +312,7 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
         seeds=tuple(seeds),
         preset=preset,
         membership=membership,
-        control_dir=Path(control) if control else default_control_dir(name),
+        control_dir=(base / Path(control).expanduser()) if control else default_control_dir(name),
         mdns=mdns,
         limits=limits,
         capabilities=caps,

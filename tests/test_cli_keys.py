@@ -154,3 +154,19 @@ def test_missing_command_modules_only_mean_fewer_commands(monkeypatch: pytest.Mo
     ctx = cli.click.Context(group)
     assert group.list_commands(ctx) == ["inspect", "keygen", "org", "trust"]
     assert group.get_command(ctx, "simulate") is None
+
+
+def test_trust_add_from_the_org_toml_another_org_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/operations.md: the two orgs exchange org.toml (no secret in it) and add
+    each other with it; only an org directory was accepted."""
+    monkeypatch.chdir(tmp_path)
+    assert run("org", "init", "globex", "--out", "globex").exit_code == 0
+    received = tmp_path / "inbox"
+    received.mkdir()
+    (received / "org.toml").write_bytes((tmp_path / "globex" / "org.toml").read_bytes())
+    r = run("trust", "add", "--store", "t.toml", received / "org.toml")
+    assert r.exit_code == 0, r.output
+    (entry,) = read_trust_file(Path("t.toml")).entries
+    assert entry.name == "globex"

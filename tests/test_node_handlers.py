@@ -197,6 +197,10 @@ def test_config(tmp_path: Path) -> None:
     )
     cfg = load_config(p)  # every interface, with the address peers dial: fine
     assert (cfg.listen, cfg.advertise) == ("tcp://0.0.0.0:7001", "tcp://10.0.0.5:7001")
+    # A relative control_dir is relative to the config file, like every other path
+    # (it was relative to wherever the daemon was started).
+    p.write_text(CONFIG.replace("[node]\n", '[node]\ncontrol_dir = "ctl-alpha"\n'))
+    assert load_config(p).control_dir == tmp_path / "ctl-alpha"
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.toml")
 
