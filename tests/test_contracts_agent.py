@@ -811,3 +811,31 @@ def test_a_rival_member_cannot_fence_an_award_with_its_own_cancel() -> None:
     executor = net.agents["x00"].executor
     assert executor.highest_epoch(task_id, "req") == 1
     assert executor.highest_epoch(task_id, "mallory") == 2**40
+
+
+def test_a_far_reply_by_does_not_keep_a_bid_input_past_the_cap() -> None:
+    """reply_by is the requester's to choose: a cfp flood with reply_by far ahead kept
+    every input until the table's count cap and never let it go. Inputs now leave
+    INPUT_KEEP_MAX seconds after the bid at the latest."""
+    from protocols.contract_net.executor import INPUT_KEEP_MAX
+    from protocols.contract_net.messages import Cfp
+
+    net = FakeNet(auto_work=False)
+    net.add("x00", offer())
+    executor = net.agents["x00"].executor
+
+    def cfp(task_id: str) -> Cfp:
+        return Cfp(
+            task_id=task_id,
+            round=1,
+            capability=CAP,
+            input="x" * 1000,
+            reply_by=net.now + 1e8,
+            deadline=net.now + 2e8,
+        )
+
+    net.agents["x00"].on_message(Msg("cfp", "mallory", cfp("t1"), None, net.now), "", net.now)
+    assert "t1" in executor._inputs
+    net.now += INPUT_KEEP_MAX + 1
+    net.agents["x00"].on_message(Msg("cfp", "mallory", cfp("t2"), None, net.now), "", net.now)
+    assert "t1" not in executor._inputs and "t2" in executor._inputs

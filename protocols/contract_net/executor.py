@@ -50,10 +50,13 @@ from protocols.contract_net.messages import (
 from protocols.contract_net.task import Offer
 from protocols.errors import MeshError
 
-__all__ = ["MIN_BEAT", "ExecutorSide"]
+__all__ = ["INPUT_KEEP_MAX", "MIN_BEAT", "ExecutorSide"]
 
 #: Fewest seconds between two heartbeats of one job, whatever its lease.
 MIN_BEAT = 0.05
+#: Longest a bid's input is kept for its award (an award after that fails with
+#: ``input-unavailable`` and the requester re-auctions).
+INPUT_KEEP_MAX = 60.0
 
 _EPOCHS_KEEP = 8192
 _INPUTS_KEEP = 2048
@@ -182,8 +185,10 @@ class ExecutorSide:
                 host.send("refuse", refuse, [msg.sender], now)
                 return
             # kept for the award until the bid expires, and at least until the auction
-            # closes (an award comes at the latest at reply-by)
-            keep = max(valid_until, cfp.reply_by)
+            # closes (an award comes at the latest at reply-by), but never longer than
+            # INPUT_KEEP_MAX: reply-by is the requester's to choose, and a far one kept
+            # every input of a cfp flood until the table's count cap (~400 MB).
+            keep = min(max(valid_until, cfp.reply_by), now + INPUT_KEEP_MAX)
             self._cache_input(cfp.task_id, (msg.sender, cfp.input, keep), now)
             host.send("propose", reply, [msg.sender], now)
         else:
