@@ -38,10 +38,10 @@ from node.discovery import MdnsDiscovery
 from node.handlers import Handler
 from node.runtime import Result, Runtime
 from node.supervision import Approver
-from node.transport import TransportLimits, check_endpoint, listens_everywhere
+from node.transport import TransportLimits, endpoint_problem
 from protocols.capabilities.versions import parse_version
 from protocols.crypto import Ed25519Signer
-from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, TransportError
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
 from protocols.identity import NodeIdentity
 from protocols.membership.config import MembershipConfig
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate, parse_certificate
@@ -118,16 +118,15 @@ class Node:
         self.trust = trust
         self.listen = listen
         self.advertise = advertise
-        if advertise is not None and listens_everywhere(advertise):
-            raise ConfigError(f"advertise {advertise!r} is not an address peers can dial")
-        for endpoint in (*seeds, *([advertise] if advertise is not None else [])):
-            try:
-                check_endpoint(endpoint)
-            except TransportError:
-                raise ConfigError(f"{endpoint!r} is not tcp://host:port") from None
-        if advertise is None and listens_everywhere(listen):
+        problem = endpoint_problem(listen, advertise, seeds)
+        if problem is not None:
+            key, value, why = problem
+            if why == "not-tcp":
+                raise ConfigError(f"{value!r} is not tcp://host:port")
+            if key == "advertise":
+                raise ConfigError(f"advertise {value!r} is not an address peers can dial")
             raise ConfigError(
-                f"listen {listen!r} binds every interface: give advertise, the "
+                f"listen {value!r} binds every interface: give advertise, the "
                 "tcp://ADDRESS:PORT peers should dial"
             )
         self.seeds = tuple(seeds)

@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from node.supervision import RISK_LEVELS
-from node.transport import check_endpoint, listens_everywhere
+from node.transport import endpoint_problem
 from protocols.capabilities.versions import parse_version
-from protocols.errors import ConfigError, LocalProtocolError, TransportError
+from protocols.errors import ConfigError, LocalProtocolError
 from protocols.membership.config import MembershipConfig, tuned
 
 __all__ = [
@@ -221,15 +221,6 @@ def membership_table(data: dict[str, Any]) -> dict[str, Any]:
     return {**raw, "preset": raw.get("preset", node.get("preset", "lan"))}
 
 
-def _endpoint(value: str, where: str) -> None:
-    """Peers dial seeds and the advertised endpoint: only ``tcp://host:port`` will do
-    (a peer drops any other endpoint, so a typo would leave the node alone, silently)."""
-    try:
-        check_endpoint(value)
-    except TransportError:
-        raise ConfigError(f"{where}: {value!r} is not tcp://host:port") from None
-
-
 def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     _reject_unknown(data, {"node", "mdns", "limits", "capability", "membership", "audit"}, "config")
     node = data.get("node")
@@ -244,19 +235,19 @@ def parse_config(data: dict[str, Any], base: Path) -> DaemonConfig:
     seeds = node.get("seeds", [])
     if not isinstance(seeds, list) or not all(isinstance(s, str) for s in seeds):
         raise ConfigError("node.seeds: a list of tcp://host:port strings")
-    for seed in seeds:
-        _endpoint(seed, "node.seeds")
     advertise = node.get("advertise")
-    if advertise is not None:
-        if not isinstance(advertise, str):
-            raise ConfigError("node.advertise: a tcp://host:port string")
-        if listens_everywhere(advertise):
-            raise ConfigError(f"node.advertise: {advertise!r} is not an address peers can dial")
-        _endpoint(advertise, "node.advertise")
+    if advertise is not None and not isinstance(advertise, str):
+        raise ConfigError("node.advertise: a tcp://host:port string")
     listen = str(node.get("listen", "tcp://127.0.0.1:7001"))
-    if listens_everywhere(listen) and advertise is None:
+    problem = endpoint_problem(listen, advertise, seeds)
+    if problem is not None:
+        key, value, why = problem
+        if why == "not-tcp":  # peers drop it: a typo would leave the node alone, silently
+            raise ConfigError(f"node.{key}: {value!r} is not tcp://host:port")
+        if key == "advertise":
+            raise ConfigError(f"node.advertise: {value!r} is not an address peers can dial")
         raise ConfigError(
-            f"node.listen {listen!r} binds every interface: set node.advertise to the "
+            f"node.listen {value!r} binds every interface: set node.advertise to the "
             "tcp://ADDRESS:PORT peers should dial"
         )
 

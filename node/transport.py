@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -28,7 +28,13 @@ import zmq
 
 from protocols.errors import TransportError
 
-__all__ = ["TransportLimits", "ZmqTransport", "check_endpoint", "listens_everywhere"]
+__all__ = [
+    "TransportLimits",
+    "ZmqTransport",
+    "check_endpoint",
+    "endpoint_problem",
+    "listens_everywhere",
+]
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}):(\d{1,5})$")
 
@@ -70,6 +76,28 @@ def listens_everywhere(endpoint: str) -> bool:
     address to bind, not one a peer can dial (a peer dialing 0.0.0.0 reaches itself)."""
     host = endpoint.removeprefix("tcp://").rpartition(":")[0]
     return host in _WILDCARDS
+
+
+def endpoint_problem(
+    listen: str, advertise: str | None, seeds: Sequence[str]
+) -> tuple[str, str, str] | None:
+    """The first of a node's endpoints that peers could not use, as ``(key, value,
+    why)``: ``why`` is ``"wildcard"`` (an ``advertise`` that is a bind-all address, or
+    a ``listen`` on one with no ``advertise``) or ``"not-tcp"`` (a seed or an
+    ``advertise`` that is not ``tcp://host:port``); None if all are fine. The config
+    file and the embedding API word the error each in their own terms."""
+    if advertise is not None and listens_everywhere(advertise):
+        return "advertise", advertise, "wildcard"
+    for key, value in [*(("seeds", s) for s in seeds), ("advertise", advertise)]:
+        if value is None:
+            continue
+        try:
+            check_endpoint(value)
+        except TransportError:
+            return key, value, "not-tcp"
+    if advertise is None and listens_everywhere(listen):
+        return "listen", listen, "wildcard"
+    return None
 
 
 class ZmqTransport:
