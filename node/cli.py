@@ -30,7 +30,7 @@ from typing import Any
 
 import click
 
-from protocols.errors import ConfigError, LocalProtocolError, MeshError
+from protocols.errors import ConfigError, LocalProtocolError, MeshError, first_line
 
 __all__ = ["LAZY_COMMANDS", "MeshGroup", "main"]
 
@@ -133,7 +133,7 @@ class MeshGroup(click.Group):
             # the traceback on request. Never a raw traceback in an operator's terminal.
             if os.environ.get("PARLEY_DEBUG"):
                 raise
-            first = str(exc).splitlines()[0] if str(exc) else ""
+            first = first_line(exc, default="")
             click.echo(
                 f"error: internal error ({type(exc).__name__}: {first}); "
                 "run again with PARLEY_DEBUG=1 for the traceback, and please report it",

@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from protocols.crypto import Ed25519Signer, Verifier, check_public_key
-from protocols.errors import ConfigError, MeshError
+from protocols.errors import ConfigError, MeshError, first_line
 from protocols.identity import NodeIdentity
 from protocols.trust import (
     Certificate,
@@ -175,8 +175,9 @@ def read_private_key(path: Path) -> bytes:
     try:
         key = load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path} is not an unencrypted PKCS#8 PEM key: {first}") from None
+        raise ConfigError(
+            f"{path} is not an unencrypted PKCS#8 PEM key: {first_line(exc)}"
+        ) from None
     if not isinstance(key, Ed25519PrivateKey):
         raise ConfigError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
     return key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())

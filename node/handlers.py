@@ -36,7 +36,7 @@ from typing import Any
 
 from node.config import CapabilityConfig
 from protocols.contract_net.messages import PROGRESS_MESSAGE_MAX
-from protocols.errors import ConfigError, LocalProtocolError
+from protocols.errors import ConfigError, LocalProtocolError, first_line
 
 __all__ = [
     "Handler",
@@ -120,7 +120,7 @@ def python_handler(target: str) -> Handler:
         module = importlib.import_module(module_name)
         fn = getattr(module, attr)
     except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"unknown handler {target!r}: {_one_line(exc)}") from None
+        raise ConfigError(f"unknown handler {target!r}: {first_line(exc)}") from None
     except (Exception, SystemExit) as exc:  # the module's own code failed, or a bad name
         raise ConfigError(f"python handler {target!r}: {_describe(exc)}") from None
     if not callable(fn):
@@ -134,11 +134,6 @@ def python_handler(target: str) -> Handler:
     return run_in_thread
 
 
-def _one_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _describe(exc: BaseException) -> str:
     """``exc`` as one line: its type, where (for a syntax error) and its message."""
     if isinstance(exc, SyntaxError):
@@ -146,7 +141,7 @@ def _describe(exc: BaseException) -> str:
         line = f" line {exc.lineno}" if exc.lineno is not None else ""
         msg = (exc.msg or "").strip().splitlines()
         return f"{type(exc).__name__} in {where}{line}: {msg[0] if msg else 'invalid syntax'}"
-    return f"{type(exc).__name__}: {_one_line(exc)}"
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 def _tail(data: bytes) -> str:
@@ -368,7 +363,7 @@ def _post(url: str, body: bytes, deadline: _Deadline) -> Any:
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         if deadline.expired():
             raise HandlerFailed(f"{url} timed out after {deadline.seconds:.1f}s") from None
-        reason = getattr(exc, "reason", None) or _one_line(exc)
+        reason = getattr(exc, "reason", None) or first_line(exc)
         raise HandlerFailed(f"{url} unreachable: {reason}") from None
     try:
         return json.loads(data)

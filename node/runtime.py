@@ -39,7 +39,7 @@ from node.handlers import Handler, HandlerFailed, Task
 from node.supervision import Approver
 from node.transport import TransportLimits, ZmqTransport
 from protocols.codec import MAX_DEPTH, MAX_FRAME, packb, unpack_payload
-from protocols.errors import ContractNetError, LocalProtocolError, MeshError
+from protocols.errors import ContractNetError, LocalProtocolError, MeshError, first_line
 
 __all__ = ["CoreLike", "Result", "Runtime"]
 
@@ -271,7 +271,7 @@ class Runtime:
                 "runtime.core_errors (%d so far)",
                 what,
                 type(exc).__name__,
-                str(exc).splitlines()[0] if str(exc) else "",
+                first_line(exc, default=""),
                 self.counters["runtime.core_errors"],
                 exc_info=exc,
             )

@@ -43,6 +43,7 @@ __all__ = [
     "RemoteProtocolError",
     "TooLarge",
     "TransportError",
+    "first_line",
 ]
 
 #: Every code a ``RemoteProtocolError`` may carry (the wire spec lists them).
@@ -142,3 +143,12 @@ class ConfigError(MeshError):
     """A wrong configuration, or a missing, unreadable or unsafe file."""
 
     default_code = "config"
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first non-blank line of ``str(exc)`` (pydantic's and others' messages span
+    several lines); ``default``, or the exception's type name, when it has none."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(exc).__name__ if default is None else default
