@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from node.config import CapabilityConfig
-from protocols.contract_net.messages import PROGRESS_MESSAGE_MAX
+from protocols.contract_net.messages import PROGRESS_MESSAGE_MAX, short_reason
 from protocols.errors import ConfigError, LocalProtocolError, first_line
 
 __all__ = [
@@ -92,8 +92,8 @@ class Task:
         0 to 100 or None; a ``message`` over 256 characters is cut to 256."""
         if percent is not None and not 0 <= percent <= 100:
             raise LocalProtocolError(f"progress percent must be 0 to 100, not {percent!r}")
-        if message is not None and len(message) > PROGRESS_MESSAGE_MAX:
-            message = message[: PROGRESS_MESSAGE_MAX - 3] + "..."
+        if message is not None:
+            message = short_reason(message, PROGRESS_MESSAGE_MAX)
         if self._progress is not None:
             self._progress(percent, message)
 

@@ -39,6 +39,7 @@ from node.handlers import Handler, HandlerFailed, Task
 from node.supervision import Approver
 from node.transport import TransportLimits, ZmqTransport
 from protocols.codec import MAX_DEPTH, MAX_FRAME, packb, unpack_payload
+from protocols.contract_net.messages import short_reason
 from protocols.errors import ContractNetError, LocalProtocolError, MeshError, first_line
 
 __all__ = ["CoreLike", "Result", "Runtime"]
@@ -615,8 +616,7 @@ class Runtime:
 def _one_line(text: str, limit: int = 256) -> str:
     """A reason as one line of at most ``limit`` characters (exception texts such as
     pydantic's span several lines)."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+    return short_reason(" ".join(text.split()), limit)
 
 
 def _nobody_invited(attempts: Sequence[str]) -> bool:

@@ -51,11 +51,12 @@ SHORT_REASON_MAX = 64
 PROGRESS_MESSAGE_MAX = 256
 
 
-def short_reason(text: str) -> str:
-    """``text`` cut to fit a ``refuse``'s or a ``cancel``'s reason (``...`` marks a cut)."""
-    if len(text) <= SHORT_REASON_MAX:
+def short_reason(text: str, limit: int = SHORT_REASON_MAX) -> str:
+    """``text`` cut to ``limit`` characters, by default to fit a ``refuse``'s or a
+    ``cancel``'s reason (``...`` marks a cut)."""
+    if len(text) <= limit:
         return text
-    return text[: SHORT_REASON_MAX - 3] + "..."
+    return text[: limit - 3] + "..."
 
 
 class _Payload(BaseModel):
