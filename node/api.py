@@ -33,7 +33,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from mesh.events import Event
-from node.core_adapter import build_core, capability_spec, task_spec
+from node.core_adapter import (
+    CAPABILITY_NAME_MAX,
+    MAX_CONCURRENCY_MAX,
+    build_core,
+    capability_spec,
+    task_spec,
+)
 from node.discovery import MdnsDiscovery
 from node.handlers import Handler
 from node.runtime import Result, Runtime
@@ -370,8 +376,8 @@ def _check_capability(name: str, version: str, max_concurrency: int, bid: float)
     """What a capability record can carry, checked when it is declared (it used to fail
     at ``start`` with a multi-line pydantic error, or, for a negative bid, to start a
     node that refused every cfp)."""
-    if not isinstance(name, str) or not 1 <= len(name) <= 128:
-        raise ConfigError(f"capability name: 1 to 128 characters, not {name!r}")
+    if not isinstance(name, str) or not 1 <= len(name) <= CAPABILITY_NAME_MAX:
+        raise ConfigError(f"capability name: 1 to {CAPABILITY_NAME_MAX} characters, not {name!r}")
     try:
         parse_version(version)
     except (LocalProtocolError, AttributeError):
@@ -380,7 +386,9 @@ def _check_capability(name: str, version: str, max_concurrency: int, bid: float)
         ) from None
     if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
         raise ConfigError(f"capability {name!r}: max_concurrency must be a whole number")
-    if not 1 <= max_concurrency <= 10_000:
-        raise ConfigError(f"capability {name!r}: max_concurrency 1 to 10000, not {max_concurrency}")
+    if not 1 <= max_concurrency <= MAX_CONCURRENCY_MAX:
+        raise ConfigError(
+            f"capability {name!r}: max_concurrency 1 to {MAX_CONCURRENCY_MAX}, not {max_concurrency}"
+        )
     if isinstance(bid, bool) or not isinstance(bid, int | float) or not 0 <= bid < math.inf:
         raise ConfigError(f"capability {name!r}: bid must be a finite number >= 0, not {bid!r}")

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from node.core_adapter import CAPABILITY_NAME_MAX, MAX_CONCURRENCY_MAX
 from node.supervision import RISK_LEVELS
 from node.transport import endpoint_problem
 from protocols.capabilities.versions import parse_version
@@ -182,8 +183,8 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
         levels = ", ".join(RISK_LEVELS)
         raise ConfigError(f"{where}.approve_at: {approve_at!r} is not one of {levels}")
     name = _get(raw, "name", str, where)
-    if not 1 <= len(name) <= 128:
-        raise ConfigError(f"{where}.name: 1 to 128 characters")
+    if not 1 <= len(name) <= CAPABILITY_NAME_MAX:
+        raise ConfigError(f"{where}.name: 1 to {CAPABILITY_NAME_MAX} characters")
     version = raw.get("version", "1")
     if isinstance(version, int | float) and not isinstance(version, bool):
         version = str(version)  # version = 1.2 (a TOML float) means "1.2"
@@ -198,7 +199,9 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     return CapabilityConfig(
         name=name,
         version=version,
-        max_concurrency=_number(raw, "max_concurrency", where, 1, whole=True, low=1, high=10_000),
+        max_concurrency=_number(
+            raw, "max_concurrency", where, 1, whole=True, low=1, high=MAX_CONCURRENCY_MAX
+        ),
         bid=float(_number(raw, "bid", where, 1.0)),
         timeout=float(_number(raw, "timeout", where, 60.0, low_open=True)),
         python=python,

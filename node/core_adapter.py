@@ -53,6 +53,13 @@ def _frame_memo() -> Any:
     return memo
 
 
+#: What a capability declaration may hold, in node.toml and in the embedding API alike:
+#: a record carries names of at most 128 characters (``CapabilitySpec``), and a
+#: daemon runs at most this many handlers of one capability at once.
+CAPABILITY_NAME_MAX = 128
+MAX_CONCURRENCY_MAX = 10_000
+
+
 def capability_spec(name: str, version: str, max_concurrency: int, bid: float) -> CapabilitySpec:
     return CapabilitySpec(
         name=name, version=version, max_concurrency=max_concurrency, cost={"bid": float(bid)}
