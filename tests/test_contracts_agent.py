@@ -20,7 +20,7 @@ from mesh.events import (
 )
 from protocols.contract_net import Offer, ReqState, TaskSpec
 from protocols.contract_net.bidding import Quote, Refusal
-from protocols.contract_net.messages import Award, Result
+from protocols.contract_net.messages import Award, Cfp, Result
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 
 
@@ -72,11 +72,11 @@ def test_losers_are_never_told_and_drop_their_cached_input_when_the_bid_expires(
     assert completed(net)[task_id].executor == awarded.winner
     assert [p.to for p in net.sent if p.kind == "award"] == [awarded.winner]
     loser = net.agents[losers[0]].executor
-    assert task_id in loser._inputs  # kept while its bid could still be awarded
+    assert ("req", task_id) in loser._inputs  # kept while its bid could still be awarded
     # the next cfp after the bid's expiry (Quote.valid_for, 5 s) sweeps it out
     later = net.submit("req", TaskSpec(CAP, lease=6.0, timeout=100.0))
-    assert task_id not in loser._inputs
-    assert set(loser._inputs) <= {later}
+    assert ("req", task_id) not in loser._inputs
+    assert set(loser._inputs) <= {("req", later)}
 
 
 def test_a_backup_promoted_after_the_winner_died_gets_the_input_in_its_award() -> None:
@@ -506,9 +506,9 @@ def test_a_bidder_keeps_the_input_until_the_auction_can_no_longer_award_it() -> 
     slow = cfp_at(0.0, reply_timeout=10.0)  # its auction may award until t = 10
     cfp_at(1.0, reply_timeout=1.0)  # its bid expires at t = 6 (valid_for 5 s)
     cfp_at(7.0, reply_timeout=1.0)
-    assert slow in x._inputs  # past its bid's expiry, but its auction is still open
+    assert ("req", slow) in x._inputs  # past its bid's expiry, but its auction is still open
     last = cfp_at(11.0, reply_timeout=1.0)
-    assert slow not in x._inputs and last in x._inputs  # swept oldest first
+    assert ("req", slow) not in x._inputs and ("req", last) in x._inputs  # swept oldest first
 
 
 def test_first_idle_awards_the_first_idle_bid_at_once_and_reads_no_other() -> None:
@@ -624,7 +624,9 @@ def test_a_task_that_cannot_get_capacity_before_its_deadline_fails_saying_so() -
 
 
 def _fill(net: FakeNet, executor: str) -> None:
-    """Award ``executor`` a task of its own directly: with max_concurrency=1 it is full."""
+    """Award ``executor`` a task it bid on: with max_concurrency=1 it is full."""
+    cfp = Cfp(task_id=f"t-{executor}", round=1, capability=CAP, reply_by=50.0, deadline=100.0)
+    net.agents[executor].executor.on_message(Msg("cfp", "req", cfp, None, 0.0), 0.0)
     award = Award(
         task_id=f"t-{executor}",
         round=1,
@@ -835,7 +837,109 @@ def test_a_far_reply_by_does_not_keep_a_bid_input_past_the_cap() -> None:
         )
 
     net.agents["x00"].on_message(Msg("cfp", "mallory", cfp("t1"), None, net.now), "", net.now)
-    assert "t1" in executor._inputs
+    assert ("mallory", "t1") in executor._inputs
     net.now += INPUT_KEEP_MAX + 1
     net.agents["x00"].on_message(Msg("cfp", "mallory", cfp("t2"), None, net.now), "", net.now)
-    assert "t1" not in executor._inputs and "t2" in executor._inputs
+    assert ("mallory", "t1") not in executor._inputs
+    assert ("mallory", "t2") in executor._inputs
+
+
+def _award(task_id: str, winner: str, *, capability: str = CAP, has_input: bool = True) -> Award:
+    return Award(
+        task_id=task_id,
+        round=1,
+        epoch=1,
+        winner=winner,
+        backups=[],
+        capability=capability,
+        semantics="at-least-once",
+        risk="low",
+        deadline=100.0,
+        lease=30.0,
+        has_input=has_input,
+        input="x" if has_input else None,
+    )
+
+
+def _failures(net: FakeNet, sender: str) -> list[str]:
+    return [
+        p.payload.reason
+        for p in net.sent
+        if p.kind == "failure" and p.sender == sender and hasattr(p.payload, "reason")
+    ]
+
+
+def test_an_award_for_a_task_the_node_never_bid_on_is_refused() -> None:
+    """A member's awards are not work orders: 3,000 unsolicited awards with inputs
+    used to become 3,000 jobs (its whole capacity, and 600 MB of inputs)."""
+    net = FakeNet(auto_work=False)
+    net.add("x00", offer(max_concurrency=4))
+    x = net.agents["x00"].executor
+    for i in range(50):
+        x.on_message(Msg("award", "mallory", _award(f"u{i}", "x00"), None, 0.0), 0.0)
+    assert x.running(CAP) == 0 and not net.events(TaskAssigned)
+    assert _failures(net, "x00") == ["not-bid"] * 50
+    assert net.ctxs["x00"].counters["contract.rejected.unsolicited-award"] == 50
+    # a bid from this node for this requester and task is what an award needs
+    cfp = Cfp(task_id="b1", round=1, capability=CAP, input="in", reply_by=5.0, deadline=60.0)
+    x.on_message(Msg("cfp", "mallory", cfp, None, 0.0), 0.0)
+    x.on_message(Msg("award", "eve", _award("b1", "x00"), None, 0.1), 0.1)  # not the bid's
+    assert x.running(CAP) == 0
+    x.on_message(Msg("award", "mallory", _award("b1", "x00", has_input=False), None, 0.1), 0.1)
+    assert x.running(CAP) == 1
+    ((_, assigned),) = net.events(TaskAssigned)
+    assert assigned.input == "in"
+
+
+def test_an_award_for_another_capability_than_the_bid_is_refused() -> None:
+    net = FakeNet(auto_work=False)
+    net.add("x00", [*offer(), Offer("translate", max_concurrency=1, eta=0.5)])
+    x = net.agents["x00"].executor
+    cfp = Cfp(task_id="b1", round=1, capability="translate", reply_by=5.0, deadline=60.0)
+    x.on_message(Msg("cfp", "req", cfp, None, 0.0), 0.0)
+    x.on_message(Msg("award", "req", _award("b1", "x00", capability=CAP), None, 0.1), 0.1)
+    assert x.running(CAP) == 0 and x.running("translate") == 0
+    assert _failures(net, "x00") == ["not-bid"]
+
+
+def test_awards_past_twice_the_capacity_are_refused_full() -> None:
+    """Two auctions may both award one free slot, so a node queues a little past its
+    capacity; beyond OVERBOOK times it answers ``full`` and its requester moves on."""
+    from protocols.contract_net.executor import OVERBOOK
+
+    net = FakeNet(auto_work=False)
+    net.add("x00", offer(max_concurrency=2))
+    x = net.agents["x00"].executor
+    for i in range(10):  # every bid made while the node was idle
+        cfp = Cfp(task_id=f"b{i}", round=1, capability=CAP, reply_by=5.0, deadline=60.0)
+        x.on_message(Msg("cfp", "req", cfp, None, 0.0), 0.0)
+    for i in range(10):
+        x.on_message(Msg("award", "req", _award(f"b{i}", "x00"), None, 0.1), 0.1)
+    assert x.running(CAP) == OVERBOOK * 2
+    assert _failures(net, "x00") == ["full"] * (10 - OVERBOOK * 2)
+
+
+def test_inputs_kept_for_awards_stay_within_a_memory_budget() -> None:
+    """Inputs are charged by their decoded size: 200 KB of empty maps is ~14 MB of
+    dicts. A flood of such cfps keeps at most INPUTS_BUDGET, the oldest going first."""
+    from protocols.codec import decoded_size, packb, unpack_payload
+    from protocols.contract_net.executor import INPUTS_BUDGET
+
+    net = FakeNet(auto_work=False)
+    net.add("x00", offer(max_concurrency=4))
+    x = net.agents["x00"].executor
+    heavy = unpack_payload(packb([{}] * 200_000))
+    size = decoded_size(heavy, 1 << 40)
+    assert size > 10_000_000
+    for i in range(20):
+        cfp = Cfp(
+            task_id=f"h{i}", round=1, capability=CAP, input=heavy, reply_by=30.0, deadline=60.0
+        )
+        x.on_message(Msg("cfp", "mallory", cfp, None, 0.0), 0.0)
+    kept = [k for k in x._inputs]
+    assert 0 < len(kept) <= INPUTS_BUDGET // size
+    assert kept[-1] == ("mallory", "h19")  # the newest stay
+    assert sum(e[2] for e in x._inputs.values()) <= INPUTS_BUDGET
+    # an award whose input left answers input-unavailable; the requester moves on
+    x.on_message(Msg("award", "mallory", _award("h0", "x00", has_input=False), None, 1.0), 1.0)
+    assert _failures(net, "x00") == ["input-unavailable"]

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from protocols.codec import decoded_size
 from protocols.contract_net._state import (
     EXECUTOR_TABLE,
     EXECUTOR_TERMINAL,
@@ -50,7 +51,7 @@ from protocols.contract_net.messages import (
 from protocols.contract_net.task import Offer
 from protocols.errors import MeshError
 
-__all__ = ["INPUT_KEEP_MAX", "MIN_BEAT", "ExecutorSide"]
+__all__ = ["INPUTS_BUDGET", "INPUT_KEEP_MAX", "MIN_BEAT", "OVERBOOK", "ExecutorSide"]
 
 #: Fewest seconds between two heartbeats of one job, whatever its lease.
 MIN_BEAT = 0.05
@@ -58,8 +59,22 @@ MIN_BEAT = 0.05
 #: ``input-unavailable`` and the requester re-auctions).
 INPUT_KEEP_MAX = 60.0
 
+#: Most memory the inputs kept for awards may take (``codec.decoded_size``): a bid's
+#: input is held until its award, and a member's cfp flood of large inputs filled
+#: memory up to the count cap (2,048 decoded 200 KB inputs: +400 MB).
+INPUTS_BUDGET = 64 << 20
+#: Jobs of one capability a node holds at most, as a multiple of its
+#: ``max_concurrency``: two auctions may award the same free slot (both saw it free),
+#: so a node queues a little past its capacity, and refuses an award beyond this
+#: with ``failure`` ``full`` (the requester promotes its next backup).
+OVERBOOK = 2
+
 _EPOCHS_KEEP = 8192
 _INPUTS_KEEP = 2048
+#: Bids remembered (requester, task id, capability): an award is accepted only for a
+#: task this node bid on. Small entries, kept long after the input (a backup may be
+#: promoted, with the input in its award, long after it bid).
+_BIDS_KEEP = 16384
 
 
 class _Job:
@@ -100,9 +115,11 @@ class ExecutorSide:
         #: requester too: another member's cancel or award for the same task id must not
         #: fence the real requester's award (a rival bidder did that with one cancel).
         self._epochs: OrderedDict[tuple[str, str], int] = OrderedDict()
-        self._inputs: OrderedDict[str, tuple[str, Any, float]] = (
-            OrderedDict()
-        )  # task: requester, input, bid expiry
+        #: (requester, task id) -> (input, kept until, its decoded size)
+        self._inputs: OrderedDict[tuple[str, str], tuple[Any, float, int]] = OrderedDict()
+        self._inputs_size = 0
+        #: (requester, task id) -> the capability this node bid for
+        self._bids: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._running: dict[str, int] = {}
         self._pending_input: dict[
             str, tuple[Any, float, str]
@@ -189,7 +206,9 @@ class ExecutorSide:
             # INPUT_KEEP_MAX: reply-by is the requester's to choose, and a far one kept
             # every input of a cfp flood until the table's count cap (~400 MB).
             keep = min(max(valid_until, cfp.reply_by), now + INPUT_KEEP_MAX)
-            self._cache_input(cfp.task_id, (msg.sender, cfp.input, keep), now)
+            key = (msg.sender, cfp.task_id)
+            self._cache_input(key, cfp.input, keep, now)
+            self._remember(self._bids, key, cfp.capability, _BIDS_KEEP)
             host.send("propose", reply, [msg.sender], now)
         else:
             retry = decision.retry_after
@@ -226,7 +245,7 @@ class ExecutorSide:
         self._remember(self._epochs, key, a.epoch, _EPOCHS_KEEP)
         me = host.node_id
         if a.winner != me:
-            self._inputs.pop(a.task_id, None)
+            self._drop_input(key)
             if job is not None:
                 self._end(a.task_id, job, ExecEvent.SUPERSEDED)
                 host.cancelled(a.task_id, a.epoch, "superseded")
@@ -241,14 +260,27 @@ class ExecutorSide:
 
     def _accept(self, sender: str, a: Award, now: float) -> None:
         host = self._host
-        cached = self._inputs.pop(a.task_id, None)
-        if a.has_input:
+        key = (sender, a.task_id)
+        cached = self._drop_input(key)
+        offer = self._offers.get(a.capability)
+        refusal = ""
+        if self._bids.get(key) != a.capability or offer is None:
+            # Never bid on (or for another capability): a member's awards are not
+            # work orders. 3,000 unsolicited awards with inputs became 3,000 jobs.
+            host.count("contract.rejected.unsolicited-award")
+            refusal = "not-bid"
+        elif self.running(a.capability) >= OVERBOOK * offer.max_concurrency:
+            host.count("contract.overbooked")
+            refusal = "full"
+        elif a.has_input:
             data: Any = a.input
-        elif cached is not None and cached[0] == sender:
-            data = cached[1]
+        elif cached is not None:
+            data = cached[0]
         else:
             host.count("contract.input_unavailable")
-            reply = Failure(task_id=a.task_id, epoch=a.epoch, reason="input-unavailable")
+            refusal = "input-unavailable"
+        if refusal:
+            reply = Failure(task_id=a.task_id, epoch=a.epoch, reason=refusal)
             host.send("failure", reply, [sender], now)
             return
         amo = a.semantics == "at-most-once"
@@ -386,14 +418,28 @@ class ExecutorSide:
             if job is not None and job.next_beat == when:
                 self._beat(task_id, job, now)
 
-    def _cache_input(self, task_id: str, entry: tuple[str, Any, float], now: float) -> None:
+    def _cache_input(self, key: tuple[str, str], data: Any, keep: float, now: float) -> None:
         """Keep a bid's input for its award until the bid expires. Losers are not told
         they lost: expired entries leave (oldest first) as new ones come, and the
-        table never holds more than ``_INPUTS_KEEP``."""
+        table never holds more than ``_INPUTS_KEEP`` entries nor ``INPUTS_BUDGET``
+        bytes (the oldest go first; an award that finds none fails
+        ``input-unavailable`` and its requester moves on)."""
         inputs = self._inputs
-        while inputs and next(iter(inputs.values()))[2] < now:
-            inputs.popitem(last=False)
-        self._remember(inputs, task_id, entry, _INPUTS_KEEP)
+        while inputs and next(iter(inputs.values()))[1] < now:
+            self._drop_input(next(iter(inputs)))
+        self._drop_input(key)
+        size = decoded_size(data, INPUTS_BUDGET)
+        while inputs and (len(inputs) >= _INPUTS_KEEP or self._inputs_size + size > INPUTS_BUDGET):
+            self._drop_input(next(iter(inputs)))
+        if size <= INPUTS_BUDGET:
+            inputs[key] = (data, keep, size)
+            self._inputs_size += size
+
+    def _drop_input(self, key: tuple[str, str]) -> tuple[Any, float, int] | None:
+        entry = self._inputs.pop(key, None)
+        if entry is not None:
+            self._inputs_size -= entry[2]
+        return entry
 
     @staticmethod
     def _remember(table: OrderedDict[Any, Any], key: Hashable, value: Any, keep: int) -> None:
