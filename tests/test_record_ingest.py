@@ -8,7 +8,12 @@ import hashlib
 
 from test_membership_state import info
 
-from protocols.capabilities.records import DIGEST_MEMO_BYTES, RecordCache
+from protocols.capabilities.records import (
+    DIGEST_MEMO_BYTES,
+    CapabilityRecord,
+    RecordCache,
+    RecordInfo,
+)
 from protocols.capabilities.store import RecordIngest
 
 
@@ -78,3 +83,39 @@ def test_the_frame_memo_holds_a_bounded_number_of_bytes() -> None:
         assert cache.digest_of(frame) == hashlib.sha256(frame).digest()
     held = sum(map(len, cache._digests)) + sum(map(len, cache._digests_old))
     assert held <= 2 * DIGEST_MEMO_BYTES + size
+
+
+def _info(node: str, seq: int, tag: bytes = b"") -> RecordInfo:
+    record = CapabilityRecord(
+        node_id=node, endpoints=["tcp://127.0.0.1:1"], capabilities=[], incarnation=0, seq=seq
+    )
+    frame = node.encode() + seq.to_bytes(4, "big") + tag
+    return RecordInfo(record, "acme", frame, hashlib.sha256(frame).digest())
+
+
+def test_the_record_cache_keeps_only_each_nodes_newest_record() -> None:
+    """A member re-signing its own record thousands of times (200 KB schemas each)
+    filled the cache with every version; it now holds the newest per node."""
+    cache = RecordCache()
+    first = cache.intern(_info("mallory", 1))
+    assert cache.intern(_info("mallory", 1)) is first  # the same frame: shared
+    for seq in range(2, 3000):
+        cache.intern(_info("mallory", seq))
+    cache.intern(_info("alice", 5))
+    assert len(cache) == 2
+    newest = cache.intern(_info("mallory", 2999))
+    assert newest.version == (0, 2999)
+    old = _info("mallory", 7)
+    assert cache.intern(old) is old and len(cache) == 2  # an older version: not kept
+    rival = _info("mallory", 2999, b"other")  # same version, other bytes: first kept
+    assert cache.intern(rival) is rival and cache.intern(_info("mallory", 2999)) is newest
+
+
+def test_the_record_cache_count_bound_drops_the_oldest_node() -> None:
+    cache = RecordCache(max_entries=3)
+    for node in ("a", "b", "c", "d"):
+        cache.intern(_info(node, 1))
+    assert len(cache) == 3
+    again = _info("a", 1)
+    assert cache.intern(again) is again  # "a" had left: interned anew
+    assert len(cache) == 3
