@@ -144,6 +144,7 @@ class ContractAgent:
         bid: BidFunction = default_bid,
         strategies: Mapping[str, Strategy] | None = None,
         bidder_cap: int = DEFAULT_BIDDER_CAP,
+        local_fallback: bool = True,
     ) -> None:
         if bidder_cap < 1:
             raise LocalProtocolError("bidder_cap must be >= 1")
@@ -152,6 +153,7 @@ class ContractAgent:
         self._policy = policy
         self._strategies: dict[str, Strategy] = {**STRATEGIES, **(strategies or {})}
         self._bidder_cap = bidder_cap
+        self._local_fallback = local_fallback
         self._tasks: dict[str, RequesterTask] = {}
         self._done: OrderedDict[str, RequesterTask] = OrderedDict()
         self._recent: dict[str, deque[float]] = {}
@@ -284,6 +286,8 @@ class ContractAgent:
             select_bidders(found, self._ctx.rng, cap=self._bidder_cap, exclude=exclude)
         )
         rec.cfp_at = now
+        if not rec.invited and self._self_award(rec, now):
+            return
         reply_by = now + spec.reply_timeout
         cfp = Cfp(
             task_id=rec.task_id,
@@ -446,8 +450,30 @@ class ContractAgent:
                 f"round {rec.round}: no bids ({len(rec.invited)} invited, "
                 f"{len(rec.refused)} refused: {refused})"
             )
-            self._next_auction_or_fail(rec, "no-bidders", now)
+            if not self._self_award(rec, now):
+                self._next_auction_or_fail(rec, "no-bidders", now)
             return
+        self._award(rec, proposers, now)
+
+    def _self_award(self, rec: RequesterTask, now: float) -> bool:
+        """Local fallback: no other node will take the task, so this node runs it if
+        it offers the capability (at a matching version) with a slot free, and has not
+        failed it already in this auction. The award goes to its own endpoint."""
+        me = self._ctx.node_id
+        spec = rec.spec
+        if not self._local_fallback or me in rec.excluded:
+            return False
+        if not self.executor.has_room(spec.capability) or not any(
+            c.node_id == me for c in self._candidates.find(spec.capability, spec.version_spec)
+        ):
+            return False
+        self.executor.expect_award(me, rec.task_id, spec.capability)
+        self._ctx.count("contract.self_award")
+        self._award(rec, [me], now)
+        return True
+
+    def _award(self, rec: RequesterTask, proposers: list[str], now: float) -> None:
+        """Award the round to ``proposers[0]``; the others are its backups."""
         rec.state = transition(REQUESTER_TABLE, rec.state, ReqEvent.AWARD)
         rec.full = []  # a busy spell is over: later auctions may ask everyone again
         rec.epoch += 1
@@ -462,7 +488,9 @@ class ContractAgent:
         # nothing is reserved for a bid, and a loser drops the input it cached for the
         # award once its bid expired and the auction closed. Telling them cost n - 1
         # frames per auction, each opened by a node that has nothing to do with it.
-        self._send("award", rec.award(with_input=False), [rec.holder], now)
+        # A task of our own carries its input: there was no cfp to ourselves.
+        local = rec.holder == self._ctx.node_id
+        self._send("award", rec.award(with_input=local), [rec.holder], now)
         self._note_award(rec.holder, now)
         self._ctx.count("contract.award")
         if rec.pending is not None:
@@ -474,7 +502,7 @@ class ContractAgent:
         self._ctx.emit(
             TaskAwarded(rec.task_id, rec.holder, rec.epoch, tuple(rec.backups), len(proposers))
         )
-        self._set_timer(rec, now + spec.lease)
+        self._set_timer(rec, now + rec.spec.lease)
 
     def _on_renewal(self, sender: str, p: Started | Progress, now: float) -> None:
         rec = self._tasks.get(p.task_id)

@@ -237,6 +237,12 @@ class CoreConfig:
     #: Fewest seconds between two load publications of one node (a burst of
     #: task starts and ends makes one new record, not one per task).
     load_publish_interval: float = 1.0
+    #: A node runs its own task when no other node can: the auction invited nobody,
+    #: or ended with no bid and not every answer "full". It needs the capability
+    #: itself (at a matching version) and a free slot; the award, heartbeats and
+    #: result then travel to its own endpoint like any peer's. (A node never bids
+    #: in its own auctions: peers are preferred, and this is the fallback.)
+    local_fallback: bool = True
 
     @classmethod
     def lan(cls) -> CoreConfig:
@@ -311,6 +317,7 @@ class MeshNodeCore(CoreContext):
             bid=bid,
             strategies=strategies,
             bidder_cap=config.bidder_cap,
+            local_fallback=config.local_fallback,
         )
         self._routes: dict[str, Agent] = dict.fromkeys(GOSSIP_KINDS, self.gossip)
         self._routes.update(dict.fromkeys(CONTRACT_NET_PAYLOADS, self.contracts))
@@ -330,6 +337,8 @@ class MeshNodeCore(CoreContext):
         return self.gossip.members
 
     def endpoint_of(self, node_id: str) -> str | None:
+        if node_id == self.wire.node_id:
+            return self.endpoint  # a task this node runs itself (local fallback)
         return self.gossip.endpoint_of(node_id)
 
     # -- the sans-IO surface -------------------------------------------------

@@ -13,7 +13,7 @@
         return {"summary": task.input["text"][:100]}
 
     async with node:
-        # Runs on the best *peer* offering summarize: a node never bids on its own tasks.
+        # Runs on the best *peer* offering summarize; here only when no peer bids.
         result = await node.request("summarize", {"text": "..."}, timeout=30)
         print(result.value, result.executor)
 

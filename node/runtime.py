@@ -472,8 +472,9 @@ class Runtime:
         peers = f"{len(self.peers)} peer(s) known"
         if capability in self.handlers:
             return (
-                f"no other node offers {capability!r} ({peers}); "
-                "a node does not bid on its own tasks"
+                f"no other node offers {capability!r} ({peers}), and this node could not "
+                "run it itself (every slot busy, a version that does not match, or it "
+                "failed here)"
             )
         return f"no known peer offers {capability!r} in a matching version ({peers})"
 

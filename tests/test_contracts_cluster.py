@@ -198,3 +198,72 @@ def test_load_goes_into_the_record_coarsely_and_at_most_once_a_second() -> None:
     net.run_for(12.0)  # every task done: back to idle
     published.append(loads())
     assert published == [(0.5, 0.5), (1.0, 1.0), (0.0, 0.0)]
+
+
+def _settle(net: WorkCluster, seconds: float) -> None:
+    """Run in small steps (a handler's completion queued mid-step is then run)."""
+    end = net.now + seconds
+    while net.now < end:
+        net.run_until(min(end, net.now + 0.05))
+
+
+def _ends(node: SimNode) -> list[object]:
+    return [ev for _, ev in node.events if isinstance(ev, TaskCompleted | TaskFailed | TaskAwarded)]
+
+
+def test_a_lone_node_runs_its_own_task() -> None:
+    """Local fallback: with no other node offering the capability, the requester runs
+    the task itself (award, result and all through its own endpoint) at once."""
+    net = WorkCluster(1, 0, seed=1, loss=0.0, duration=0.5)
+    net.start()
+    (node,) = net.nodes
+    task_id = node.core.submit(TaskSpec(CAP, input=7, timeout=10.0), net.now)
+    net.flush(node)
+    net.schedule_timer(node)
+    _settle(net, 5.0)
+    awarded, completed = _ends(node)
+    assert isinstance(awarded, TaskAwarded) and awarded.winner == node.node_id
+    assert isinstance(completed, TaskCompleted) and completed.task_id == task_id
+    assert completed.executor == node.node_id and completed.result == {"by": 0}
+    assert net.assigned[(0, task_id)] == 1
+    assert node.counters["contract.self_award"] == 1
+    assert not [k for k in node.counters if k.startswith("rejected.")]
+
+
+def test_a_node_runs_its_own_task_only_when_no_peer_bids() -> None:
+    """Peers are preferred: a node that offers the capability itself still sends the
+    cfp to the others and never bids in its own auction; the fallback is for when no
+    one else bids."""
+    net = WorkCluster(3, 0, seed=2, loss=0.0, duration=0.3)  # all three offer CAP
+    net.bootstrap()
+    net.start()
+    req = net.nodes[0]
+    for _ in range(5):
+        req.core.submit(TaskSpec(CAP, timeout=10.0), net.now)
+        net.flush(req)
+        _settle(net, 1.0)
+    done = [e for _, e in req.events if isinstance(e, TaskCompleted)]
+    assert len(done) == 5 and all(e.executor != req.node_id for e in done)
+    assert req.counters.get("contract.self_award", 0) == 0
+    # the peers leave: the next task runs here
+    for peer in net.nodes[1:]:
+        net.crash(peer)
+    _settle(net, 15.0)  # membership declares them dead
+    task_id = req.core.submit(TaskSpec(CAP, timeout=10.0), net.now)
+    net.flush(req)
+    _settle(net, 2.0)
+    (last,) = [e for _, e in req.events if isinstance(e, TaskCompleted) and e.task_id == task_id]
+    assert last.executor == req.node_id and req.counters["contract.self_award"] == 1
+
+
+def test_local_fallback_can_be_switched_off() -> None:
+    net = WorkCluster(1, 0, seed=1, loss=0.0, duration=0.5)
+    (node,) = net.nodes
+    node.core.contracts._local_fallback = False
+    net.start()
+    node.core.submit(TaskSpec(CAP, timeout=10.0, max_auctions=1, reply_timeout=0.2), net.now)
+    net.flush(node)
+    net.schedule_timer(node)
+    _settle(net, 2.0)
+    (failed,) = _ends(node)
+    assert isinstance(failed, TaskFailed) and "no bids" in failed.attempts[0]

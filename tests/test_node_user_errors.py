@@ -1,7 +1,7 @@
 """Mistakes a user makes first get answers in the user's terms: a request nobody
-could be invited to says why (the common surprise: a lone node asking for a
-capability it offers itself; a node never bids on its own tasks), and an endpoint
-that peers could not dial is refused when the node is made."""
+could be invited to says why, and an endpoint that peers could not dial is refused
+when the node is made. (A lone node asking for a capability it offers runs the task
+itself: the local fallback.)"""
 
 from __future__ import annotations
 
@@ -31,13 +31,59 @@ async def _lone_node_requests(capability: str) -> tuple[ContractNetError, str]:
         return caught.value, view["reason"]
 
 
-def test_a_lone_node_asking_for_its_own_capability_is_told_it_does_not_bid_on_itself() -> None:
-    err, listed = asyncio.run(asyncio.wait_for(_lone_node_requests("upper"), 30))
-    assert err.code in ("no-bidders", "attempts-exhausted")
+def test_a_lone_node_asking_for_its_own_capability_runs_it_itself() -> None:
+    async def main() -> tuple[Any, list[dict[str, Any]]]:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("upper")
+        async def upper(task: Task) -> str:
+            return str(task.input).upper()
+
+        async with node:
+            result = await node.request("upper", "hi", timeout=10)
+            assert result.executor == node.node_id
+            return result, node.tasks()
+
+    result, tasks = asyncio.run(asyncio.wait_for(main(), 30))
+    assert result.value == "HI"
+    assert [t["state"] for t in tasks if t["capability"] == "upper"] == ["completed"]
+
+
+def test_a_lone_node_whose_own_run_failed_reports_the_failure() -> None:
+    async def main() -> ContractNetError:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("upper")
+        async def upper(task: Task) -> str:
+            raise HandlerFailed("the model is down")
+
+        async with node:
+            with pytest.raises(ContractNetError) as caught:
+                await node.request("upper", "hi", timeout=10)
+            return caught.value
+
+    err = asyncio.run(asyncio.wait_for(main(), 30))
+    assert err.message == "attempts exhausted: failure: the model is down"
+    assert err.attempts and all("failure: the model is down" in a for a in err.attempts)
+
+
+def test_a_lone_node_that_cannot_run_its_own_request_says_why() -> None:
+    async def main() -> ContractNetError:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("upper", version="1.0")
+        async def upper(task: Task) -> str:
+            return "never"
+
+        async with node:
+            with pytest.raises(ContractNetError) as caught:
+                await node.request("upper", "hi", timeout=10, version_spec=">=2")
+            return caught.value
+
+    err = asyncio.run(asyncio.wait_for(main(), 30))
     assert "no other node offers 'upper' (0 peer(s) known)" in err.message
-    assert "a node does not bid on its own tasks" in err.message
+    assert "could not run it itself" in err.message
     assert err.attempts and all("0 invited" in a for a in err.attempts)
-    assert listed == err.message  # `mesh-node tasks` shows the same reason
 
 
 def test_a_capability_no_known_peer_offers_is_named() -> None:
@@ -45,7 +91,7 @@ def test_a_capability_no_known_peer_offers_is_named() -> None:
     assert "no known peer offers 'translate' in a matching version (0 peer(s) known)" in (
         err.message
     )
-    assert "its own tasks" not in err.message
+    assert "itself" not in err.message
 
 
 @pytest.mark.parametrize(

@@ -138,6 +138,16 @@ class ExecutorSide:
         running = self._running
         return 0.0 if total == 0 or not running else sum(running.values()) / total
 
+    def has_room(self, capability: str) -> bool:
+        """Is ``capability`` offered here with a slot free (for a task of our own)?"""
+        offer = self._offers.get(capability)
+        return offer is not None and self.running(capability) < offer.max_concurrency
+
+    def expect_award(self, requester: str, task_id: str, capability: str) -> None:
+        """Accept an award for this task as if this node had bid on it (its own task,
+        awarded to itself: there is no cfp to itself)."""
+        self._remember(self._bids, (requester, task_id), capability, _BIDS_KEEP)
+
     def job_state(self, task_id: str) -> ExecState | None:
         job = self._jobs.get(task_id)
         return None if job is None else job.state
