@@ -114,6 +114,21 @@ def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:
     assert any(t["task_id"] == out["task_id"] and t["state"] == "completed" for t in tasks)
 
 
+def test_a_lone_daemon_runs_a_task_of_its_own_capability(tmp_path: Path) -> None:
+    """No peer offers echo, so the daemon that offers it runs its own request (the
+    local fallback; it failed with 'no bids' after three auctions before)."""
+    org = Org("acme")
+    lone = Daemon(write_config(tmp_path, "lone", org, [org], port=free_port()), tmp_path)
+    try:
+        lone.wait_ready()
+        out = lone.json("submit", "echo", "--input", '{"x": 2}', "--wait", "--timeout", "20")
+        assert out["ok"], out
+        assert out["result"] == {"echo": {"x": 2}}
+        assert out["executor"] == lone.json("status")["node_id"]
+    finally:
+        lone.stop()
+
+
 def test_submit_reads_a_large_input_from_a_file_and_refuses_one_over_a_frame(
     mesh: list[Daemon], tmp_path: Path
 ) -> None:
