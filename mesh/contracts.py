@@ -174,6 +174,18 @@ class ContractAgent:
         else:
             self.executor.on_message(msg, now)
 
+    def on_not_permitted(self, msg: Inbound, endpoint: str, now: float) -> None:
+        """A signed cfp whose requester may not request its capability here (refused by
+        the wire, check 12): answer ``refuse`` ``not-permitted`` so that its auction
+        does not wait for us, and its failure says why."""
+        p = msg.payload
+        if not isinstance(p, Cfp):
+            return
+        refuse = Refuse(task_id=p.task_id, round=p.round, reason="not-permitted")
+        where = self._ctx.endpoint_of(msg.sender) or endpoint
+        self._ctx.send("refuse", refuse, msg.sender, now, endpoint=where)
+        self._ctx.count("contract.refused.not-permitted")
+
     def get_timer(self) -> float | None:
         heap = self._heap
         while heap:

@@ -38,7 +38,7 @@ from protocols.contract_net.messages import DEFERRED_KINDS
 from protocols.contract_net.strategies import Strategy
 from protocols.contract_net.task import Offer, TaskSpec
 from protocols.crypto import Verifier
-from protocols.envelope import NONCE_SIZE, FrameMemo, Opened, Wire, WireConfig
+from protocols.envelope import NONCE_SIZE, FrameMemo, NotPermitted, Opened, Wire, WireConfig
 from protocols.errors import LocalProtocolError, RemoteProtocolError
 from protocols.identity import NodeIdentity
 from protocols.membership import config as membership_presets
@@ -211,6 +211,11 @@ def dispatch(
         if agent is None:
             raise LocalProtocolError(f"no agent handles kind {msg.kind!r}")
         agent.on_message(msg, endpoint, now)
+    except NotPermitted as exc:
+        ctx.reject(exc, endpoint)
+        answer = getattr(routes.get(exc.opened.kind), "on_not_permitted", None)
+        if answer is not None:
+            answer(exc.opened, endpoint, now)
     except RemoteProtocolError as exc:
         ctx.reject(exc, endpoint)
 

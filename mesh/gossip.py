@@ -31,7 +31,7 @@ from protocols.capabilities.records import (
     RecordCache,
     RecordInfo,
 )
-from protocols.capabilities.store import DUPLICATE, OpenedFrame, RecordIngest
+from protocols.capabilities.store import DUPLICATE, OFFERS_IGNORED, OpenedFrame, RecordIngest
 from protocols.codec import MAX_COUNTER, MAX_FRAME, packb
 from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
@@ -647,7 +647,10 @@ class GossipAgent:
         ctx = self._ctx
         if info is None:
             ctx.count(f"dropped.{verdict}")
-        elif info.node_id == self.node_id:
+            return
+        if verdict == OFFERS_IGNORED:
+            ctx.count("records.offers_ignored")
+        if info.node_id == self.node_id:
             self._own_record_seen(info, now)
         else:
             self._apply_record(info, now, rebroadcast, quiet_join=quiet_join)

@@ -46,6 +46,7 @@ __all__ = [
     "GOSSIPED_KINDS",
     "NONCE_SIZE",
     "FrameMemo",
+    "NotPermitted",
     "Opened",
     "ReplayCache",
     "Wire",
@@ -218,6 +219,17 @@ class Opened:
     #: ``(public key, signature, signed bytes, replay key)`` while the signature is
     #: unchecked (``Wire.confirm`` checks it)
     proof: tuple[bytes, bytes, bytes, bytes] | None = field(default=None, repr=False)
+
+
+class NotPermitted(RemoteProtocolError):
+    """Check 12 failed on an authentic frame (every other check passed, the signature
+    too): ``opened`` is that frame, so that the receiver may answer it (a bidder
+    refuses a cfp it may not take with ``not-permitted`` instead of leaving the
+    requester to wait out its auction)."""
+
+    def __init__(self, message: str, opened: Opened) -> None:
+        super().__init__(message, code="not-permitted")
+        self.opened = opened
 
 
 class Wire:
@@ -409,13 +421,7 @@ class Wire:
             model = self._decode(kind, payload)
             if memo is not None and digest is not None and (gossiped or type(to) is tuple):
                 memo.put(digest, (fields, signature, signed, model))
-        if self._names_capabilities(kind):
-            for what, capability in model.permissions():  # type: ignore[attr-defined]
-                if what == "offer":
-                    self.trust.check_offer(cert, capability)
-                else:
-                    self.trust.check_request(cert, capability)
-        return Opened(
+        opened = Opened(
             kind,
             sender,
             cert.org,
@@ -429,6 +435,18 @@ class Wire:
             cert,
             proof,
         )
+        if self._names_capabilities(kind):
+            try:
+                for what, capability in model.permissions():  # type: ignore[attr-defined]
+                    if what == "offer":
+                        self.trust.check_offer(cert, capability)
+                    else:
+                        self.trust.check_request(cert, capability)
+            except RemoteProtocolError as exc:
+                if exc.code != "not-permitted" or proof is not None:
+                    raise
+                raise NotPermitted(exc.message, opened) from None
+        return opened
 
     def confirm(self, proof: tuple[bytes, bytes, bytes, bytes] | None) -> None:
         """Check the signature ``open`` deferred (``Opened.proof``).

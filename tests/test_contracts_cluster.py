@@ -267,3 +267,42 @@ def test_local_fallback_can_be_switched_off() -> None:
     _settle(net, 2.0)
     (failed,) = _ends(node)
     assert isinstance(failed, TaskFailed) and "no bids" in failed.attempts[0]
+
+
+def test_a_scoped_partner_org_joins_and_a_forbidden_request_is_refused_at_once() -> None:
+    """acme trusts globex to offer translate* and to request nothing but pay. A globex
+    node offering translate and upper used to have its whole record refused (one
+    offer out of scope) and stayed outside acme's mesh in silence; and a cfp acme
+    may not take was dropped unanswered ('no bids (1 invited, 0 refused)' x3)."""
+    from helpers import Org
+    from protocols.trust import OrgPolicy
+
+    net = WorkCluster(2, 0, seed=4, loss=0.0, duration=0.2)  # two acme executors of CAP
+    globex = Org("globex", net._signer("org-globex"))
+    scoped = OrgPolicy("globex", globex.signer.public_key, ("translate*",), ("pay",))
+    for node in net.nodes:
+        node.core.trust.add(scoped)
+    net.trust_orgs = [net.org.policy, globex.policy]
+    g = net.add_node(
+        org=globex,
+        capabilities=[CapabilitySpec(name="translate"), CapabilitySpec(name="upper")],
+        label="g1",
+    )
+    net.start()
+    for node in net.nodes[:2]:
+        net.join(node, [g])
+    _settle(net, 5.0)
+    a = net.nodes[0]
+    member = a.agent.members.get(g.node_id)
+    assert member is not None, "the partner's node was kept out of the mesh"
+    assert [s.name for s in member.info.record.capabilities] == ["translate"]
+    assert a.counters.get("records.offers_ignored", 0) >= 1
+    assert [c.node_id for c in a.agent.index.find("translate")] == [g.node_id]
+    assert a.agent.index.find("upper") == []
+    # g asks for CAP, which globex may not request from acme: refused at once.
+    task_id = g.core.submit(TaskSpec(CAP, timeout=10.0, max_auctions=1), net.now)
+    net.flush(g)
+    _settle(net, 1.0)
+    (failed,) = [e for _, e in g.events if isinstance(e, TaskFailed) and e.task_id == task_id]
+    assert "2 refused: not-permitted" in failed.attempts[0], failed.attempts
+    assert sum(n.counters.get("contract.refused.not-permitted", 0) for n in net.nodes) == 2

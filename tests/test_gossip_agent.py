@@ -49,8 +49,11 @@ def test_bad_records_are_rejected_and_counted_by_code() -> None:
     c = MeshCluster(4, seed=12)
     evil = Org("evil", c._signer("org-evil"))
     stranger = c.add_node(org=evil, label="stranger")
+    # Its certificate allows offering cap0 only; it offers cap0 and cap9.
     narrow = c.add_node(
-        offers=("cap0",), capabilities=[CapabilitySpec(name="cap9")], label="narrow"
+        offers=("cap0",),
+        capabilities=[CapabilitySpec(name="cap0"), CapabilitySpec(name="cap9")],
+        label="narrow",
     )
     honest = c.nodes[:4]
     c.bootstrap(honest)
@@ -71,10 +74,16 @@ def test_bad_records_are_rejected_and_counted_by_code() -> None:
     assert stats.get("dropped.stale-record") == 1
     assert stats.get("dropped.bad-signature") == 1
     assert stats.get("dropped.untrusted-org") == 1
-    assert stats.get("dropped.not-permitted") == 1
     member = b.agent.members.get(honest[2].node_id)
     assert member is not None and member.info.record.load == 0.7
-    assert stranger.node_id not in b.agent.members and narrow.node_id not in b.agent.members
+    assert stranger.node_id not in b.agent.members
+    # A member whose record offers one capability it may not: admitted, that offer
+    # ignored (refusing the whole record cut the node off from the mesh).
+    assert stats.get("records.offers_ignored") == 1 and "dropped.not-permitted" not in stats
+    kept = b.agent.members.get(narrow.node_id)
+    assert kept is not None and [s.name for s in kept.info.record.capabilities] == ["cap0"]
+    assert narrow.node_id in [x.node_id for x in b.agent.index.find("cap0")]
+    assert b.agent.index.find("cap9") == []
     # The same bad frames again: skipped by digest before any verification.
     verified = stats["records_verified"]
     skipped = stats.get("records_duplicate_skipped", 0)

@@ -9,7 +9,6 @@ then keeps only the newest ``(incarnation, seq)`` per node.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -45,6 +44,11 @@ class CapabilityRecord(BaseModel):
     ``load`` is the fraction of capacity in use (0.0 idle … 1.0 full, may exceed 1
     when queued). ``leaving`` marks the final record of a node that leaves
     gracefully. ``node_id`` must equal the envelope's sender.
+
+    The wire does not check the offers against the trust policy (no
+    ``permissions()``): a receiver applies the record and ignores the offers its
+    policy does not allow (``RecordIngest.check``). Refusing the whole record cut the
+    member off: one capability outside a partner org's scope isolated its node.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
@@ -56,11 +60,6 @@ class CapabilityRecord(BaseModel):
     incarnation: int = Field(ge=0, le=MAX_COUNTER)
     seq: int = Field(ge=0, le=MAX_COUNTER)
     leaving: bool = False
-
-    def permissions(self) -> Iterator[tuple[str, str]]:
-        """What the wire checks against the trust policy (``Wire.open``): every offer."""
-        for cap in self.capabilities:
-            yield ("offer", cap.name)
 
 
 class RecordInfo:

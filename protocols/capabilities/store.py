@@ -5,7 +5,8 @@ a bounded FIFO of the digests already handled (valid or not), so each distinct
 record costs at most one signature verification per node; the caller supplies
 ``open`` (the wire) and ``check_offer`` (the trust store) and maps the verdict
 to counters: ``records_verified``, ``records_duplicate_skipped`` and
-``dropped.<code>`` with a ``RemoteProtocolError`` code.
+``dropped.<code>`` with a ``RemoteProtocolError`` code. A record some of whose
+offers the trust policy does not allow is kept without them (``OFFERS_IGNORED``).
 """
 
 from __future__ import annotations
@@ -16,13 +17,21 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from protocols.capabilities.records import RECORD_KIND, CapabilityRecord, RecordCache, RecordInfo
+from protocols.capabilities.records import (
+    RECORD_KIND,
+    CapabilityRecord,
+    CapabilitySpec,
+    RecordCache,
+    RecordInfo,
+)
 from protocols.errors import RemoteProtocolError
 
-__all__ = ["DUPLICATE", "OpenedFrame", "RecordIngest"]
+__all__ = ["DUPLICATE", "OFFERS_IGNORED", "OpenedFrame", "RecordIngest"]
 
 #: Verdict of a frame whose digest was handled before (no verification done).
 DUPLICATE = "duplicate"
+#: Verdict of a record kept without the offers our trust policy does not allow.
+OFFERS_IGNORED = "offers-ignored"
 
 
 class OpenedFrame(Protocol):
@@ -145,9 +154,22 @@ class RecordIngest:
             return "unexpected-message", None
         if record.node_id != opened.sender:
             return "malformed", None
-        try:
-            for cap in record.capabilities:
+        allowed: list[CapabilitySpec] | None = None  # None: every offer is allowed
+        for i, cap in enumerate(record.capabilities):
+            try:
                 check_offer(opened.certificate, cap.name)
-        except RemoteProtocolError as err:
-            return err.code, None
-        return "ok", self._cache.intern(RecordInfo(record, opened.org, frame, digest))
+            except RemoteProtocolError as err:
+                if err.code != "not-permitted":
+                    return err.code, None
+                if allowed is None:
+                    allowed = list(record.capabilities[:i])
+                continue
+            if allowed is not None:
+                allowed.append(cap)
+        if allowed is None:
+            return "ok", self._cache.intern(RecordInfo(record, opened.org, frame, digest))
+        # The member is accepted; the offers our policy does not allow are left out of
+        # this node's copy (not interned: another node's policy may allow them). The
+        # signed frame is kept whole and forwarded unchanged.
+        narrowed = record.model_copy(update={"capabilities": allowed})
+        return OFFERS_IGNORED, RecordInfo(narrowed, opened.org, frame, digest)
