@@ -50,7 +50,14 @@ from protocols.crypto import Ed25519Signer
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
 from protocols.identity import NodeIdentity
 from protocols.membership.config import MembershipConfig
-from protocols.trust import OrgPolicy, TrustStore, issue_certificate, parse_certificate
+from protocols.trust import (
+    Certificate,
+    OrgPolicy,
+    TrustStore,
+    capability_allowed,
+    issue_certificate,
+    parse_certificate,
+)
 
 __all__ = ["CapabilityDecl", "LocalOrg", "Node", "Result"]
 
@@ -90,6 +97,31 @@ class CapabilityDecl:
     bid: float
     handler: Handler
     approve: Approver | None = None
+
+
+def certificate_problem(cert: Certificate, trust: TrustStore, now: float) -> str | None:
+    """Why peers would refuse this node's certificate, in one line (None: they accept it).
+
+    A certificate of an org the trust store does not hold, or signed by another root
+    key than the store's for that org name, or outside its validity dates, starts a
+    node that every peer drops (``untrusted-org``, ``expired``) in silence."""
+    policy = trust.get(cert.org)
+    if policy is None:
+        return f"the certificate's org {cert.org!r} is not in this node's trust store"
+    if policy.root_key != cert.org_key:
+        return (
+            f"the certificate names org {cert.org!r} but is signed by another key than "
+            f"that org's root in the trust store: peers would refuse it (untrusted-org)"
+        )
+    if now < cert.not_before:
+        return f"the certificate is not valid before {_utc(cert.not_before)}"
+    if now > cert.not_after:
+        return f"the certificate expired at {_utc(cert.not_after)}: issue a new one"
+    return None
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
 
 
 class Node:
@@ -204,6 +236,12 @@ class Node:
         if name in self._decls:
             raise LocalProtocolError(f"capability {name!r} registered twice")
         _check_capability(name, version, max_concurrency, bid)
+        if not capability_allowed(self.certificate.offers, name):
+            # Every peer would ignore the offer (its policy checks the certificate).
+            raise ConfigError(
+                f"capability {name!r}: this node's certificate does not allow offering it "
+                f"(its offers: {', '.join(self.certificate.offers) or 'none'})"
+            )
         self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler, approve)
 
     def on_event(self, listener: Callable[[Event], None]) -> None:
@@ -230,6 +268,9 @@ class Node:
                     "this node was stopped and cannot start again: make a new Node"
                 )
             raise LocalProtocolError("node already started")
+        problem = certificate_problem(self.certificate, self.trust, time.time())
+        if problem is not None:
+            raise ConfigError(problem)
         specs = [
             capability_spec(d.name, d.version, d.max_concurrency, d.bid)
             for d in self._decls.values()
@@ -295,6 +336,13 @@ class Node:
     def submit_nowait(self, capability: str, input: Any = None, **opts: Any) -> tuple[str, Any]:
         """Start a request; returns (task id, future of Result)."""
         spec = task_spec(capability, input, **opts)
+        if not capability_allowed(self.certificate.requests, capability):
+            # Every executor would refuse it (not-permitted): say so here, now.
+            raise LocalProtocolError(
+                f"this node's certificate does not allow requesting {capability!r} "
+                f"(its requests: {', '.join(self.certificate.requests) or 'none'})",
+                code="not-permitted",
+            )
         return self._rt().submit(spec)
 
     async def request(

@@ -31,12 +31,12 @@ from mesh.events import (
     TaskFailed,
     TaskReassigned,
 )
-from node.api import Node
+from node.api import Node, certificate_problem
 from node.audit import AuditLog
 from node.config import DaemonConfig
 from node.control import ControlServer, check_control_dir_free
 from node.handlers import make_handler
-from node.health import Loneliness, Rejections
+from node.health import CertificateClock, Loneliness, Rejections
 from node.supervision import ApprovalDesk, Decision, NotWaiting
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
@@ -124,18 +124,24 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk) -> Node:
         raise ConfigError(
             f"certificate of org {node.certificate.org!r} is not in the trust file {cfg.trust}"
         )
+    problem = certificate_problem(node.certificate, trust, time.time())
+    if problem is not None:
+        raise ConfigError(f"{cfg.certificate}: {problem} (trust file {cfg.trust})")
     for cap in cfg.capabilities:
         gate = None
         if cap.approve_at is not None:
             gate = desk.gate(cap.approve_at)
-        node.add_capability(
-            cap.name,
-            make_handler(cap),
-            version=cap.version,
-            max_concurrency=cap.max_concurrency,
-            bid=cap.bid,
-            approve=gate,
-        )
+        try:
+            node.add_capability(
+                cap.name,
+                make_handler(cap),
+                version=cap.version,
+                max_concurrency=cap.max_concurrency,
+                bid=cap.bid,
+                approve=gate,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{exc.message} (certificate {cfg.certificate})") from None
     return node
 
 
@@ -295,11 +301,19 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
     seeds that still has no peer (``node.health``). Ends when cancelled."""
     rejections = Rejections()
     alone = Loneliness(seeds, node.certificate.org, time.monotonic())
+    clock = CertificateClock(node.certificate.not_after)
+    first = clock.report(time.time())  # at start: a certificate that ends this week
+    if first is not None:
+        log.warning("%s", first, extra={"fields": {"event": "health"}})
     while True:
         await asyncio.sleep(every)
         now = time.monotonic()
         peers = sum(p["state"] == "alive" for p in node.peers())
-        for say in (alone.report(peers, now), rejections.report(node.statistics(), now)):
+        for say in (
+            alone.report(peers, now),
+            rejections.report(node.statistics(), now),
+            clock.report(time.time()),
+        ):
             if say is not None:
                 log.warning("%s", say, extra={"fields": {"event": "health"}})
 

@@ -10,19 +10,30 @@ Two situations are silent in the protocol and common in practice:
   that does not trust our org and so drops our join) runs on with no peer.
   ``Loneliness`` says so once, a while after start, naming the seeds and our org.
 
-Both are pure (time is an argument); the daemon polls them (``node.daemon``).
+* **Peers' records refused or narrowed.** A record from a peer is checked against the
+  trust store when it is applied: one whose org is not trusted is dropped
+  (``dropped.<code>``), and the offers a partner's certificate or its org's policy
+  here does not allow are ignored (``records.offers_ignored``; the peer is kept).
+  ``Rejections`` reports them with the refused frames.
+* **Our own certificate running out.** ``CertificateClock`` warns as the end date
+  nears and once it has passed: peers then refuse every frame as ``expired``, which
+  they can only read as a clock problem.
+
+All are pure (time is an argument); the daemon polls them (``node.daemon``).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
-__all__ = ["HINTS", "Loneliness", "Rejections"]
+__all__ = ["HINTS", "CertificateClock", "Loneliness", "Rejections"]
 
 #: What a refusal code most likely means for an operator.
 HINTS: dict[str, str] = {
     "untrusted-org": "the sender's org is not in this node's trust store",
-    "expired": "older than the frame window: a clock behind, or a long delay",
+    "expired": "older than the frame window (a clock behind, a long delay) or a "
+    "certificate past its end date",
     "not-yet-valid": "from the future: the sender's clock is ahead (check NTP)",
     "bad-signature": "forged or corrupted",
     "replayed": "the same frame twice: a replay, or a duplicating network",
@@ -34,7 +45,30 @@ HINTS: dict[str, str] = {
     "too-large": "over the frame limit",
     "malformed": "not a frame",
     "unknown-kind": "a message kind this version does not know",
+    "offers-ignored": "a peer's record offers capabilities its certificate or its org's "
+    "policy here does not allow: those offers are ignored, the peer is kept",
 }
+
+#: Counters that ``Rejections`` reports, and the code each is reported under:
+#: refused frames, refused peer records (not ``dropped.stale-record``: an older
+#: version arriving late is ordinary gossip), and records kept without some offers.
+_REPORTED_PREFIXES = ("rejected.", "dropped.")
+_NOT_REPORTED = frozenset({"dropped.stale-record", "dropped.wrong-recipient"})
+_OFFERS_IGNORED = "records.offers_ignored"
+
+
+def _reported(counters: Mapping[str, int]) -> dict[str, int]:
+    """Totals by code of what ``Rejections`` reports."""
+    out: dict[str, int] = {}
+    for name, value in counters.items():
+        if name == _OFFERS_IGNORED:
+            code = "offers-ignored"
+        elif name.startswith(_REPORTED_PREFIXES) and name not in _NOT_REPORTED:
+            code = name.split(".", 1)[1]
+        else:
+            continue
+        out[code] = out.get(code, 0) + value
+    return out
 
 
 class Rejections:
@@ -50,14 +84,15 @@ class Rejections:
         window has passed (the counts then start again); else None."""
         if self._reported_at is not None and now - self._reported_at < self.window:
             return None
+        totals = _reported(counters)
         new = {
-            name.removeprefix("rejected."): value - self._seen.get(name, 0)
-            for name, value in counters.items()
-            if name.startswith("rejected.") and value > self._seen.get(name, 0)
+            code: value - self._seen.get(code, 0)
+            for code, value in totals.items()
+            if value > self._seen.get(code, 0)
         }
         if not new:
             return None
-        self._seen.update({f"rejected.{code}": counters[f"rejected.{code}"] for code in new})
+        self._seen.update({code: totals[code] for code in new})
         first = self._reported_at is None
         self._reported_at = now
         parts = []
@@ -66,7 +101,7 @@ class Rejections:
             parts.append(f"{n} {code}" + (f" ({hint})" if hint else ""))
         since = "since start" if first else f"in the last {self.window:.0f} s or more"
         total = sum(new.values())
-        return f"refused {total} frame(s) {since}: " + "; ".join(parts)
+        return f"refused {total} frame(s) or record(s) {since}: " + "; ".join(parts)
 
 
 class Loneliness:
@@ -94,4 +129,42 @@ class Loneliness:
             f"Is a seed up at that endpoint, and does its trust store hold org "
             f"{self.org!r}? (a node drops every frame of an org it does not trust, "
             "joins included)"
+        )
+
+
+class CertificateClock:
+    """Warns as this node's certificate nears its end date, and once it is past.
+
+    One warning as each step is crossed (under 7 days left, under 1 day, under 1
+    hour), and once expired, again every ``window`` s (the node is cut off until it
+    has a new certificate)."""
+
+    STEPS = (7 * 86400.0, 86400.0, 3600.0)
+
+    def __init__(self, not_after: float, window: float = 600.0) -> None:
+        self.not_after = not_after
+        self.window = window
+        self._said: int | None = None  # the deepest step warned about
+        self._expired_said: float | None = None
+
+    def report(self, now: float) -> str | None:
+        left = self.not_after - now
+        end = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.not_after))
+        if left <= 0:
+            if self._expired_said is not None and now - self._expired_said < self.window:
+                return None
+            self._expired_said = now
+            return (
+                f"this node's certificate expired at {end}: every peer now refuses its "
+                "frames (as expired); issue a new certificate and restart the daemon"
+            )
+        crossed = [i for i, step in enumerate(self.STEPS) if left < step]
+        if not crossed or (self._said is not None and crossed[-1] <= self._said):
+            return None
+        self._said = crossed[-1]
+        hours = left / 3600
+        when = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+        return (
+            f"this node's certificate expires in {when} ({end}): issue a new one and "
+            "restart the daemon before then, or peers will refuse its frames"
         )

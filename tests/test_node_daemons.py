@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 from node_procs import MESH_NODE, Daemon, Org, env_for, free_port, write_config
 
+from node import files
+from protocols.identity import NodeIdentity
+from protocols.trust import issue_certificate
+
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Daemon]]:
@@ -255,6 +259,25 @@ def test_bad_configs(tmp_path: Path) -> None:
     _one_line_error(_run(cfg, tmp_path), "unknown handler")
 
     _one_line_error(_run(tmp_path / "missing.toml", tmp_path), "not found")
+
+    # A certificate in the name of a trusted org but from another root key (peers drop
+    # every frame as untrusted-org), and one whose offers leave out a capability.
+    impostor = Org("acme")
+    cfg = write_config(tmp_path, "f", impostor, [org], port=free_port())
+    _one_line_error(_run(cfg, tmp_path), "signed by another key than that org's root")
+    cfg = write_config(tmp_path, "g", org, [org], port=free_port())
+    ident = files.read_private_key(tmp_path / "g.key")
+    narrow = issue_certificate(
+        org.signer,
+        "acme",
+        NodeIdentity.from_seed(ident).public_key,
+        "g",
+        not_before=time.time() - 60,
+        not_after=time.time() + 3600,
+        offers=("echo",),
+    )
+    files.write_bytes(tmp_path / "g.cert", narrow)
+    _one_line_error(_run(cfg, tmp_path), "'slow': this node's certificate does not allow")
 
 
 @pytest.mark.slow

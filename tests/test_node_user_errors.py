@@ -294,3 +294,55 @@ def test_a_request_option_no_cfp_could_carry_is_refused_and_leaves_nothing_behin
 
     message, live = asyncio.run(asyncio.wait_for(run(), 30))
     assert says in message and live == 0
+
+
+def _node_with(cert_kw: dict[str, Any], trust_org: LocalOrg | None = None) -> Node:
+    import os
+    import time
+
+    from protocols.identity import NodeIdentity
+    from protocols.trust import TrustStore, issue_certificate
+
+    org = LocalOrg("acme")
+    ident = NodeIdentity.from_seed(os.urandom(32))
+    now = time.time()
+    fields: dict[str, Any] = {"not_before": now - 60, "not_after": now + 86400, **cert_kw}
+    cert = issue_certificate(org.signer, "acme", ident.public_key, "n1", **fields)
+    trust = TrustStore([(trust_org or org).policy()])
+    return Node(ident, cert, trust, preset="local")
+
+
+def test_a_certificate_peers_would_refuse_stops_the_node_at_start() -> None:
+    """A node whose certificate is past its date, or signed by another root than the
+    trust store's for its org name, used to start and then be dropped by every peer."""
+    import time
+
+    async def start(node: Node) -> None:
+        await node.start()
+
+    expired = _node_with({"not_before": time.time() - 7200, "not_after": time.time() - 3600})
+    with pytest.raises(ConfigError, match="the certificate expired at .*: issue a new one"):
+        asyncio.run(start(expired))
+    impostor = _node_with({}, trust_org=LocalOrg("acme"))  # same name, another root key
+    with pytest.raises(ConfigError, match="signed by another key than that org's root"):
+        asyncio.run(start(impostor))
+
+
+def test_a_capability_or_request_the_certificate_does_not_allow_is_refused_here() -> None:
+    """Peers ignore an offer the certificate does not allow and refuse such a request;
+    the node says so itself, at once, naming what the certificate allows."""
+    node = _node_with({"offers": ("upper",), "requests": ("echo",)})
+    with pytest.raises(
+        ConfigError, match=r"'slow': .*does not allow offering it \(its offers: upper\)"
+    ):
+        node.add_capability("slow", lambda task: None)
+    node.add_capability("upper", lambda task: None)
+
+    async def main() -> None:
+        async with node:
+            with pytest.raises(LocalProtocolError) as caught:
+                node.submit_nowait("pay", 1)
+            assert caught.value.code == "not-permitted"
+            assert "does not allow requesting 'pay' (its requests: echo)" in caught.value.message
+
+    asyncio.run(asyncio.wait_for(main(), 30))
