@@ -16,7 +16,8 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from mesh.events import (
@@ -37,6 +38,8 @@ from node.config import DaemonConfig
 from node.control import ControlServer, check_control_dir_free
 from node.handlers import make_handler
 from node.health import CertificateClock, Loneliness, Rejections
+from node.peers_file import EVERY as PEERS_EVERY
+from node.peers_file import read_peers, write_peers
 from node.supervision import ApprovalDesk, Decision, NotWaiting
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
@@ -97,10 +100,12 @@ def load_files(cfg: DaemonConfig) -> tuple[NodeIdentity, bytes, TrustStore]:
     return identity, cert, trust
 
 
-def build_node(cfg: DaemonConfig, desk: ApprovalDesk) -> Node:
+def build_node(cfg: DaemonConfig, desk: ApprovalDesk, known: Sequence[str] = ()) -> Node:
     """The daemon's node; ``desk`` holds its tasks waiting for approval (the same desk
-    must answer the control socket's approvals/approve/deny)."""
+    must answer the control socket's approvals/approve/deny). ``known``: peers kept by
+    the last run, knocked on with the seeds."""
     identity, cert, trust = load_files(cfg)
+    seeds = [*cfg.seeds, *(ep for ep in known if ep not in cfg.seeds)]
     try:
         node = Node(
             identity,
@@ -108,7 +113,7 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk) -> Node:
             trust,
             listen=cfg.listen,
             advertise=cfg.advertise,
-            seeds=cfg.seeds,
+            seeds=seeds,
             mdns=cfg.mdns.enabled,
             mdns_interfaces=cfg.mdns.interfaces,
             preset=cfg.preset,
@@ -318,6 +323,19 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
                 log.warning("%s", say, extra={"fields": {"event": "health"}})
 
 
+def _write_peers(node: Node, directory: Path) -> None:
+    alive = [p["endpoint"] for p in node.peers() if p["state"] == "alive"]
+    if alive:  # a node alone keeps the list of its last run
+        write_peers(directory, alive, node.endpoint)
+
+
+async def _keep_peers(node: Node, directory: Path, every: float = PEERS_EVERY) -> None:
+    """Keep the live peers' endpoints on disk (``node.peers_file``). Ends when cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        _write_peers(node, directory)
+
+
 def _audit_events(audit: AuditLog) -> Callable[[Event], None]:
     """A node listener writing every Task* event to the audit log (none dropped)."""
 
@@ -353,7 +371,10 @@ async def run_daemon(cfg: DaemonConfig) -> int:
 
     desk = ApprovalDesk(on_decision)
     check_control_dir_free(cfg.control_dir)
-    node = build_node(cfg, desk)
+    known = read_peers(cfg.control_dir, cfg.advertise or cfg.listen)
+    node = build_node(cfg, desk, known)
+    if known:
+        log.info("knocking on %d peer(s) known from the last run", len(known))
     if cfg.audit is not None:
         audits.append(AuditLog(cfg.audit, node.identity))  # a damaged log: ConfigError
     audit = audits[0] if audits else None
@@ -368,6 +389,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
         _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})
     watcher = loop.create_task(_watch(node))
     health = loop.create_task(_health(node, list(cfg.seeds)))
+    keeper = loop.create_task(_keep_peers(node, cfg.control_dir))
     control: ControlServer | None = None
     try:
         control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))
@@ -384,6 +406,10 @@ async def run_daemon(cfg: DaemonConfig) -> int:
         await stop.wait()
         log.info("stopping: no new bids, finishing in-flight work")
     finally:
+        keeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await keeper
+        _write_peers(node, cfg.control_dir)  # before leaving: the peers we had
         out = await node.stop()
         log.info(
             "left the mesh (%d finished, %d handed back)",

@@ -133,6 +133,33 @@ def test_a_lone_daemon_runs_a_task_of_its_own_capability(tmp_path: Path) -> None
         lone.stop()
 
 
+def test_a_restarted_seed_without_seeds_rejoins_the_peers_it_had(tmp_path: Path) -> None:
+    """The first node of a mesh has no seeds; the others use it as theirs. Its peers
+    mark it left when it stops, and it used to come back alone for good (a new node
+    joining through it then split the mesh). It now knocks on the peers it kept."""
+    org = Org("acme")
+    ports = free_port(), free_port()
+    first = write_config(tmp_path, "first", org, [org], port=ports[0])
+    seed = f"tcp://127.0.0.1:{ports[0]}"
+    a = Daemon(first, tmp_path)
+    b = Daemon(write_config(tmp_path, "other", org, [org], port=ports[1], seeds=[seed]), tmp_path)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        a.wait_peers(1)
+        assert a.stop() == 0, a.tail()
+        kept = json.loads((tmp_path / "ctl-first" / "peers.json").read_text())
+        assert kept == {"peers": [f"tcp://127.0.0.1:{ports[1]}"]}
+        a = Daemon(first, tmp_path)  # the same config: no seeds
+        a.wait_ready()
+        (peer,) = a.wait_peers(1)
+        assert peer["endpoint"] == f"tcp://127.0.0.1:{ports[1]}"
+        assert "knocking on 1 peer(s) known from the last run" in a.tail()
+    finally:
+        a.stop()
+        b.stop()
+
+
 def test_submit_reads_a_large_input_from_a_file_and_refuses_one_over_a_frame(
     mesh: list[Daemon], tmp_path: Path
 ) -> None:
