@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import getpass
 import json
+import math
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -21,6 +22,7 @@ import click
 
 from node.config import load_config
 from node.control import ControlClient
+from protocols.contract_net.strategies import STRATEGIES
 from protocols.errors import ConfigError, LocalProtocolError, MeshError
 
 __all__ = ["COMMANDS", "register"]
@@ -227,16 +229,31 @@ def approvals(config: str | None, control: str | None, as_json: bool) -> None:
         as_json,
         lambda a: [
             f"{a['task_id'][:16]}  {a['capability']:<14} risk {a['risk']:<8} "
-            f"waiting {a['waiting_s']:>6.1f}s  from {a['requester'][:12]}  input {a['input']}"
+            f"waiting {a['waiting_s']:>6.1f}s  from {a['requester'][:12]}  "
+            f"input {a.get('input_preview', a['input'])}"
         ],
         "(nothing waits for approval)",
     )
 
 
-def _decide(cmd: str, task_id: str, config: str | None, control: str | None, **extra: str) -> None:
+def _decide(
+    cmd: str,
+    task_id: str,
+    config: str | None,
+    control: str | None,
+    as_json: bool,
+    **extra: str,
+) -> None:
     req = {"cmd": cmd, "task_id": task_id, "by": getpass.getuser(), **extra}
     reply = _call(config, control, req)
-    click.echo(f"{reply['task_id']} {'approved' if cmd == 'approve' else 'denied'}")
+    decision = "approved" if cmd == "approve" else "denied"
+    if as_json:
+        # {"ok": true, "task_id": <full id>, "decision": "approved"|"denied"[, "reason"]}
+        # (the reason as the daemon records it: on one line, "denied" if empty)
+        told = {k: " ".join(v.split()) or "denied" for k, v in extra.items()}
+        click.echo(json.dumps({**reply, "decision": decision, **told}, indent=2))
+        return
+    click.echo(f"{reply['task_id']} {decision}")
 
 
 @click.command()
@@ -244,7 +261,7 @@ def _decide(cmd: str, task_id: str, config: str | None, control: str | None, **e
 @_where
 def approve(task_id: str, config: str | None, control: str | None, as_json: bool) -> None:
     """Let a waiting task run (TASK_ID or a unique prefix of it)."""
-    _decide("approve", task_id, config, control)
+    _decide("approve", task_id, config, control, as_json)
 
 
 @click.command()
@@ -253,7 +270,21 @@ def approve(task_id: str, config: str | None, control: str | None, as_json: bool
 @_where
 def deny(task_id: str, reason: str, config: str | None, control: str | None, as_json: bool) -> None:
     """Fail a waiting task with 'not approved: REASON' (it never runs here)."""
-    _decide("deny", task_id, config, control, reason=reason)
+    _decide("deny", task_id, config, control, as_json, reason=reason)
+
+
+#: The longest ``submit --timeout``: 20 days (the client's wait is int32 milliseconds).
+TIMEOUT_MAX = 20 * 86400.0
+
+
+def _positive_seconds(value: float) -> float:
+    """A --timeout: finite, above 0 and at most TIMEOUT_MAX (a negative one left
+    ``--wait`` no time to wait, a NaN failed deep inside with "internal error")."""
+    if not (math.isfinite(value) and 0 < value <= TIMEOUT_MAX):
+        raise click.BadParameter(
+            f"{value:g} is not a number of seconds above 0 (at most {TIMEOUT_MAX:.0f}: 20 days)"
+        )
+    return value
 
 
 @click.command()
@@ -265,14 +296,27 @@ def deny(task_id: str, reason: str, config: str | None, control: str | None, as_
     help="The task input, as JSON; @FILE reads it from FILE, - from stdin.",
 )
 @click.option("--wait", is_flag=True, help="Wait for the result.")
-@click.option("--strategy", default=None, help="Award strategy (default least_loaded).")
+@click.option(
+    "--strategy",
+    # The daemon's strategies are these (node.core_adapter.build_core adds none).
+    type=click.Choice(list(STRATEGIES)),
+    default=None,
+    help="Award strategy (default least_loaded).",
+)
 @click.option(
     "--risk",
     type=click.Choice(["low", "medium", "high", "critical"]),
     default=None,
     help="Default low; capabilities gated at this risk or below ask a person first.",
 )
-@click.option("--timeout", default=60.0, show_default=True, help="Seconds.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=60.0,
+    show_default=True,
+    callback=lambda _ctx, _param, value: _positive_seconds(value),
+    help="Seconds (above 0).",
+)
 @_where
 def submit(
     capability: str,

@@ -34,6 +34,7 @@ from protocols.envelope import Wire
 from protocols.errors import ConfigError, MeshError, RemoteProtocolError
 from protocols.identity import node_id_from_public_key
 from protocols.trust import (
+    Certificate,
     TrustStore,
     issue_certificate,
     issue_revocation,
@@ -46,6 +47,8 @@ __all__ = ["COMMANDS", "open_frames", "parse_duration"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)\Z")
 _NODE_ID = re.compile(r"[a-z2-7]{52}\Z")
+#: Bytes of a --cert file read at most: a certificate is far smaller (16 KiB at most).
+_CERT_READ = 64 * 1024
 
 
 def parse_duration(text: str) -> float:
@@ -206,7 +209,7 @@ def org_revoke(
             raise click.BadParameter(f"{node!r} is not a node id", param_hint="--node")
         revoked.add(node)
     for cert_path in certs:
-        cert = parse_certificate(cert_path.read_bytes())
+        cert = _certificate_of(cert_path)
         if cert.org_key != org_info.root_key:
             raise ConfigError(f"{cert_path} was not issued by org {org_info.name!r}")
         revoked.add(cert.node_id)
@@ -217,6 +220,27 @@ def org_revoke(
     )
     write_bytes(target, blob)
     click.echo(f"revocation list version {version + 1} ({len(revoked)} nodes) written to {target}")
+
+
+def _certificate_of(path: Path) -> Certificate:
+    """The node certificate in ``org revoke --cert PATH``; a ``ConfigError`` (exit 2)
+    naming the file if it is missing or holds something else (a key, say)."""
+    what = "give the node's .cert file, as `mesh-node org issue` writes it"
+    try:
+        with open(path, "rb") as f:
+            data = f.read(_CERT_READ)
+    except FileNotFoundError:
+        raise ConfigError(f"--cert {path} does not exist ({what})") from None
+    except IsADirectoryError:
+        raise ConfigError(f"--cert {path} is a directory ({what})") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read --cert {path}: {exc.strerror}") from None
+    try:
+        return parse_certificate(data)
+    except MeshError as exc:
+        raise ConfigError(
+            f"--cert {path} is not a node certificate ({what}): {exc.message}"
+        ) from None
 
 
 # -- trust -----------------------------------------------------------------------

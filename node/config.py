@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,8 +111,26 @@ class DaemonConfig:
 
 
 def default_control_dir(name: str) -> Path:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/parley-{os.getuid()}"
+    """``$XDG_RUNTIME_DIR/parley/<name>`` when that runtime dir is safe to use (an
+    absolute path to a directory of ours, mode 0700: nobody else can rename or replace
+    what we create in it); else ``/tmp/parley-<uid>/parley/<name>``. The directories
+    are created 0700 and checked by ``node.control.prepare_control_dir``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    base = runtime if _private_runtime_dir(runtime) else f"/tmp/parley-{os.getuid()}"
     return Path(base) / "parley" / name
+
+
+def _private_runtime_dir(path: str) -> bool:
+    """True if ``path`` is an absolute path to a directory owned by us, mode 0700."""
+    if not path or not os.path.isabs(path):
+        return False  # unset, or relative (the XDG spec says to ignore it)
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):  # ValueError: a NUL byte in the variable
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+    )
 
 
 def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:

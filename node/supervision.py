@@ -18,6 +18,7 @@ for a person, whatever its requester says, gate it at ``low``.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -42,6 +43,22 @@ MIN_PREFIX = 6
 
 #: Denials remembered so that a re-award of the same task is denied without asking.
 _REMEMBERED = 1024
+
+
+#: Characters of a waiting task's input shown in ``pending()``'s ``input_preview``.
+PREVIEW = 200
+
+
+def _as_json(value: Any) -> tuple[Any, str]:
+    """``(value, its JSON text)`` if ``value`` is plain JSON (a task input from the wire
+    may hold bytes, or a float NaN); else ``(None, repr(value))``."""
+    try:
+        return value, json.dumps(value, allow_nan=False, ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        try:
+            return None, repr(value)
+        except RecursionError:
+            return None, f"({type(value).__name__}, nested too deep to show)"
 
 
 def risk_rank(risk: str) -> int:
@@ -120,10 +137,12 @@ class ApprovalDesk:
                 del self._pending[task.task_id]
 
     def pending(self) -> list[dict[str, Any]]:
-        """The waiting tasks, oldest first."""
+        """The waiting tasks, oldest first: ``input`` is the task's input as it is when
+        it is plain JSON (else None), ``input_preview`` its JSON text (else its repr),
+        cut to ``PREVIEW`` characters."""
         out = []
         for task_id, p in sorted(self._pending.items(), key=lambda kv: kv[1].since):
-            text = repr(p.task.input)
+            value, text = _as_json(p.task.input)
             out.append(
                 {
                     "task_id": task_id,
@@ -132,7 +151,8 @@ class ApprovalDesk:
                     "requester": p.task.requester,
                     "waiting_s": round(time.time() - p.since, 1),
                     "deadline": p.task.deadline,
-                    "input": text if len(text) <= 200 else text[:199] + "…",
+                    "input": value,
+                    "input_preview": text if len(text) <= PREVIEW else text[: PREVIEW - 1] + "…",
                 }
             )
         return out

@@ -56,7 +56,7 @@ def test_low_risk_runs_at_once_and_high_risk_waits_for_approval() -> None:
         assert low.value == 1 and desk.pending() == []
         high = asyncio.ensure_future(requester.request("transfer", 2, timeout=10, risk="high"))
         (waiting,) = await _waiting(desk)
-        assert waiting["risk"] == "high" and waiting["input"] == "2"
+        assert waiting["risk"] == "high" and waiting["input"] == 2
         await asyncio.sleep(0.2)
         assert ran == [1]  # nothing runs before someone says yes
         desk.approve(str(waiting["task_id"])[:8], by="alice")  # a unique prefix will do
