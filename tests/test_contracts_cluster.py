@@ -275,6 +275,7 @@ def test_a_scoped_partner_org_joins_and_a_forbidden_request_is_refused_at_once()
     offer out of scope) and stayed outside acme's mesh in silence; and a cfp acme
     may not take was dropped unanswered ('no bids (1 invited, 0 refused)' x3)."""
     from helpers import Org
+
     from protocols.trust import OrgPolicy
 
     net = WorkCluster(2, 0, seed=4, loss=0.0, duration=0.2)  # two acme executors of CAP

@@ -321,7 +321,7 @@ def test_a_certificate_peers_would_refuse_stops_the_node_at_start() -> None:
         await node.start()
 
     expired = _node_with({"not_before": time.time() - 7200, "not_after": time.time() - 3600})
-    with pytest.raises(ConfigError, match="the certificate expired at .*: issue a new one"):
+    with pytest.raises(ConfigError, match=r"the certificate expired at .*: issue a new one"):
         asyncio.run(start(expired))
     impostor = _node_with({}, trust_org=LocalOrg("acme"))  # same name, another root key
     with pytest.raises(ConfigError, match="signed by another key than that org's root"):
