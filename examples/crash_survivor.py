@@ -30,7 +30,10 @@ async def main() -> None:
         async with b:
             req = Node.from_org(org, "requester", seeds=[a.endpoint], preset="local")
             async with req:
-                await req.wait_for_peers(2)
+                if not await req.wait_for_peers(2):
+                    raise SystemExit(
+                        "no peer joined within 10 s: check the seeds and the trust stores"
+                    )
                 moves: list[TaskReassigned] = []
 
                 async def watch() -> None:

@@ -26,7 +26,8 @@ async def main() -> None:
     async with writer:
         planner = Node.from_org(org, "planner", seeds=[writer.endpoint], preset="local")
         async with planner:
-            await planner.wait_for_peers(1)
+            if not await planner.wait_for_peers(1):
+                raise SystemExit("no peer joined within 10 s: check the seeds and the trust stores")
             text = "Parley lets agents find each other and bid for work without a broker."
             result = await planner.request("summarize", {"text": text}, timeout=10)
             print("summary:", result.value["summary"])

@@ -61,7 +61,8 @@ async def deploy(table: dict[str, object]) -> None:
     async with worker:
         client = Node.from_org(org, "client", seeds=[worker.endpoint], membership=settings)
         async with client:
-            await client.wait_for_peers(1)
+            if not await client.wait_for_peers(1):
+                raise SystemExit("no peer joined within 10 s: check the seeds and the trust stores")
             result = await client.request("echo", "hi", timeout=10)
             assert worker.runtime is not None
             used = worker.runtime.core.config.membership  # type: ignore[attr-defined]

@@ -44,7 +44,8 @@ async def main() -> None:
         )
         app = Node(a_ident, a_cert, a_trust, seeds=[translator.endpoint], preset="local")
         async with app:
-            await app.wait_for_peers(1)
+            if not await app.wait_for_peers(1):
+                raise SystemExit("no peer joined within 10 s: check the seeds and the trust stores")
             peer = app.peers()[0]
             print(f"acme-app sees {peer['org']} node {peer['node_id'][:12]}")
             result = await app.request("translate", "hello world", timeout=10)
