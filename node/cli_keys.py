@@ -19,6 +19,7 @@ from node.files import (
     TrustFile,
     generate_seed,
     load_trust_store,
+    read_certificate,
     read_org,
     read_public_key,
     read_revocation,
@@ -38,7 +39,6 @@ from protocols.trust import (
     TrustStore,
     issue_certificate,
     issue_revocation,
-    parse_certificate,
     parse_revocation,
 )
 
@@ -47,8 +47,6 @@ __all__ = ["COMMANDS", "open_frames", "parse_duration"]
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw]?)\Z")
 _NODE_ID = re.compile(r"[a-z2-7]{52}\Z")
-#: Bytes of a --cert file read at most: a certificate is far smaller (16 KiB at most).
-_CERT_READ = 64 * 1024
 
 
 def parse_duration(text: str) -> float:
@@ -225,21 +223,12 @@ def org_revoke(
 def _certificate_of(path: Path) -> Certificate:
     """The node certificate in ``org revoke --cert PATH``; a ``ConfigError`` (exit 2)
     naming the file if it is missing or holds something else (a key, say)."""
-    what = "give the node's .cert file, as `mesh-node org issue` writes it"
     try:
-        with open(path, "rb") as f:
-            data = f.read(_CERT_READ)
-    except FileNotFoundError:
-        raise ConfigError(f"--cert {path} does not exist ({what})") from None
-    except IsADirectoryError:
-        raise ConfigError(f"--cert {path} is a directory ({what})") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read --cert {path}: {exc.strerror}") from None
-    try:
-        return parse_certificate(data)
-    except MeshError as exc:
+        return read_certificate(path)
+    except ConfigError as exc:
         raise ConfigError(
-            f"--cert {path} is not a node certificate ({what}): {exc.message}"
+            f"--cert: {exc.message} (give the node's .cert file, as `mesh-node org issue` "
+            "writes it)"
         ) from None
 
 

@@ -627,20 +627,7 @@ def _fill(net: FakeNet, executor: str) -> None:
     """Award ``executor`` a task it bid on: with max_concurrency=1 it is full."""
     cfp = Cfp(task_id=f"t-{executor}", round=1, capability=CAP, reply_by=50.0, deadline=100.0)
     net.agents[executor].executor.on_message(Msg("cfp", "req", cfp, None, 0.0), 0.0)
-    award = Award(
-        task_id=f"t-{executor}",
-        round=1,
-        epoch=1,
-        winner=executor,
-        backups=[],
-        capability=CAP,
-        semantics="at-least-once",
-        risk="low",
-        deadline=100.0,
-        lease=30.0,
-        has_input=True,
-        input=None,
-    )
+    award = _award(f"t-{executor}", executor)
     net.agents[executor].executor.on_message(Msg("award", "req", award, None, 0.0), 0.0)
 
 
