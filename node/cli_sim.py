@@ -7,6 +7,7 @@ imports ``simulations`` (inside the command, so ``mesh-node --help`` stays fast)
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -36,6 +37,8 @@ _NOT_SCENARIO = ("seeds", "jobs", "json_out", "plot", "quiet", "no_memory_check"
 
 def _flags(given: dict[str, Any]) -> list[str]:
     """The override flags the user gave, to print a reproducing command."""
+    from simulations.runner import seconds_text
+
     out: list[str] = []
     for name, value in given.items():
         if value is None or value == () or name == "seed" or name in _NOT_SCENARIO:
@@ -43,8 +46,61 @@ def _flags(given: dict[str, Any]) -> list[str]:
         flag = "--" + name.replace("_", "-")
         values = value if isinstance(value, tuple) else (value,)
         for v in values:
-            out += [flag, str(v)]
+            # A duration as it reads back to the same float: the same run.
+            text = seconds_text(v) if isinstance(v, float) and name in _DURATIONS else str(v)
+            out += [flag, text]
     return out
+
+
+#: Options that are durations (parsed before the overrides apply).
+_DURATIONS = ("duration", "liveness")
+
+
+class _FiniteFloat(click.FloatRange):
+    """A ``FloatRange`` that refuses ``inf`` and ``nan`` (an infinite rate hangs a run;
+    ``nan`` passes every comparison of a range)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return rv
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    """Refuse at once an output file that could not be written after the run: its
+    directory missing or not writable, or the path a directory."""
+    if not path:
+        return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path} is a directory", param_hint=flag)
+    if not os.path.isdir(parent):
+        raise click.BadParameter(f"{path}: no such directory {parent}", param_hint=flag)
+    if os.path.exists(path) and not os.path.islink(path):
+        if not os.access(path, os.W_OK):
+            raise click.BadParameter(f"{path}: not writable", param_hint=flag)
+    elif not os.path.exists(path) and not os.access(parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"{path}: directory {parent} is not writable", param_hint=flag)
+
+
+def _check_plot(path: str | None) -> None:
+    """``--plot``: matplotlib installed, and a file format it writes (png, pdf, svg...)."""
+    if not path:
+        return
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise click.BadParameter(
+            "needs matplotlib (pip install matplotlib)", param_hint="--plot"
+        ) from None
+    formats = FigureCanvasBase.get_supported_filetypes()
+    ext = os.path.splitext(path)[1].lstrip(".").lower()
+    if ext and ext not in formats:
+        raise click.BadParameter(
+            f"{path}: format {ext!r} is not supported; use one of {', '.join(sorted(formats))}",
+            param_hint="--plot",
+        )
 
 
 @click.command("simulate", epilog=_EXAMPLES)
@@ -66,7 +122,11 @@ def _flags(given: dict[str, Any]) -> list[str]:
     help="Liveness phase length, e.g. 30s (faults healed); 'auto': as long as membership "
     "can take to settle at this size.",
 )
-@click.option("--tasks-per-s", type=click.FloatRange(min=0), help="Task arrival rate.")
+@click.option(
+    "--tasks-per-s",
+    type=_FiniteFloat(min=0, max=10_000),
+    help="Task arrivals per virtual second (0 to 10,000).",
+)
 @click.option(
     "--strategy",
     type=click.Choice(["least_loaded", "first_idle", "lowest_cost", "earliest_eta", "weighted"]),
@@ -83,8 +143,12 @@ def _flags(given: dict[str, Any]) -> list[str]:
     help="join: nodes join over the join window; formed: every node starts knowing every "
     "other, from one shared table (memory grows with nodes, not pairs: 10,000+ nodes).",
 )
-@click.option("--loss", type=click.FloatRange(0, 1), help="Frame loss probability.")
-@click.option("--crash", type=click.FloatRange(0, 1), help="Fraction of nodes that crash.")
+@click.option("--loss", type=_FiniteFloat(0, 1), help="Frame loss probability.")
+@click.option(
+    "--crash",
+    type=_FiniteFloat(0, 1),
+    help="Fraction of the honest non-seed nodes that crash (faults.crash_fraction).",
+)
 @click.option("--partition", multiple=True, help="KIND:FRACTIONS@START-END (repeatable).")
 @click.option("--crypto", type=click.Choice(["real", "fast"]), help="Signer (default by size).")
 @click.option("--node", type=click.Choice(["core", "toy", "auto"]), help="Node implementation.")
@@ -104,17 +168,26 @@ def simulate(scenario: str | None, **opts: Any) -> None:
     """
     from simulations.scenario import Scenario, apply_overrides, load_scenario, parse_duration
 
+    # Every check that needs no run comes first: a mistake costs no simulated minute.
+    _check_output(opts["json_out"], "--json")
+    _check_output(opts["plot"], "--plot")
+    _check_plot(opts["plot"])
+    # Each key on its own here; the checks across keys once the flags are applied.
     sc = load_scenario(scenario) if scenario else Scenario()
-    for key in ("duration", "liveness"):
+    for key in _DURATIONS:
         if opts[key] is not None and not (key == "liveness" and opts[key] == "auto"):
             try:
                 opts[key] = parse_duration(opts[key])
+                if not math.isfinite(opts[key]) or opts[key] < 0:
+                    raise ValueError(
+                        f"a finite duration of at least 0 was expected, not {opts[key]}"
+                    )
             except ValueError as exc:
                 raise click.BadParameter(str(exc), param_hint=f"--{key}") from None
     overrides = {k: v for k, v in opts.items() if k not in _NOT_SCENARIO}
     if overrides.pop("membership_from", None):
         overrides["membership"] = _membership_of(opts["membership_from"])
-    sc = apply_overrides(sc, **overrides)
+    sc = apply_overrides(sc, source=scenario, **overrides)
     if opts["seeds"] is not None:
         _sweep(sc, scenario, opts)
         return
@@ -141,6 +214,9 @@ def _membership_of(path: str) -> dict[str, Any]:
         return table
     except tomllib.TOMLDecodeError as exc:
         msg = f"{path}: invalid TOML: {exc}"
+        raise click.BadParameter(msg, param_hint="--membership-from") from None
+    except UnicodeDecodeError as exc:
+        msg = f"{path}: not a UTF-8 text file (byte {exc.start})"
         raise click.BadParameter(msg, param_hint="--membership-from") from None
     except (OSError, ConfigError) as exc:
         raise click.BadParameter(f"{path}: {exc}", param_hint="--membership-from") from None
@@ -240,6 +316,30 @@ def _write_reports(path: str, outcomes: list[Any]) -> None:
     os.replace(tmp, path)
 
 
+def _keep_finished(finished: list[Any], opts: dict[str, Any]) -> None:
+    """A sweep ended early: the reports of the seeds that finished go to ``--json``
+    (again: a Ctrl-C may have cut the last writing short; a pipe or a link is written
+    only at the end)."""
+    path = opts["json_out"]
+    if not path or not finished:
+        return
+    try:
+        if _replaceable(path):
+            _write_reports(path, finished)
+        else:
+            with open(path, "w", encoding="utf-8") as f:
+                json.dump([o.report for o in finished], f, indent=2, sort_keys=True)
+    except OSError:
+        pass  # the error being raised says more
+
+
+def _kept(finished: list[Any], total: int, opts: dict[str, Any]) -> str:
+    """What an interrupted sweep kept (and saves it where it is not saved yet)."""
+    _keep_finished(finished, opts)
+    where = f", reports in {opts['json_out']}" if opts["json_out"] and finished else ""
+    return f"{len(finished)} of {total} seed(s) finished{where}"
+
+
 def _jobs_that_fit(sc: Any, jobs: int, opts: dict[str, Any]) -> int:
     """The default --jobs, lowered to as many runs as fit in available memory (>= 1)."""
     from simulations.memory import available_bytes, check_memory
@@ -258,7 +358,7 @@ def _jobs_that_fit(sc: Any, jobs: int, opts: dict[str, Any]) -> int:
 
 def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     """``--seeds``: the scenario once per seed; a line per seed as it ends, then a table."""
-    from simulations.sweep import default_jobs, parse_seeds, run_seeds
+    from simulations.sweep import SeedCrashed, default_jobs, parse_seeds, run_seeds
 
     if opts["seed"] is not None:
         raise click.UsageError("give --seed or --seeds, not both")
@@ -276,22 +376,33 @@ def _sweep(sc: Any, source: str | None, opts: dict[str, Any]) -> None:
     say: Any = click.echo
 
     def done(o: Any) -> None:
+        # Written as each seed ends (before its line: a seed shown is a seed kept), so
+        # an interrupted sweep of hours keeps what it found.
+        finished.append(o)
+        if opts["json_out"]:
+            _write_reports(opts["json_out"], finished)
         say(
             f"seed {o.seed} {o.verdict}: trace {o.trace_hash[:16]}, {o.events:,} events, "
             f"{o.wall_seconds:,.1f} s wall, peak RSS {o.peak_rss_mb:,.0f} MB"
         )
-        # Written as each seed ends: an interrupted sweep of hours keeps what it found.
-        finished.append(o)
-        if opts["json_out"]:
-            _write_reports(opts["json_out"], finished)
 
     run = partial(run_seeds, sc, seeds, jobs=jobs, source=source, flags=_flags(opts))
-    if opts["quiet"] or not sys.stderr.isatty():
-        outcomes = run(on_done=done)
-    else:
-        with _SeedBars(sc.run.duration + sc.liveness_s(), sys.stdout.isatty()) as bars:
-            say = bars.say if bars.on_stdout else click.echo
-            outcomes = run(on_done=bars.wrap(done), on_progress=bars.update)
+    try:
+        if opts["quiet"] or not sys.stderr.isatty():
+            outcomes = run(on_done=done)
+        else:
+            with _SeedBars(sc.run.duration + sc.liveness_s(), sys.stdout.isatty()) as bars:
+                say = bars.say if bars.on_stdout else click.echo
+                outcomes = run(on_done=bars.wrap(done), on_progress=bars.update)
+    except KeyboardInterrupt:
+        # The workers are ended (run_seeds); the seeds that finished are kept.
+        click.echo(f"error: interrupted; {_kept(finished, len(seeds), opts)}", err=True)
+        raise SystemExit(130) from None
+    except SeedCrashed as exc:
+        raise click.ClickException(f"{exc}; {_kept(finished, len(seeds), opts)}") from None
+    except BaseException:
+        _keep_finished(finished, opts)
+        raise
     if opts["json_out"] and not _replaceable(opts["json_out"]):
         with open(opts["json_out"], "w", encoding="utf-8") as f:
             json.dump([o.report for o in outcomes], f, indent=2, sort_keys=True)

@@ -25,11 +25,11 @@ from simulations.history import History
 from simulations.network import SimNetwork
 from simulations.report import build_report
 from simulations.rng import derive_seed
-from simulations.scenario import Scenario
+from simulations.scenario import Scenario, check_scenario
 from simulations.workload import Workload
 from simulations.world import World
 
-__all__ = ["RunResult", "reproduce_command", "run_scenario"]
+__all__ = ["RunResult", "reproduce_command", "run_scenario", "seconds_text"]
 
 #: at most this many nodes' views are compared by the convergence checker
 VIEW_SAMPLE = 300
@@ -59,10 +59,16 @@ def reproduce_command(sc: Scenario, source: str | None, flags: Sequence[str] = (
         parts.append(source)
     parts += ["--seed", str(sc.run.seed)]
     if not flags:
-        parts += ["--nodes", str(sc.run.nodes), "--duration", f"{sc.run.duration:g}s"]
+        parts += ["--nodes", str(sc.run.nodes), "--duration", seconds_text(sc.run.duration)]
         parts += ["--crypto", sc.crypto()]
     parts += list(flags)
     return shlex.join(parts)
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as ``parse_duration`` reads back to the same float (``10.1234567s``;
+    ``:g`` would keep six digits, and another run)."""
+    return repr(float(seconds)).removesuffix(".0").replace("e+", "e") + "s"
 
 
 def _build(sc: Scenario) -> tuple[World, ShellFactory, Simulator, History]:
@@ -104,6 +110,8 @@ def run_scenario(
     flags: Sequence[str] = (),
 ) -> RunResult:
     """Run one scenario to the end of its liveness phase and check the history."""
+    # The checks that tie keys together (a scenario built in Python may skip them).
+    check_scenario(sc, sc.run.name)
     wall0 = time.perf_counter()
     world, factory, sim, history = _build(sc)
     workload = Workload(sim, world, factory, history)

@@ -8,8 +8,10 @@ Every table and key is checked (``extra = "forbid"``); a mistake becomes a
 from __future__ import annotations
 
 import math
+import os
 import re
 import tomllib
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -25,6 +27,7 @@ __all__ = [
     "SCENARIO_DIR",
     "Scenario",
     "apply_overrides",
+    "check_scenario",
     "load_scenario",
     "parse_duration",
     "parse_partition",
@@ -32,11 +35,36 @@ __all__ = [
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+#: a duration above zero (a task's timeout)
+PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+#: the most events of one kind per virtual second (task arrivals, an adversary's bad
+#: frames): far above any useful rate, and below the rates at which the interval
+#: between two events (``expovariate``) vanishes next to the virtual time itself
+MAX_RATE = 10_000.0
+
+
+def _duration_or_auto(value: Any) -> float | str:
+    """``"auto"``, or a duration of at least zero (one error, not one per kind)."""
+    if value == "auto":
+        return "auto"
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:  # also false for NaN
+        raise ValueError(
+            f"a duration such as '30s' (at least 0), or 'auto', was expected, not {value!r}"
+        )
+    return seconds
+
+
+DurationOrAuto = Annotated[float | Literal["auto"], BeforeValidator(_duration_or_auto)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Every number finite: an infinite rate or duration hangs a run at one virtual time.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LatencyModel(_Model):
@@ -52,6 +80,14 @@ class LatencyModel(_Model):
     median: Duration = 0.0005
     sigma: float = Field(default=0.3, ge=0)
     minimum: Duration = 0.00005
+
+    def problem(self) -> str | None:
+        """Why these parameters cannot be sampled (None: they can)."""
+        if self.dist == "uniform" and self.high < self.low:
+            return f"uniform: high ({self.high:g}s) is below low ({self.low:g}s)"
+        if self.dist == "exponential" and self.mean <= 0:
+            return "exponential: mean must be above 0"
+        return None
 
     def build(self) -> Latency:
         d = self.dist
@@ -111,7 +147,7 @@ class MembershipModel(BaseModel):
     daemon's ``node.toml`` (``protocols.membership.config.tuned`` reads both; checked
     when the scenario loads)."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
 
     preset: Literal["lan", "wan", "local"] = "lan"
 
@@ -119,25 +155,31 @@ class MembershipModel(BaseModel):
         return tuned({"preset": self.preset, **(self.model_extra or {})})
 
 
+#: a capability's name, as a task names it (``TaskSpec.capability``: 1 to 128 characters)
+Capability = Annotated[str, Field(min_length=1, max_length=128)]
+#: a weight of a mix: relative, at least 0 (at least one of the mix above 0)
+Weight = Annotated[float, Field(ge=0)]
+
+
 class OrgModel(_Model):
     name: str = Field(min_length=1)
     share: float = Field(default=1.0, gt=0)
     trusts: list[str] = []
     #: fraction of this org's nodes that offer each capability
-    capabilities: dict[str, Probability] = {"summarize": 0.5, "translate": 0.5}
+    capabilities: dict[Capability, Probability] = {"summarize": 0.5, "translate": 0.5}
 
 
 class WorkloadModel(_Model):
-    tasks_per_s: float = Field(default=5.0, ge=0)
+    tasks_per_s: float = Field(default=5.0, ge=0, le=MAX_RATE)
     start: Duration = 5.0
-    capabilities: dict[str, float] = {"summarize": 1.0, "translate": 1.0}
+    capabilities: dict[Capability, Weight] = {"summarize": 1.0, "translate": 1.0}
     duration: LatencyModel = LatencyModel(dist="uniform", low=0.1, high=1.0)
-    semantics: dict[Literal["at-least-once", "at-most-once"], float] = {
+    semantics: dict[Literal["at-least-once", "at-most-once"], Weight] = {
         "at-least-once": 0.8,
         "at-most-once": 0.2,
     }
     failure_probability: Probability = 0.02
-    timeout: Duration = 10.0
+    timeout: PositiveDuration = 10.0
     #: award strategy of every task (``protocols.contract_net.strategies.STRATEGIES``)
     strategy: Literal["least_loaded", "first_idle", "lowest_cost", "earliest_eta", "weighted"] = (
         "least_loaded"
@@ -148,7 +190,7 @@ class PartitionModel(_Model):
     kind: Literal["symmetric", "oneway", "bridge"] = "symmetric"
     at: Duration
     heal: Duration
-    fractions: list[Probability] = [0.5]
+    fractions: list[Probability] = Field(default=[0.5], min_length=1)
 
 
 class ClogModel(_Model):
@@ -181,7 +223,7 @@ class AdversaryModel(_Model):
     #: kinds given a count above (over all six kinds when none is), whatever ``nodes``;
     #: at least one node of each of those kinds
     fraction: Probability = 0.0
-    rate: float = Field(default=2.0, gt=0)
+    rate: float = Field(default=2.0, gt=0, le=MAX_RATE)
 
 
 class ConvergenceModel(_Model):
@@ -199,7 +241,7 @@ class RunModel(_Model):
     duration: Duration = 30.0
     #: seconds, or "auto": as long as membership can take to settle after the last
     #: heal at this size (``protocols.membership.timing.settle_time``)
-    liveness: Duration | Literal["auto"] = 20.0
+    liveness: DurationOrAuto = 20.0
     crypto: Literal["real", "fast", "auto"] = "auto"
     node: Literal["core", "toy", "auto"] = "auto"
 
@@ -209,7 +251,7 @@ class Scenario(_Model):
     network: NetworkModel = NetworkModel()
     topology: TopologyModel = TopologyModel()
     membership: MembershipModel = MembershipModel()
-    orgs: list[OrgModel] = [OrgModel(name="acme")]
+    orgs: list[OrgModel] = Field(default=[OrgModel(name="acme")], min_length=1)
     workload: WorkloadModel = WorkloadModel()
     faults: FaultsModel = FaultsModel()
     adversaries: AdversaryModel = AdversaryModel()
@@ -247,42 +289,125 @@ class Scenario(_Model):
         return "real" if self.run.nodes < 1000 else "fast"
 
 
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A key path as written in the file (``faults.partitions.0.at``), without the names
+    pydantic gives the branches of a union (``function-after[...]``)."""
+    parts = [
+        str(p) if p != "" else '""'
+        for p in loc
+        if not (isinstance(p, str) and ("[" in p or "(" in p))
+    ]
+    return ".".join(parts) or "(top level)"
+
+
+def _message(error: Any) -> str:
+    if error["type"] == "extra_forbidden":
+        return "unknown key"
+    msg = str(error["msg"])
+    return msg.removeprefix("Value error, ")
+
+
 def _explain(err: ValidationError, source: str) -> ConfigError:
-    lines = []
+    """One line: each key at fault and what was expected of it."""
+    found: dict[str, str] = {}
     for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        lines.append(f"  {where}: {e['msg']}")
-    return ConfigError(f"{source}: invalid scenario\n" + "\n".join(lines))
+        found.setdefault(_where(e["loc"]), _message(e))
+    return ConfigError(f"{source}: " + "; ".join(f"{k}: {m}" for k, m in found.items()))
+
+
+def _is_bare_name(path: str | Path) -> bool:
+    """A file name without any directory part (``three-orgs.toml``)."""
+    text = str(path)
+    return not any(sep and sep in text for sep in (os.sep, os.altsep, "/"))
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate one scenario file; raise ``ConfigError`` on any mistake."""
+    """Read one scenario file and check every key and value in it; raise ``ConfigError``
+    on any mistake. A bare file name not found is looked up in ``SCENARIO_DIR``.
+
+    The checks that tie keys together (``check_scenario``) run once the command line's
+    flags are applied (``apply_overrides``), and when the scenario runs: a flag may
+    make a file valid that is not valid on its own."""
     p = Path(path)
-    if not p.exists() and (SCENARIO_DIR / p.name).exists():
+    if _is_bare_name(path) and not p.exists() and (SCENARIO_DIR / p.name).exists():
         p = SCENARIO_DIR / p.name
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: no such scenario file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{p}: not a UTF-8 text file (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the scenario file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
-    return validate_scenario(data, str(p))
+    return _validate_fields(data, str(p))
 
 
-def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+def _validate_fields(data: dict[str, Any], source: str) -> Scenario:
     try:
         sc = Scenario.model_validate(data)
     except ValidationError as exc:
         raise _explain(exc, source) from None
-    _check_consistency(sc, source)
+    _check_tables(sc, source)
     return sc
 
 
-def _check_consistency(sc: Scenario, source: str) -> None:
+def validate_scenario(data: dict[str, Any], source: str = "scenario") -> Scenario:
+    """A scenario from a dict (a parsed TOML file), every check included."""
+    sc = _validate_fields(data, source)
+    check_scenario(sc, source)
+    return sc
+
+
+def _resolve_membership(sc: Scenario, source: str) -> None:
+    written = sc.membership.model_extra or {}
     try:
-        sc.membership.resolve()
+        cfg = sc.membership.resolve()
     except ConfigError as exc:
-        raise ConfigError(f"{source}: {exc}") from None
+        msg = str(exc)
+        if "fanout" in written:  # the key the user wrote, not the field it stands for
+            msg = msg.replace("membership.gossip_nodes", "membership.fanout")
+        raise ConfigError(f"{source}: {msg}") from None
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            key = "fanout" if f.name == "gossip_nodes" and "fanout" in written else f.name
+            raise ConfigError(f"{source}: membership.{key}: a finite number was expected")
+
+
+def _check_tables(sc: Scenario, source: str) -> None:
+    """The checks of one table's keys together (at load, before any override)."""
+    _resolve_membership(sc, source)
+    latencies = {
+        "network.lan.latency": sc.network.lan.latency,
+        "network.wan.latency": sc.network.wan.latency,
+        "workload.duration": sc.workload.duration,
+    }
+    for key, model in latencies.items():
+        problem = model.problem()
+        if problem is not None:
+            raise ConfigError(f"{source}: {key}: {problem}")
+    mixes: dict[str, dict[str, float]] = {
+        "workload.capabilities": dict(sc.workload.capabilities),
+        "workload.semantics": {str(k): w for k, w in sc.workload.semantics.items()},
+    }
+    for key, weights in mixes.items():
+        if not any(w > 0 for w in weights.values()):
+            raise ConfigError(
+                f"{source}: {key}: at least one weight above 0 was expected, not {weights!r}"
+            )
+    window = sc.faults.crash_window
+    if window is not None and window[1] < window[0]:
+        raise ConfigError(
+            f"{source}: faults.crash_window: the end ({window[1]:g}s) is before the start "
+            f"({window[0]:g}s)"
+        )
+
+
+def check_scenario(sc: Scenario, source: str = "scenario") -> None:
+    """Every check of the scenario, those that tie keys together included (``ConfigError``)."""
+    _check_tables(sc, source)
     names = [o.name for o in sc.orgs]
     if len(set(names)) != len(names):
         raise ConfigError(f"{source}: orgs: duplicate org names {names}")
@@ -290,11 +415,18 @@ def _check_consistency(sc: Scenario, source: str) -> None:
         for t in o.trusts:
             if t not in names:
                 raise ConfigError(f"{source}: orgs.{o.name}.trusts: unknown org {t!r}")
-    if sc.topology.joiners and sc.topology.start != "formed":
+    topo, nodes = sc.topology, sc.run.nodes
+    if topo.joiners and topo.start != "formed":
         raise ConfigError(
             f"{source}: topology.joiners needs start = 'formed' (else every node joins)"
         )
-    if sc.topology.start == "formed":
+    joinable = nodes - min(nodes, topo.segments * topo.seeds_per_segment)
+    if topo.joiners > joinable:
+        raise ConfigError(
+            f"{source}: topology.joiners: {topo.joiners} for {nodes} nodes; at most {joinable} "
+            "(the nodes that are not seeds: segments x seeds_per_segment)"
+        )
+    if topo.start == "formed":
         if sc.run.node == "toy":
             raise ConfigError(
                 f"{source}: topology.start = 'formed' needs the core node, not --node toy"
@@ -313,13 +445,18 @@ def _check_consistency(sc: Scenario, source: str) -> None:
             raise ConfigError(f"{source}: faults.partitions: fractions sum above 1")
         if p.kind == "bridge" and len(p.fractions) != 2:
             raise ConfigError(f"{source}: faults.partitions: a bridge needs two fractions")
-    if sc.network.lan.latency.dist == "uniform" and sc.network.lan.latency.high < (
-        sc.network.lan.latency.low
-    ):
-        raise ConfigError(f"{source}: network.lan.latency: high < low")
+    marker = sc.convergence.marker_at
+    end = sc.run.duration + sc.liveness_s()
+    if marker is not None and marker >= end:
+        raise ConfigError(
+            f"{source}: convergence.marker_at ({marker:g}s) is not before the end of the run "
+            f"({end:g}s: run.duration + run.liveness)"
+        )
 
 
-_PART = re.compile(r"^(symmetric|oneway|bridge):([0-9.,]+)@([^-]+)-(.+)$")
+_PART = re.compile(r"^(symmetric|oneway|bridge):([^@]*)@([^-]+)-(.+)$")
+#: the parts of a --partition spec, by the field each one sets
+_PART_NAMES = {"kind": "KIND", "fractions": "FRACTIONS", "at": "START", "heal": "END"}
 
 
 def parse_partition(spec: str) -> PartitionModel:
@@ -330,20 +467,34 @@ def parse_partition(spec: str) -> PartitionModel:
             f"--partition {spec!r}: expected KIND:FRACTIONS@START-END, "
             "e.g. symmetric:0.5@10s-20s (KIND: symmetric, oneway, bridge)"
         )
+    fractions: list[float] = []
+    for text in m.group(2).split(","):
+        try:
+            fractions.append(float(text))
+        except ValueError:
+            raise ConfigError(
+                f"--partition {spec!r}: FRACTIONS: {text.strip()!r} is not a number "
+                "(fractions between 0 and 1, e.g. 0.5 or 0.4,0.4)"
+            ) from None
+    data = {"kind": m.group(1), "fractions": fractions, "at": m.group(3), "heal": m.group(4)}
     try:
-        data = {
-            "kind": m.group(1),
-            "fractions": [float(x) for x in m.group(2).split(",") if x],
-            "at": m.group(3),
-            "heal": m.group(4),
-        }
-        return PartitionModel.model_validate(data)
-    except (ValidationError, ValueError) as exc:
-        raise ConfigError(f"--partition {spec!r}: {exc}") from None
+        part = PartitionModel.model_validate(data)
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        name = _PART_NAMES.get(str(e["loc"][0]) if e["loc"] else "", "spec")
+        msg = _message(e)
+        if name == "FRACTIONS":
+            msg = "fractions between 0 and 1 were expected, e.g. 0.5 or 0.4,0.4"
+        raise ConfigError(f"--partition {spec!r}: {name}: {msg}") from None
+    if part.heal < part.at:
+        raise ConfigError(f"--partition {spec!r}: END ({part.heal:g}s) is before START")
+    return part
 
 
-def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
-    """Command-line flags override the scenario (``None`` means not given)."""
+def apply_overrides(sc: Scenario, *, source: str | None = None, **flags: Any) -> Scenario:
+    """Command-line flags override the scenario (``None`` means not given), then every
+    check runs on the result (``check_scenario``). ``source``: the scenario file, for
+    the messages."""
     data = sc.model_dump()
     run, wl, faults = data["run"], data["workload"], data["faults"]
     for key in ("nodes", "seed", "duration", "crypto", "node", "liveness"):
@@ -364,4 +515,9 @@ def apply_overrides(sc: Scenario, **flags: Any) -> Scenario:
         faults["crash_fraction"] = flags["crash"]
     if flags.get("partition"):
         faults["partitions"] = [parse_partition(s).model_dump() for s in flags["partition"]]
-    return validate_scenario(data, "command line")
+    given = any(v is not None and v != () and v != [] for v in flags.values())
+    if source is None:
+        where = "command line"
+    else:
+        where = f"{source} with the flags given" if given else source
+    return validate_scenario(data, where)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -155,3 +159,102 @@ def test_a_sweeps_json_through_a_symbolic_link_keeps_the_link(tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     assert link.is_symlink()
     assert [r["seed"] for r in json.loads(target.read_text())] == [1, 2]
+
+
+# --- a sweep ends at once on an error or Ctrl-C (it used to hang) ------------------
+
+
+def _mesh_node(
+    args: list[str], cwd: Path
+) -> subprocess.Popen[str]:  # in its own process group, as a terminal runs it
+    exe = Path(sys.executable).parent / "mesh-node"
+    return subprocess.Popen(
+        [str(exe), "simulate", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=cwd,
+    )
+
+
+def _finish(p: subprocess.Popen[str], within: float) -> tuple[str, str]:
+    try:
+        return p.communicate(timeout=within)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.communicate()
+        pytest.fail(f"the sweep was still running {within} s later")
+
+
+def test_an_error_in_a_seed_ends_the_sweep_at_once_in_one_line(tmp_path: Path) -> None:
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[adversaries]\nforge = 1000\n")  # raised by the run, in the worker
+    out = tmp_path / "sweep.json"
+    seeds = ["--seeds", "1-3", "--jobs", "1", "--json", str(out)]
+    p = _mesh_node([str(scenario), *SMALL, "--liveness", "4s", *seeds], tmp_path)
+    stdout, stderr = _finish(p, 60)
+    assert p.returncode == 2, stdout + stderr
+    assert stderr.strip().splitlines() == [
+        "error: adversaries: 1000 for 12 nodes; at most half the nodes may misbehave"
+    ]
+    assert "Traceback" not in stdout + stderr and "Exception in thread" not in stderr
+
+
+def test_ctrl_c_ends_a_sweep_at_once_and_keeps_the_seeds_that_finished(tmp_path: Path) -> None:
+    out = tmp_path / "sweep.json"
+    p = _mesh_node(
+        [*SMALL, "--liveness", "4s", "--seeds", "1-40", "--jobs", "1", "--json", str(out)],
+        tmp_path,
+    )
+    assert p.stdout is not None
+    line = "start"
+    while line and not line.startswith("seed 1 "):
+        line = p.stdout.readline()
+    assert line.startswith("seed 1 pass"), line
+    os.killpg(p.pid, signal.SIGINT)  # what Ctrl-C does: the whole process group
+    stdout, stderr = _finish(p, 30)
+    assert p.returncode == 130, stdout + stderr
+    assert "error: interrupted; " in stderr and "Traceback" not in stderr
+    seeds = [r["seed"] for r in json.loads(out.read_text())]
+    assert seeds[0] == 1 and len(seeds) < 40
+
+
+def test_an_error_in_on_done_ends_the_sweep_and_its_workers() -> None:
+    import multiprocessing
+    import time
+
+    from simulations.scenario import apply_overrides, load_scenario
+    from simulations.sweep import run_seeds
+
+    sc = apply_overrides(
+        load_scenario("lan-1000.toml"), nodes=12, duration=6.0, liveness=4.0, node="toy"
+    )
+
+    def full(o: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    t0 = time.monotonic()
+    with pytest.raises(OSError, match="No space left"):
+        run_seeds(sc, [1, 2, 3, 4], jobs=2, on_done=full)
+    assert time.monotonic() - t0 < 60
+    assert multiprocessing.active_children() == []
+
+
+def test_a_seed_whose_process_dies_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulations import sweep
+    from simulations.scenario import apply_overrides, load_scenario
+
+    sc = apply_overrides(
+        load_scenario("lan-1000.toml"), nodes=12, duration=6.0, liveness=4.0, node="toy"
+    )
+    real = sweep._start
+
+    def killed(*args: object, **kw: object) -> object:
+        worker = real(*args, **kw)  # type: ignore[arg-type]
+        worker.process.kill()  # as the kernel's out-of-memory killer would
+        return worker
+
+    monkeypatch.setattr(sweep, "_start", killed)
+    with pytest.raises(sweep.SeedCrashed, match=r"seed 1: its process ended without a result"):
+        sweep.run_seeds(sc, [1, 2], jobs=1)
