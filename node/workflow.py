@@ -88,8 +88,11 @@ class SagaFailed(ContractNetError):
         unrecovered: tuple[str, ...],
         uncertain: bool = False,
         attempts: tuple[str, ...] = (),
+        saga_id: str = "",
     ) -> None:
         super().__init__(message, attempts=attempts)
+        #: the saga that failed (a saga nested in another's block fails that one too)
+        self.saga_id = saga_id
         self.failed_step = failed_step
         self.compensated = compensated
         self.unrecovered = unrecovered
@@ -135,6 +138,7 @@ class Saga:
                 failed_step="",
                 compensated=(),
                 unrecovered=(),
+                saga_id=self.saga_id,
             )
         self._steps += 1
         name = f"{self._steps}:{capability}"
@@ -172,8 +176,11 @@ class Saga:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any
     ) -> None:
-        if exc is None or isinstance(exc, SagaFailed):
-            return
+        if exc is None or (isinstance(exc, SagaFailed) and exc.saga_id == self.saga_id):
+            return  # our own failure: compensated already
+        # Another saga's failure (one nested in this block, or run by a helper called
+        # from it) is this block failing: it used to pass as ours, and this saga's
+        # completed steps were never undone.
         if isinstance(exc, asyncio.CancelledError):
             self._undo_in_background()
             return
@@ -233,4 +240,5 @@ class Saga:
             unrecovered=tuple(lost),
             uncertain=uncertain,
             attempts=attempts,
+            saga_id=self.saga_id,
         )

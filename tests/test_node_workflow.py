@@ -95,6 +95,25 @@ def test_a_failed_step_undoes_the_steps_before_it() -> None:
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
 
 
+def test_a_nested_saga_that_fails_undoes_the_outer_sagas_steps_too() -> None:
+    """An inner saga's SagaFailed passed through the outer block as the outer saga's
+    own failure, so the outer saga's completed steps were never undone."""
+
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        with pytest.raises(SagaFailed) as info:
+            async with Saga(client) as outer:
+                await outer.step("reserve_room", {"guest": "eve"}, compensate="cancel_room")
+                async with Saga(client) as inner:
+                    await inner.step("charge", 500, max_auctions=1)  # declined
+        err = info.value
+        assert err.saga_id == outer.saga_id and err.compensated == ("1:reserve_room",)
+        assert "card declined" in err.message
+        assert ledger["rooms"] == set()
+        assert ledger["log"] == ["reserve room-eve", "cancel room-eve"]
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
 def test_an_error_in_the_block_between_steps_undoes_them_too() -> None:
     async def body(client: Node, ledger: dict[str, Any]) -> None:
         with pytest.raises(SagaFailed) as info:
