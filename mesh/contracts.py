@@ -41,6 +41,7 @@ from mesh.events import (
     TaskCompleted,
     TaskFailed,
     TaskOutcomeUnknown,
+    TaskProgress,
     TaskReassigned,
     TaskStaleResult,
 )
@@ -528,6 +529,8 @@ class ContractAgent:
         rec.state = transition(REQUESTER_TABLE, rec.state, event)
         if isinstance(p, Started) and rec.spec.semantics == "at-most-once":
             self._send("proceed", Proceed(task_id=rec.task_id, epoch=rec.epoch), [sender], now)
+        elif isinstance(p, Progress) and (p.percent is not None or p.message is not None):
+            self._ctx.emit(TaskProgress(rec.task_id, sender, rec.epoch, p.percent, p.message))
         self._set_timer(rec, now + rec.spec.lease)
 
     def _stale_notice(

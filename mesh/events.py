@@ -26,6 +26,7 @@ __all__ = [
     "TaskCompleted",
     "TaskFailed",
     "TaskOutcomeUnknown",
+    "TaskProgress",
     "TaskReassigned",
     "TaskStaleResult",
 ]
@@ -126,6 +127,18 @@ class TaskReassigned(Event):
     epoch: int
     reason: str
     new_auction: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TaskProgress(Event):
+    """The holder of one of our tasks reported progress (``task.progress``): a
+    ``progress`` frame with a percent or a message (a bare heartbeat makes none)."""
+
+    task_id: str
+    executor: str
+    epoch: int
+    percent: float | None
+    message: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,8 @@ from node.core_adapter import (
     task_spec,
 )
 from node.discovery import MdnsDiscovery
-from node.handlers import Handler
-from node.runtime import Result, Runtime
+from node.handlers import Handler, as_async
+from node.runtime import CLOSED, Result, Runtime
 from node.supervision import Approver
 from node.transport import TransportLimits, endpoint_problem
 from protocols.capabilities.versions import parse_version
@@ -242,7 +242,11 @@ class Node:
                 f"capability {name!r}: this node's certificate does not allow offering it "
                 f"(its offers: {', '.join(self.certificate.offers) or 'none'})"
             )
-        self._decls[name] = CapabilityDecl(name, version, max_concurrency, bid, handler, approve)
+        # A plain def handler ran on the event loop and failed with "object int can't
+        # be used in 'await' expression" (three times: every auction re-ran it).
+        self._decls[name] = CapabilityDecl(
+            name, version, max_concurrency, bid, as_async(handler), approve
+        )
 
     def on_event(self, listener: Callable[[Event], None]) -> None:
         """Call ``listener`` with every event, synchronously, in order, none dropped
@@ -403,10 +407,15 @@ class Node:
     async def events(self) -> AsyncIterator[Event]:
         """Every core event from now on (a slow reader loses the oldest)."""
         rt = self._rt()
+        if rt.closed:
+            return  # a stopped node has no more events (this used to wait forever)
         q = rt.subscribe()
         try:
             while True:
-                yield await q.get()
+                ev = await q.get()
+                if ev is CLOSED:
+                    return  # the node stopped
+                yield ev
         finally:
             rt.unsubscribe(q)
 

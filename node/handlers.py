@@ -125,11 +125,21 @@ def python_handler(target: str) -> Handler:
         raise ConfigError(f"python handler {target!r}: {_describe(exc)}") from None
     if not callable(fn):
         raise ConfigError(f"handler {target!r} is not callable")
-    if inspect.iscoroutinefunction(fn):
-        return fn  # type: ignore[no-any-return]
+    return as_async(fn)
+
+
+def as_async(fn: Callable[[Task], Any]) -> Handler:
+    """``fn`` itself when it is an ``async def``; else a handler running the plain
+    function in a thread (off the event loop), awaiting what it returns if that is
+    awaitable (a lambda handing over to a coroutine function)."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 (an object with an async __call__)
+    ):
+        return fn
 
     async def run_in_thread(task: Task) -> Any:
-        return await asyncio.to_thread(fn, task)
+        value = await asyncio.to_thread(fn, task)
+        return await value if inspect.isawaitable(value) else value
 
     return run_in_thread
 

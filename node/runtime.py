@@ -33,6 +33,7 @@ from mesh.events import (
     TaskCompleted,
     TaskFailed,
     TaskOutcomeUnknown,
+    TaskProgress,
     TaskReassigned,
 )
 from node.handlers import Handler, HandlerFailed, Task
@@ -97,6 +98,9 @@ class TaskView:
     reason: str = ""
     strategy: str = ""
     risk: str = "low"
+    #: the executor's last progress report (``task.progress``): percent and message
+    progress: float | None = None
+    progress_message: str = ""
     #: the decision summary: one line per award, re-award and outcome, in order
     decisions: list[str] = field(default_factory=list)
 
@@ -116,6 +120,27 @@ class PeerView:
 
     def as_json(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+
+def as_json(value: Any) -> Any:
+    """A decoded payload value as JSON-shaped Python: arrays as lists. The strict
+    decoder gives tuples (immutable, hashable: what the protocol code wants); a
+    handler's input or a request's result is the user's JSON, whose arrays are
+    lists (``task.input["items"].append(x)`` raised AttributeError)."""
+    t = type(value)
+    if t is tuple or t is list:
+        return [as_json(v) for v in value]
+    if t is dict:
+        return {k: as_json(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed(Event):
+    """Put in every event subscriber's queue when the node stops (not a core event)."""
+
+
+CLOSED = _Closed()
 
 
 class Runtime:
@@ -155,6 +180,7 @@ class Runtime:
         self._given: dict[str, Task] = {}
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
+        self._stopping: asyncio.Future[dict[str, int]] | None = None
         #: called with every event as it happens, in order, none dropped (audit logs)
         self._listeners: list[Callable[[Event], None]] = list(listeners or [])
         self._timer: asyncio.TimerHandle | None = None
@@ -193,9 +219,16 @@ class Runtime:
         self._pump()
 
     async def stop(self, grace: float = 5.0) -> dict[str, int]:
-        """Stop bidding, finish (or hand back) in-flight work, announce leave, close."""
-        if self.closed:
-            return {"finished": 0, "handed_back": 0}
+        """Stop bidding, finish (or hand back) in-flight work, announce leave, close.
+        A second call waits for the first (two concurrent calls used to count the same
+        task twice, once finished and once handed back)."""
+        if self._stopping is None:
+            if self.closed:
+                return {"finished": 0, "handed_back": 0}
+            self._stopping = asyncio.ensure_future(self._stop(grace))
+        return dict(await asyncio.shield(self._stopping))
+
+    async def _stop(self, grace: float) -> dict[str, int]:
         self.accepting = False
         stop_bidding = getattr(self.core, "stop_bidding", None)
         if callable(stop_bidding):
@@ -211,12 +244,20 @@ class Runtime:
                 handed_back += 1
             finished = len(pending) - handed_back
             self._pump()
+        # Our requests still in flight end here, and in the mesh: their holders are
+        # told (cancel) instead of running on for a requester that is gone.
+        live = [task_id for task_id, fut in self._waiters.items() if not fut.done()]
+        for task_id in live:
+            self._waiters[task_id].set_exception(ContractNetError("node stopped", code="cancelled"))
+            self.cancel(task_id)
         self.core.leave(time.time())
         self._pump()
-        for fut in self._waiters.values():
-            if not fut.done():
-                fut.set_exception(ContractNetError("node stopped", code="cancelled"))
         self.closed = True
+        self.peers.clear()
+        for q in self._subscribers:  # every events() iterator ends
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(CLOSED)
         if self._timer is not None:
             self._timer.cancel()
         self.transport.flush_and_close(linger_ms=300)
@@ -406,6 +447,14 @@ class Runtime:
             else:
                 view.refusals += 1
 
+    def _on_progress(self, ev: TaskProgress) -> None:
+        view = self.tasks.get(ev.task_id)
+        if view is not None and view.winner == ev.executor:
+            if ev.percent is not None:
+                view.progress = ev.percent
+            if ev.message is not None:
+                view.progress_message = ev.message
+
     def _on_award(self, ev: TaskAwarded | TaskReassigned) -> None:
         view = self.tasks.get(ev.task_id)
         if view is not None:
@@ -449,7 +498,7 @@ class Runtime:
                 if view is not None and view.awarded_at is not None:
                     timings["award_s"] = view.awarded_at - view.started
                 fut.set_result(
-                    Result(ev.result, ev.executor, ev.task_id, tuple(ev.attempts), timings)
+                    Result(as_json(ev.result), ev.executor, ev.task_id, tuple(ev.attempts), timings)
                 )
             return
         reason = ev.reason
@@ -492,7 +541,7 @@ class Runtime:
         task = Task(
             ev.task_id,
             ev.capability,
-            ev.input,
+            as_json(ev.input),
             ev.deadline,
             requester=ev.requester,
             epoch=ev.epoch,
@@ -551,10 +600,12 @@ class Runtime:
             outcome = (False, "handler missed the deadline")
         except HandlerFailed as exc:
             outcome = (False, exc.reason)
-        except (Exception, SystemExit) as exc:
+        except KeyboardInterrupt:
+            raise  # the user's Ctrl-C, not the handler's: it goes on up
+        except BaseException as exc:
             # A handler bug fails its task, never the node: sys.exit() in a handler
-            # (SystemExit) used to end the daemon. KeyboardInterrupt is the user's
-            # Ctrl-C, not the handler's: it goes on up.
+            # (SystemExit) used to end the daemon, and any other BaseException left the
+            # task "running", its lease renewed, until the request's deadline.
             self.counters["runtime.handler_errors"] += 1
             log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
             outcome = (False, _one_line(f"{type(exc).__name__}: {exc}"))
@@ -642,6 +693,7 @@ _HANDLERS: dict[type[Event], Callable[[Runtime, Any], None]] = {
     TaskBid: Runtime._on_bid,
     TaskAwarded: Runtime._on_award,
     TaskReassigned: Runtime._on_award,
+    TaskProgress: Runtime._on_progress,
     TaskCompleted: Runtime._on_outcome,
     TaskFailed: Runtime._on_outcome,
     TaskOutcomeUnknown: Runtime._on_outcome,

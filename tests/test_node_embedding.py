@@ -1,0 +1,165 @@
+"""The embedding API as an agent author uses it (found by a review helper, each
+reproduced first): a handler's exotic exception, progress reports, JSON arrays, plain
+``def`` handlers, and a requester node stopped with requests in flight."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from mesh.events import Event, TaskProgress
+from node import LocalOrg, Node, Task
+from protocols.errors import ContractNetError
+
+Body = Callable[[Node, Node], Awaitable[Any]]
+
+
+async def _pair(setup: Callable[[Node], None], body: Body) -> Any:
+    org = LocalOrg("acme")
+    worker = Node.from_org(org, "worker", preset="local")
+    setup(worker)
+    async with worker:
+        req = Node.from_org(org, "requester", seeds=[worker.endpoint], preset="local")
+        async with req:
+            assert await req.wait_for_peers(1, timeout=10)
+            return await body(worker, req)
+
+
+def run(setup: Callable[[Node], None], body: Body) -> Any:
+    return asyncio.run(asyncio.wait_for(_pair(setup, body), 60))
+
+
+class Weird(BaseException):
+    pass
+
+
+def test_a_handler_raising_a_base_exception_fails_its_task_at_once() -> None:
+    """It escaped the runtime: the task stayed 'running', its lease renewed, and the
+    request ended in a bare timeout at its deadline."""
+
+    def setup(w: Node) -> None:
+        @w.capability("base")
+        async def base(task: Task) -> None:
+            raise Weird("boom")
+
+    async def body(w: Node, req: Node) -> ContractNetError:
+        with pytest.raises(ContractNetError) as caught:
+            await req.request("base", {}, timeout=20, max_auctions=1)
+        assert w.statistics()["runtime.handler_errors"] == 1
+        return caught.value
+
+    err = run(setup, body)
+    assert "Weird: boom" in err.message and err.code != "timeout"
+
+
+def test_progress_reaches_the_requester_as_events_and_in_its_task_view() -> None:
+    def setup(w: Node) -> None:
+        @w.capability("steps")
+        async def steps(task: Task) -> str:
+            for i in range(3):
+                task.progress(33 * (i + 1), f"step {i}")
+                await asyncio.sleep(0.05)
+            return "done"
+
+    async def body(w: Node, req: Node) -> tuple[list[Event], list[dict[str, Any]]]:
+        seen: list[Event] = []
+
+        async def watch() -> None:
+            async for ev in req.events():
+                if isinstance(ev, TaskProgress):
+                    seen.append(ev)
+
+        watcher = asyncio.ensure_future(watch())
+        await asyncio.sleep(0)
+        assert (await req.request("steps", None, timeout=10)).value == "done"
+        watcher.cancel()
+        return seen, req.tasks()
+
+    seen, views = run(setup, body)
+    assert [(e.percent, e.message) for e in seen] == [  # type: ignore[attr-defined]
+        (33, "step 0"),
+        (66, "step 1"),
+        (99, "step 2"),
+    ]
+    (view,) = views
+    assert view["progress"] == 99 and view["progress_message"] == "step 2"
+
+
+def test_json_arrays_are_lists_in_the_handlers_input_and_the_result() -> None:
+    def setup(w: Node) -> None:
+        @w.capability("append")
+        async def append(task: Task) -> dict[str, Any]:
+            task.input["items"].append(4)  # AttributeError on a tuple
+            return {"items": task.input["items"], "nested": [[1], [2, [3]]]}
+
+    async def body(w: Node, req: Node) -> Any:
+        return (await req.request("append", {"items": [1, 2, 3]}, timeout=10)).value
+
+    assert run(setup, body) == {"items": [1, 2, 3, 4], "nested": [[1], [2, [3]]]}
+
+
+def test_a_plain_def_handler_runs_in_a_thread() -> None:
+    """It ran on the loop and failed "object int can't be used in 'await'
+    expression", three times (each auction re-ran it)."""
+    calls: list[int] = []
+
+    def setup(w: Node) -> None:
+        @w.capability("double")
+        def double(task: Task) -> int:
+            calls.append(task.input)
+            return int(task.input) * 2
+
+    async def body(w: Node, req: Node) -> Any:
+        return (await req.request("double", 21, timeout=10)).value
+
+    assert run(setup, body) == 42 and calls == [21]
+
+
+def test_stopping_a_requester_cancels_its_requests_in_the_mesh_and_ends_its_events() -> None:
+    """The executor ran on for a requester that was gone; events() never ended; a
+    stopped node still listed its peers alive; two stop() calls counted twice."""
+    seen = {"stopped": 0, "finished": 0}
+
+    def setup(w: Node) -> None:
+        @w.capability("slow", max_concurrency=2)
+        async def slow(task: Task) -> str:
+            try:
+                await asyncio.sleep(5)
+            except asyncio.CancelledError:
+                seen["stopped"] += 1
+                raise
+            seen["finished"] += 1
+            return "late"
+
+    async def body(w: Node, req: Node) -> None:
+        pending = asyncio.ensure_future(req.request("slow", 1, timeout=10))
+        for _ in range(100):  # bounded: until it runs on the worker
+            if any(t["state"] == "running" for t in w.tasks()):
+                break
+            await asyncio.sleep(0.05)
+        ended = asyncio.ensure_future(_drain(req))
+        await asyncio.sleep(0)
+        outs = await asyncio.gather(req.stop(1), req.stop(1))
+        assert outs[0] == outs[1]
+        with pytest.raises(ContractNetError, match="node stopped"):
+            await pending
+        await asyncio.wait_for(ended, 5)  # the iterator ended with the node
+        assert req.peers() == []
+        assert [ev async for ev in req.events()] == []  # a stopped node: no wait
+        for _ in range(100):  # bounded: the cancel reaches the worker
+            if seen["stopped"]:
+                break
+            await asyncio.sleep(0.05)
+
+    run(setup, body)
+    assert seen == {"stopped": 1, "finished": 0}
+
+
+async def _drain(node: Node) -> int:
+    n = 0
+    async for _ in node.events():
+        n += 1
+    return n
