@@ -672,8 +672,11 @@ def _one_line(text: str, limit: int = 256) -> str:
 
 
 def _nobody_invited(attempts: Sequence[str]) -> bool:
-    """True when every round of a failed task found no candidate to invite."""
-    return bool(attempts) and all("(0 invited" in a for a in attempts)
+    """True when every round of a failed task found no candidate to invite (the
+    deadline's own line aside: a short timeout ends the task mid-way through its
+    auctions, and the hint then went missing)."""
+    rounds = [a for a in attempts if not a.endswith(": timeout")]
+    return bool(rounds) and all("(0 invited" in a for a in rounds)
 
 
 def _failure_code(reason: str) -> str:

@@ -346,3 +346,28 @@ def test_a_capability_or_request_the_certificate_does_not_allow_is_refused_here(
             assert "does not allow requesting 'pay' (its requests: echo)" in caught.value.message
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_no_bidder_hint_survives_a_short_timeout_and_bad_option_types_are_named() -> None:
+    """With a timeout shorter than its auctions, the failure said only 'timeout'; an
+    option of the wrong type said "'<' not supported between 'int' and 'str'"."""
+
+    async def main() -> tuple[ContractNetError, list[str]]:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+        async with node:
+            with pytest.raises(ContractNetError) as caught:
+                await node.request("nope", 1, timeout=1.5)
+            said = []
+            for bad in ({"timeout": "5"}, {"lease": None}, {"max_auctions": "3"}):
+                with pytest.raises(LocalProtocolError) as wrong:
+                    await node.request("nope", 1, **bad)
+                said.append(wrong.value.message)
+            return caught.value, said
+
+    err, said = asyncio.run(asyncio.wait_for(main(), 30))
+    assert "no known peer offers 'nope' in a matching version" in err.message
+    assert said == [
+        "TaskSpec.timeout must be a number, not '5'",
+        "TaskSpec.lease must be a number, not None",
+        "TaskSpec.max_auctions must be an integer, not '3'",
+    ]

@@ -62,6 +62,17 @@ class TaskSpec:
             raise LocalProtocolError("TaskSpec.task_id: 1 to 64 characters, or None")
         if self.semantics not in ("at-least-once", "at-most-once"):
             raise LocalProtocolError(f"unknown semantics {self.semantics!r}")
+        numbers = ("reply_timeout", "lease", "timeout", "bid_grace", "budget", "deadline")
+        for name in numbers:  # a string or None where a number goes named the option
+            value = getattr(self, name)
+            optional = name in ("bid_grace", "budget", "deadline")
+            if not (_is_number(value) or (optional and value is None)):
+                kind = "a number or None" if optional else "a number"
+                raise LocalProtocolError(f"TaskSpec.{name} must be {kind}, not {value!r}")
+        if not isinstance(self.max_auctions, int) or isinstance(self.max_auctions, bool):
+            raise LocalProtocolError(
+                f"TaskSpec.max_auctions must be an integer, not {self.max_auctions!r}"
+            )
         for name in ("reply_timeout", "lease", "timeout"):
             value = getattr(self, name)
             if not 0 < value < math.inf:  # also false for NaN
@@ -74,6 +85,10 @@ class TaskSpec:
                 raise LocalProtocolError(f"TaskSpec.{name} must be a finite number or None")
         if self.max_auctions < 1:
             raise LocalProtocolError("TaskSpec.max_auctions must be >= 1")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True, slots=True)
