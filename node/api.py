@@ -323,6 +323,12 @@ class Node:
             out = await self.runtime.stop(self.grace if grace is None else grace)
         return out
 
+    def reload_trust(self, trust: TrustStore) -> dict[str, list[str]]:
+        """Adopt a new trust store's orgs, policies and (newer) revocation lists while
+        running: frames of a removed org or a revoked node are refused from now on.
+        What changed, by kind (``TrustStore.replace``)."""
+        return self.trust.replace(trust)
+
     async def __aenter__(self) -> Node:
         await self.start()
         return self

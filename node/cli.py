@@ -3,7 +3,7 @@
 Commands come from three modules, loaded only when needed:
 
 * ``node.cli_keys`` (always): ``keygen``, ``org``, ``trust``, ``inspect``;
-* ``node.cli_daemon`` (if present): ``run``, ``status``, ``peers``, ``tasks``,
+* ``node.cli_daemon`` (if present): ``run``, ``status``, ``peers``, ``reload``, ``tasks``,
   ``submit``, ``demo``, ``bench``;
 * ``node.cli_sim`` (if present): ``simulate``, which imports ``simulations``
   inside the command so that ``node`` never imports it at import time.
@@ -43,6 +43,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "run": "node.cli_daemon",
     "status": "node.cli_daemon",
     "peers": "node.cli_daemon",
+    "reload": "node.cli_daemon",
     "tasks": "node.cli_daemon",
     "submit": "node.cli_daemon",
     "demo": "node.cli_daemon",

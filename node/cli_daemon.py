@@ -175,6 +175,20 @@ def status(config: str | None, control: str | None, as_json: bool) -> None:
 
 @click.command()
 @_where
+def reload(config: str | None, control: str | None, as_json: bool) -> None:
+    """Re-read the trust file into the running daemon (orgs, policies, revocations)."""
+    reply = _call(config, control, {"cmd": "reload"})
+    if as_json:
+        click.echo(json.dumps(reply, indent=2))
+        return
+    lines = [f"{k}: {', '.join(v)}" for k, v in reply.items() if isinstance(v, list) and v]
+    click.echo("; ".join(lines) or "trust file reloaded: no change")
+    if reply.get("warning"):
+        click.echo(f"warning: {reply['warning']}", err=True)
+
+
+@click.command()
+@_where
 def peers(config: str | None, control: str | None, as_json: bool) -> None:
     """List the peers this node knows."""
     _list(
@@ -447,7 +461,7 @@ def bench(as_json: bool, quick: bool) -> None:
         click.echo(json.dumps(out, indent=2))
 
 
-COMMANDS = [run, status, peers, tasks, submit, approvals, approve, deny, audit, demo, bench]
+COMMANDS = [run, status, peers, reload, tasks, submit, approvals, approve, deny, audit, demo, bench]
 
 
 def register(group: click.Group) -> None:

@@ -208,6 +208,11 @@ class _Control:
             return await self._submit(req)
         if cmd == "approvals":
             return {"ok": True, "approvals": self.desk.pending()}
+        if cmd == "reload":
+            try:
+                return {"ok": True, **reload_trust(node, self.cfg)}
+            except ConfigError as exc:
+                return {"ok": False, "error": exc.message, "code": exc.code}
         if cmd in ("approve", "deny"):
             task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")
             try:
@@ -323,6 +328,24 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
                 log.warning("%s", say, extra={"fields": {"event": "health"}})
 
 
+def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
+    """Re-read the trust file (orgs, policies, revocation lists) into the running node
+    (``mesh-node reload``, SIGHUP). A bad file is a ``ConfigError`` and changes nothing."""
+    from node import files
+
+    changes: dict[str, Any] = dict(
+        node.reload_trust(files.load_trust_store(cfg.trust, Ed25519Verifier()))
+    )
+    problem = certificate_problem(node.certificate, node.trust, time.time())
+    if problem is not None:  # the node keeps running: it is the operator's to fix
+        changes["warning"] = f"{problem}: peers with this trust file will refuse this node"
+    summary = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v and k != "warning")
+    log.info("trust file %s reloaded: %s", cfg.trust, summary or "no change")
+    if "warning" in changes:
+        log.warning("%s", changes["warning"])
+    return changes
+
+
 def _write_peers(node: Node, directory: Path) -> None:
     alive = [p["endpoint"] for p in node.peers() if p["state"] == "alive"]
     if alive:  # a node alone keeps the list of its last run
@@ -384,6 +407,14 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+
+    def on_hup() -> None:
+        try:
+            reload_trust(node, cfg)
+        except ConfigError as exc:
+            log.error("trust file not reloaded: %s", exc.message)
+
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
     await node.start()
     if audit is not None:
         _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})

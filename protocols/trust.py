@@ -266,6 +266,26 @@ class TrustStore:
     def get(self, name: str) -> OrgPolicy | None:
         return self._orgs.get(name)
 
+    def replace(self, other: TrustStore) -> dict[str, list[str]]:
+        """Take ``other``'s orgs and policies, in place (a running node's wire, gossip
+        and contract agents hold this object), and its revocation lists where they are
+        newer: a reload never takes a revocation back. What changed, by kind."""
+        before = self._orgs
+        self._orgs = dict(other._orgs)
+        revoked = []
+        for org, (version, nodes) in other._revoked.items():
+            if version > self.revocation_version(org):
+                self._revoked[org] = (version, nodes)
+                revoked.append(f"{org} v{version}")
+        return {
+            "added": sorted(set(self._orgs) - set(before)),
+            "removed": sorted(set(before) - set(self._orgs)),
+            "changed": sorted(
+                n for n in set(self._orgs) & set(before) if self._orgs[n] != before[n]
+            ),
+            "revocations": revoked,
+        }
+
     def revocation_version(self, org: str) -> int:
         return self._revoked.get(org, (0, frozenset()))[0]
 

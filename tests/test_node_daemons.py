@@ -6,6 +6,7 @@ The tests of the three-daemon mesh share one module fixture and run in order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -155,6 +156,49 @@ def test_a_restarted_seed_without_seeds_rejoins_the_peers_it_had(tmp_path: Path)
         (peer,) = a.wait_peers(1)
         assert peer["endpoint"] == f"tcp://127.0.0.1:{ports[1]}"
         assert "knocking on 1 peer(s) known from the last run" in a.tail()
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_reload_takes_a_new_revocation_list_and_a_bad_trust_file_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A revoked node used to need every daemon restarted; `mesh-node reload` (or
+    SIGHUP) re-reads the trust file into the running daemon."""
+    from protocols.trust import issue_revocation
+
+    org = Org("acme")
+    ports = free_port(), free_port()
+    a = Daemon(write_config(tmp_path, "ra", org, [org], port=ports[0]), tmp_path)
+    seed = f"tcp://127.0.0.1:{ports[0]}"
+    b = Daemon(write_config(tmp_path, "rb", org, [org], port=ports[1], seeds=[seed]), tmp_path)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        a.wait_peers(1)
+        b_id = b.json("status")["node_id"]
+        rev = issue_revocation(org.signer, "acme", 1, [b_id], now=time.time())
+        files.write_bytes(tmp_path / "acme.rev", rev)
+        trust_path = tmp_path / "ra-trust.toml"
+        trust = files.read_trust_file(trust_path)
+        entry = dataclasses.replace(trust.entries[0], revocations=(str(tmp_path / "acme.rev"),))
+        files.write_trust_file(files.TrustFile(trust_path, [entry]))
+        out = a.json("reload")
+        assert out["ok"] and out["revocations"] == ["acme v1"], out
+        for _ in range(100):  # bounded: b's frames are refused, so it is dropped
+            if a.json("status")["statistics"].get("rejected.revoked", 0):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(a.tail())
+        trust_path.write_text("[[org]]\nname = 3\n")
+        bad = a.cli("reload")
+        assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert a.json("status")["ok"]  # still running, and still refusing b
+        a.signal(signal.SIGHUP)  # the same reload; its error is logged, nothing changes
+        time.sleep(0.5)
+        assert a.proc.poll() is None and "trust file not reloaded" in a.tail()
     finally:
         a.stop()
         b.stop()

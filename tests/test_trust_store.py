@@ -152,3 +152,26 @@ def test_capability_patterns(capability: str) -> None:
     assert capability_allowed([capability], capability)
     assert not capability_allowed([], capability)
     assert capability_allowed([capability.split(".")[0] + "*"], capability)
+
+
+def test_replace_takes_orgs_and_newer_revocations_in_place_and_never_unrevokes() -> None:
+    """A running node's reload (``mesh-node reload``): the same store object, so the
+    wire and the agents see the change; a revocation is never taken back."""
+    acme, globex = make_org("acme"), make_org("globex")
+    ident, cert = make_node(acme, "n1")
+    live = TrustStore([acme.policy()])
+    live.apply_revocation(
+        parse_revocation(issue_revocation(acme.signer, "acme", 2, [ident.node_id], now=NOW), V)
+    )
+    fresh = TrustStore([OrgPolicy("acme", acme.signer.public_key, ("x",)), globex.policy()])
+    fresh.apply_revocation(
+        parse_revocation(issue_revocation(acme.signer, "acme", 1, [], now=NOW), V)
+    )
+    changes = live.replace(fresh)
+    assert changes == {"added": ["globex"], "removed": [], "changed": ["acme"], "revocations": []}
+    assert live.get("globex") is not None and live.get("acme").may_offer == ("x",)  # type: ignore[union-attr]
+    assert live.revocation_version("acme") == 2 and ident.node_id in live.revoked("acme")
+    assert _code(live.check_certificate, parse_certificate(cert), NOW) == "revoked"
+    gone = live.replace(TrustStore([globex.policy()]))
+    assert gone["removed"] == ["acme"]
+    assert _code(live.check_certificate, parse_certificate(cert), NOW) == "untrusted-org"
