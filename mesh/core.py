@@ -44,7 +44,7 @@ from protocols.identity import NodeIdentity
 from protocols.membership import config as membership_presets
 from protocols.membership.config import MembershipConfig
 from protocols.membership.formed import FormedMesh
-from protocols.trust import Certificate, TrustStore
+from protocols.trust import Certificate, Revocation, TrustStore, parse_revocation
 
 __all__ = ["Agent", "CoreConfig", "CoreContext", "MeshNodeCore"]
 
@@ -146,6 +146,9 @@ class CoreContext:
 
     def endpoint_of(self, node_id: str) -> str | None:
         return self._endpoints.get(node_id)
+
+    def revocation(self, raw: bytes) -> Revocation:
+        return parse_revocation(raw, self.wire.verifier)
 
     def set_endpoint(self, node_id: str, endpoint: str | None) -> None:
         if endpoint is None:

@@ -33,6 +33,7 @@ from protocols.capabilities.records import (
 )
 from protocols.capabilities.store import DUPLICATE, OFFERS_IGNORED, OpenedFrame, RecordIngest
 from protocols.codec import MAX_COUNTER, MAX_FRAME, packb
+from protocols.errors import RemoteProtocolError
 from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.formed import FormedMesh
@@ -48,6 +49,7 @@ from protocols.membership.messages import (
     PushPull,
     PushPullRecords,
     PushPullReply,
+    RevocationNotice,
 )
 from protocols.membership.probe import ProbeState
 from protocols.membership.pushpull import chunk_records, digest_parts
@@ -178,6 +180,42 @@ class GossipAgent:
         for payload in self._push_pulls(join=True):
             self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
         self._ctx.count("push_pull_sent")
+        for raw in self._ctx.trust.revocation_lists():  # what we know of revocations
+            notice = RevocationNotice(revocation=raw)
+            self._ctx.send("revoke", notice, GOSSIP, now, endpoint=endpoint)
+
+    # --- revocation lists -----------------------------------------------------
+
+    def take_revocation(self, raw: bytes, now: float) -> bool:
+        """Apply a signed revocation list (from a peer); a newer one is handed on to a
+        few live members. Frames of a revoked node are refused from then on."""
+        ctx = self._ctx
+        try:
+            newer = ctx.trust.apply_revocation(ctx.revocation(raw))
+        except RemoteProtocolError as exc:  # a forged list, or an org we do not trust
+            ctx.count(f"dropped.{exc.code}")
+            return False
+        if not newer:
+            ctx.count("revocations_known")
+            return False
+        ctx.count("revocations_applied")
+        self.spread_revocations(now, [raw])
+        return True
+
+    def spread_revocations(self, now: float, lists: Sequence[bytes] | None = None) -> None:
+        """Send revocation lists (default: every list in effect) to ``2 x gossip_nodes``
+        live members: each node that applies a newer list does the same, and a node
+        answering a push-pull sends its lists too (a node that missed the rumour
+        learns at its next push-pull, or when it joins)."""
+        lists = self._ctx.trust.revocation_lists() if lists is None else lists
+        if not lists:
+            return
+        fanout = 2 * max(1, self.config.gossip_nodes)
+        peers = self._order.sample(fanout, self.view.is_live, self._ctx.rng)
+        for raw in lists:
+            notice = RevocationNotice(revocation=raw)
+            for peer in peers:
+                self._send(peer, "revoke", notice, now)
 
     def _push_pulls(self, *, join: bool = False) -> list[PushPull]:
         """Our digest as push-pull requests: one, or one per bucket when it is too large
@@ -581,6 +619,8 @@ class GossipAgent:
         self._send(msg.sender, "push-pull-reply", reply, now)
         for chunk in chunks[1:]:
             self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
+        for raw in self._ctx.trust.revocation_lists():  # anti-entropy of revocations
+            self._send(msg.sender, "revoke", RevocationNotice(revocation=raw), now)
         self._ctx.count("push_pull_answered")
 
     def _on_push_pull_reply(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
@@ -596,6 +636,11 @@ class GossipAgent:
         body = msg.payload
         assert isinstance(body, PushPullRecords)
         self._absorb(body.records, (), now, news_of=msg.sender)
+
+    def _on_revocation(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
+        notice = msg.payload
+        assert isinstance(notice, RevocationNotice)
+        self.take_revocation(notice.revocation, now)
 
     def _on_record(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         """A record sent as a top-level frame (already opened and verified by the core)."""
@@ -717,6 +762,7 @@ _HANDLERS: dict[str, _Handler] = {
     "nack": GossipAgent._on_nack,
     "gossip": GossipAgent._on_gossip,
     "push-pull": GossipAgent._on_push_pull,
+    "revoke": GossipAgent._on_revocation,
     "push-pull-reply": GossipAgent._on_push_pull_reply,
     "push-pull-records": GossipAgent._on_push_pull_records,
     RECORD_KIND: GossipAgent._on_record,

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from mesh.events import Event
 from protocols.contract_net.host import Inbound
 from protocols.envelope import Opened
-from protocols.trust import TrustStore
+from protocols.trust import Revocation, TrustStore
 
 __all__ = ["GOSSIP", "AgentContext", "Discovery", "TaskRunner", "Transport"]
 
@@ -77,6 +77,11 @@ class AgentContext(Protocol):
 
     @property
     def trust(self) -> TrustStore: ...
+
+    def revocation(self, raw: bytes) -> Revocation:
+        """Parse a signed revocation list and check its org's signature (raises
+        ``RemoteProtocolError``)."""
+        ...
 
     def send_frame(self, endpoint: str, frame: bytes) -> None:
         """Queue an already sealed frame unchanged (gossip forwarding)."""

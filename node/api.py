@@ -326,8 +326,12 @@ class Node:
     def reload_trust(self, trust: TrustStore) -> dict[str, list[str]]:
         """Adopt a new trust store's orgs, policies and (newer) revocation lists while
         running: frames of a removed org or a revoked node are refused from now on.
-        What changed, by kind (``TrustStore.replace``)."""
-        return self.trust.replace(trust)
+        What changed, by kind (``TrustStore.replace``). Newer revocation lists are
+        handed on to the mesh by gossip."""
+        changes = self.trust.replace(trust)
+        if changes["revocations"] and self.runtime is not None:
+            self.runtime.spread_revocations()
+        return changes
 
     async def __aenter__(self) -> Node:
         await self.start()

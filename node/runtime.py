@@ -334,6 +334,13 @@ class Runtime:
         self._pump()
         return task_id, fut
 
+    def spread_revocations(self) -> None:
+        """Hand the trust store's revocation lists on to a few live members (gossip)."""
+        gossip = getattr(self.core, "gossip", None)
+        if gossip is not None and not self.closed:
+            gossip.spread_revocations(time.time())
+            self._pump()
+
     def cancel(self, task_id: str) -> bool:
         """Cancel one of our requests that is still live; False if it already ended."""
         cancel = getattr(self.core, "cancel", None)

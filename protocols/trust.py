@@ -247,6 +247,8 @@ class TrustStore:
     def __init__(self, orgs: Iterable[OrgPolicy] = ()) -> None:
         self._orgs: dict[str, OrgPolicy] = {}
         self._revoked: dict[str, tuple[int, frozenset[str]]] = {}
+        #: org -> the signed list in effect (what gossip hands on)
+        self._revocation_lists: dict[str, bytes] = {}
         for org in orgs:
             self.add(org)
 
@@ -276,6 +278,7 @@ class TrustStore:
         for org, (version, nodes) in other._revoked.items():
             if version > self.revocation_version(org):
                 self._revoked[org] = (version, nodes)
+                self._revocation_lists[org] = other._revocation_lists[org]
                 revoked.append(f"{org} v{version}")
         return {
             "added": sorted(set(self._orgs) - set(before)),
@@ -302,7 +305,12 @@ class TrustStore:
         if rev.version <= self.revocation_version(rev.org):
             return False
         self._revoked[rev.org] = (rev.version, rev.revoked)
+        self._revocation_lists[rev.org] = rev.raw
         return True
+
+    def revocation_lists(self) -> list[bytes]:
+        """The signed revocation lists in effect, one per org (sorted by org)."""
+        return [self._revocation_lists[org] for org in sorted(self._revocation_lists)]
 
     def check_certificate(self, cert: Certificate, now: float, skew: float = 0.0) -> None:
         """Org accepted, root key matches, time window, not revoked (signature checked by caller)."""

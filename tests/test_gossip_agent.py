@@ -295,3 +295,33 @@ def test_a_claim_at_the_largest_incarnation_is_refuted_with_a_record_peers_accep
     c.flush(a)
     c.run_for(3.0)
     assert target.agent.incarnation == MAX_COUNTER
+
+
+def test_a_revocation_list_spreads_by_gossip_and_the_revoked_node_is_refused() -> None:
+    """One node learns a signed revocation list (a reload of its trust file): every
+    node applies it within a few gossip rounds and refuses the revoked node's frames;
+    a node that joins later learns it from its seed. A forged list is dropped."""
+    from protocols.trust import issue_revocation
+
+    c = MeshCluster(12, seed=31)
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    victim = c.nodes[11]
+    raw = issue_revocation(c.org.signer, "acme", 1, [victim.node_id], now=c.now)
+    first = c.nodes[0]
+    assert first.agent.take_revocation(raw, c.now)
+    c.flush(first)
+    c.run_for(10.0)
+    for node in c.nodes[:11]:
+        assert node.core.trust.revocation_version("acme") == 1, node.index
+    assert sum(n.counters.get("rejected.revoked", 0) for n in c.nodes[:11]) > 0
+    late = c.add_node(label="late-joiner")
+    c.join(late, [c.nodes[3]])
+    c.run_for(3.0)
+    assert late.core.trust.revocation_version("acme") == 1
+    evil = Org("acme", c._signer("org-acme-forged"))
+    forged = issue_revocation(evil.signer, "acme", 9, [c.nodes[1].node_id], now=c.now)
+    assert not c.nodes[2].agent.take_revocation(forged, c.now)
+    assert c.nodes[2].counters.get("dropped.untrusted-org") == 1
+    assert c.nodes[2].core.trust.revocation_version("acme") == 1

@@ -40,6 +40,7 @@ __all__ = [
     "PushPull",
     "PushPullRecords",
     "PushPullReply",
+    "RevocationNotice",
 ]
 
 MAX_RECORDS = 64
@@ -155,6 +156,18 @@ class PushPullRecords(_Payload):
     records: list[bytes] = Field(default_factory=list, max_length=MAX_DIGEST)
 
 
+#: Largest revocation list gossiped (bytes): it must fit one frame with its envelope.
+MAX_REVOCATION_GOSSIP = 200_000
+
+
+class RevocationNotice(_Payload):
+    """An org's signed revocation list (``protocols.trust`` layout), spread by gossip:
+    each node that applies a newer list seals it anew to a few live members, and
+    sends the lists it holds to a node that joins through it."""
+
+    revocation: bytes = Field(max_length=MAX_REVOCATION_GOSSIP)
+
+
 MEMBERSHIP_PAYLOADS: dict[str, type[BaseModel]] = {
     RECORD_KIND: CapabilityRecord,
     "ping": Ping,
@@ -166,4 +179,7 @@ MEMBERSHIP_PAYLOADS: dict[str, type[BaseModel]] = {
     "push-pull": PushPull,
     "push-pull-reply": PushPullReply,
     "push-pull-records": PushPullRecords,
+    # Not "revocation": that name is the signed list format's own domain tag
+    # (protocol.md §2), which no envelope kind may share.
+    "revoke": RevocationNotice,
 }
