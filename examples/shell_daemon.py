@@ -2,7 +2,7 @@
 
 Creates an org, two node keys, certificates and a trust store in a temporary
 directory, writes two node.toml files (one daemon serves `wordcount` with the
-command `python3 examples/wordcount.py`, the other only asks), starts both with
+command `<this Python> examples/wordcount.py`, the other only asks), starts both with
 `mesh-node run`, submits a task with `mesh-node submit ... --wait`, and stops
 both with SIGTERM. Run: `python examples/shell_daemon.py`.
 """
