@@ -269,8 +269,8 @@ class ContractAgent:
     def complete(self, task_id: str, result: Any, now: float) -> bool:
         return self.executor.complete(task_id, result, now)
 
-    def fail(self, task_id: str, reason: str, now: float) -> bool:
-        return self.executor.fail(task_id, reason, now)
+    def fail(self, task_id: str, reason: str, now: float, *, final: bool = False) -> bool:
+        return self.executor.fail(task_id, reason, now, final=final)
 
     def load(self) -> float:
         return self.executor.load()
@@ -569,6 +569,10 @@ class ContractAgent:
         elif rec.state is ReqState.STARTED and rec.spec.semantics == "at-most-once":
             rec.attempts.append(f"epoch {rec.epoch} {sender}: failure after start: {p.reason}")
             self._give_up(rec, f"failed after start: {p.reason}", now, attempt=False)
+        elif p.final:  # the holder says retrying cannot help: no backup, no new auction
+            rec.attempts.append(f"epoch {rec.epoch} {sender}: failure (final): {p.reason}")
+            rec.holder = ""  # it ended the task itself: nothing to cancel
+            self._give_up(rec, f"failed: {p.reason}", now, attempt=False)
         else:
             self._lost_holder(rec, f"failure: {p.reason}", now, notify_old=False)
 

@@ -453,8 +453,9 @@ class MeshNodeCore(CoreContext):
         self._after(now)
         return ok
 
-    def fail(self, task_id: str, reason: str, now: float) -> bool:
-        ok = self.contracts.fail(task_id, reason, now)
+    def fail(self, task_id: str, reason: str, now: float, *, final: bool = False) -> bool:
+        """Fail a task we hold; ``final``: the requester should not retry it elsewhere."""
+        ok = self.contracts.fail(task_id, reason, now, final=final)
         self._after(now)
         return ok
 

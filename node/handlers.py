@@ -9,7 +9,8 @@ configured for daemons (``node/config.py``):
   JSON on stdout; a timeout; a non-zero exit is a failure carrying the tail of
   its stderr;
 * ``url = "http://..."`` — an existing agent's HTTP endpoint: the task is
-  POSTed as JSON and the JSON response is the result; non-2xx is a failure.
+  POSTed as JSON and the JSON response is the result; non-2xx is a failure (a 4xx
+  other than 408 and 429 a final one: the requester does not retry it elsewhere).
   (urllib in a worker thread: no new dependency.)
 
 A handler fails by raising; ``HandlerFailed`` carries a one-line reason that
@@ -56,11 +57,15 @@ _ABORT_GRACE = 0.5  # seconds a worker thread gets to notice its deadline
 
 
 class HandlerFailed(Exception):
-    """A handler's failure; ``reason`` is sent to the requester."""
+    """A handler's failure; ``reason`` is sent to the requester. ``retry=False``: no
+    other attempt can succeed (a bad input, a refused operation): the requester fails
+    the task at once instead of giving it to a backup or a new auction (by default a
+    failed task is tried again, up to its ``max_auctions``, possibly on this node)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, retry: bool = True) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.retry = retry
 
 
 @dataclass(slots=True)
@@ -369,7 +374,10 @@ def _post(url: str, body: bytes, deadline: _Deadline) -> Any:
             data = _read_body(url, resp, deadline)
     except urllib.error.HTTPError as exc:
         exc.close()
-        raise HandlerFailed(f"{url} answered {exc.code} {exc.reason}") from None
+        # A 4xx (but 408 timeout and 429 too many requests) says the request itself is
+        # wrong: another attempt would get the same answer.
+        final = 400 <= exc.code < 500 and exc.code not in (408, 429)
+        raise HandlerFailed(f"{url} answered {exc.code} {exc.reason}", retry=not final) from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         if deadline.expired():
             raise HandlerFailed(f"{url} timed out after {deadline.seconds:.1f}s") from None

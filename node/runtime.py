@@ -67,7 +67,7 @@ class CoreLike(Protocol):
     def leave(self, now: float) -> None: ...
     def submit(self, task: Any, now: float) -> str: ...
     def complete(self, task_id: str, result: Any, now: float) -> object: ...
-    def fail(self, task_id: str, reason: str, now: float) -> object: ...
+    def fail(self, task_id: str, reason: str, now: float, *, final: bool = False) -> object: ...
     def statistics(self) -> dict[str, int]: ...
 
 
@@ -580,6 +580,7 @@ class Runtime:
 
     async def _run(self, handler: Handler, task: Task) -> None:
         outcome: tuple[bool, Any]
+        final = False  # a failure no retry can cure: the requester is told so
         try:
             # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
             async with asyncio.timeout(max(0.01, task.remaining())):
@@ -607,6 +608,7 @@ class Runtime:
             outcome = (False, "handler missed the deadline")
         except HandlerFailed as exc:
             outcome = (False, exc.reason)
+            final = not exc.retry
         except KeyboardInterrupt:
             raise  # the user's Ctrl-C, not the handler's: it goes on up
         except BaseException as exc:
@@ -618,6 +620,7 @@ class Runtime:
             outcome = (False, _one_line(f"{type(exc).__name__}: {exc}"))
         if outcome[0]:
             outcome = self._sendable(outcome[1])
+            final = not outcome[0]  # a result no frame can carry: never on a retry either
         if self.running.get(task.task_id) is not asyncio.current_task() or self.closed:
             return  # superseded or cancelled meanwhile
         del self.running[task.task_id]
@@ -627,6 +630,8 @@ class Runtime:
             view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
         if outcome[0]:
             self.core.complete(task.task_id, outcome[1], time.time())
+        elif final:
+            self.core.fail(task.task_id, str(outcome[1]), time.time(), final=True)
         else:
             self.core.fail(task.task_id, str(outcome[1]), time.time())
         self._pump()

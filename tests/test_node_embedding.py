@@ -163,3 +163,38 @@ async def _drain(node: Node) -> int:
     async for _ in node.events():
         n += 1
     return n
+
+
+def test_a_final_failure_is_not_retried_elsewhere_and_an_unsendable_result_neither() -> None:
+    """A failure that no retry can cure ran again on a backup and in new auctions (a
+    lone node: three times), repeating its side effects."""
+    runs: list[str] = []
+
+    def setup(w: Node) -> None:
+        @w.capability("check", max_concurrency=4)
+        async def check(task: Task) -> Any:
+            runs.append(task.input)
+            if task.input == "bad":
+                from node import HandlerFailed
+
+                raise HandlerFailed("not a valid order", retry=False)
+            if task.input == "set":
+                return {1, 2}  # msgpack cannot carry a set
+            from node import HandlerFailed
+
+            raise HandlerFailed("try again later")  # retried: max_auctions rounds
+
+    async def body(w: Node, req: Node) -> list[ContractNetError]:
+        errors = []
+        for value in ("bad", "set", "transient"):
+            with pytest.raises(ContractNetError) as caught:
+                await req.request("check", value, timeout=20)
+            errors.append(caught.value)
+        return errors
+
+    bad, unsendable, transient = run(setup, body)
+    assert runs.count("bad") == 1 and bad.message == "failed: not a valid order"
+    assert runs.count("set") == 1 and "result cannot be encoded" in unsendable.message
+    assert runs.count("transient") == 3  # the default: up to max_auctions attempts
+    assert "try again later" in transient.message
+    assert "failure (final)" in bad.attempts[-1]

@@ -79,8 +79,9 @@ async def test_subprocess_handler() -> None:
 class _Agent(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        if body["input"] == "bad":
-            self.send_response(500)
+        codes = {"bad": 500, "invalid": 422, "busy": 429}
+        if body["input"] in codes:
+            self.send_response(codes[body["input"]])
             self.end_headers()
             return
         data = json.dumps({"echo": body["input"]}).encode()
@@ -108,8 +109,15 @@ def test_http_handler(http_agent: str) -> None:
     async def body() -> None:
         h = make_handler(CapabilityConfig("c", url=http_agent, timeout=5))
         assert await h(_task("hi")) == {"echo": "hi"}
-        with pytest.raises(HandlerFailed, match="500"):
+        with pytest.raises(HandlerFailed, match="500") as failed:
             await h(_task("bad"))
+        assert failed.value.retry  # a server error may pass: tried again elsewhere
+        with pytest.raises(HandlerFailed, match="422") as failed:
+            await h(_task("invalid"))
+        assert not failed.value.retry  # the request itself is wrong: final
+        with pytest.raises(HandlerFailed, match="429") as failed:
+            await h(_task("busy"))
+        assert failed.value.retry
 
     asyncio.run(asyncio.wait_for(body(), 30))
 

@@ -361,17 +361,17 @@ class ExecutorSide:
             # msgpack cannot carry it (a set, an object, an int over 64 bits): the
             # task fails now, rather than the requester waiting out the lease.
             self._host.count("contract.unsendable_result")
-            self.fail(task_id, f"result cannot be encoded: {exc}", now)
+            self.fail(task_id, f"result cannot be encoded: {exc}", now, final=True)
             return False
         self._end(task_id, job, ExecEvent.COMPLETE)
         return True
 
-    def fail(self, task_id: str, reason: str, now: float) -> bool:
+    def fail(self, task_id: str, reason: str, now: float, *, final: bool = False) -> bool:
         job = self._live(task_id)
         if job is None:
             return False
         self._end(task_id, job, ExecEvent.FAIL)
-        reply = Failure(task_id=task_id, epoch=job.epoch, reason=reason[:256])
+        reply = Failure(task_id=task_id, epoch=job.epoch, reason=reason[:256], final=final)
         self._host.send("failure", reply, [job.requester], now)
         return True
 

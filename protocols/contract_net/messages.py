@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 __all__ = [
     "CONTRACT_NET_PAYLOADS",
@@ -158,9 +164,22 @@ class Result(_Payload):
 
 
 class Failure(_Payload):
+    """The holder failed the task. ``final``: retrying cannot help (the handler said
+    so, or its result can never be sent): the requester gives up instead of handing
+    the task to a backup or a new auction. Left out of the wire form when false, so a
+    failure reads as before to a node that does not know the field."""
+
     task_id: str
     epoch: int = Field(ge=1)
     reason: str = Field(max_length=256)
+    final: bool = False
+
+    @model_serializer(mode="wrap")
+    def _final_only_when_set(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if not self.final:
+            data.pop("final", None)
+        return data
 
 
 class Cancel(_Payload):
