@@ -645,8 +645,15 @@ class ContractAgent:
             backoff = min(wait * 2 ** min(rec.busy_rounds, 16), BUSY_WAIT_MAX)
             delay = backoff * self._ctx.rng.uniform(0.5, 1.5)
         if now + delay >= rec.deadline:
+            # The backoff would run past the deadline: one last round just before it
+            # if there is room for one, else wait out the deadline (a timeout, its
+            # attempts saying why). Failing the round instead started new auctions at
+            # once, each answered "full", and the task ended "attempts exhausted"
+            # seconds before its deadline.
+            last = rec.deadline - now - rec.spec.reply_timeout
+            delay = last if last > 0 else rec.deadline - now
+            untried = False
             rec.full = []
-            return False
         rec.busy_rounds += 1
         rec.auctions -= 1  # a busy round is not a failed auction
         rec.invited = ()

@@ -930,3 +930,20 @@ def test_inputs_kept_for_awards_stay_within_a_memory_budget() -> None:
     # an award whose input left answers input-unavailable; the requester moves on
     x.on_message(Msg("award", "mallory", _award("h0", "x00", has_input=False), None, 1.0), 1.0)
     assert _failures(net, "x00") == ["input-unavailable"]
+
+
+def test_a_task_waiting_for_capacity_waits_out_its_deadline_and_says_why() -> None:
+    """When the backoff would pass the deadline, the round used to count as a failed
+    auction: new auctions followed at once, each answered "full", and the task ended
+    "attempts exhausted" seconds early. It now gets one last round before its
+    deadline and then times out, its attempts saying everyone was full."""
+    net = FakeNet(seed=3, auto_work=False)
+    net.add("req")
+    net.add("x00", [Offer(CAP, max_concurrency=1, eta=1.0)])
+    _fill(net, "x00")
+    net.submit("req", TaskSpec(CAP, timeout=8.0, bid_grace=None))
+    net.run_until(30.0)
+    ((_, failed),) = net.events(TaskFailed)
+    assert failed.reason == "timeout", failed
+    assert failed.attempts[0] == "round 1: all 1 bidders full; waiting for capacity"
+    assert not any("no bids" in a for a in failed.attempts)
