@@ -476,10 +476,30 @@ class ContractAgent:
         spec = rec.spec
         if not self._local_fallback or me in rec.excluded:
             return False
-        if not self.executor.has_room(spec.capability) or not any(
-            c.node_id == me for c in self._candidates.find(spec.capability, spec.version_spec)
+        offer = self.executor.offer(spec.capability)
+        if (
+            offer is None
+            or (spec.budget is not None and offer.cost > spec.budget)
+            or not any(
+                c.node_id == me for c in self._candidates.find(spec.capability, spec.version_spec)
+            )
         ):
             return False
+        # Our own tasks awarded to ourselves count from the award on (the executor
+        # counts them only once their award frame has come back to us).
+        own = sum(
+            1
+            for r in self._tasks.values()
+            if r.holder == me and r.spec.capability == spec.capability and r is not rec
+        )
+        if max(own, self.executor.running(spec.capability)) >= offer.max_concurrency:
+            # Every slot of ours is taken: wait for one, as for peers that say "full".
+            if rec.busy_rounds == 0:
+                rec.attempts.append(f"round {rec.round}: this node's slots full; waiting")
+            backoff = min(offer.eta * 2 ** min(rec.busy_rounds, 16), BUSY_WAIT_MAX)
+            delay = max(backoff, BUSY_WAIT_MIN) * self._ctx.rng.uniform(0.5, 1.5)
+            self._busy_round(rec, now, delay)
+            return True
         self.executor.expect_award(me, rec.task_id, spec.capability)
         self._ctx.count("contract.self_award")
         self._award(rec, [me], now)
@@ -645,15 +665,22 @@ class ContractAgent:
             backoff = min(wait * 2 ** min(rec.busy_rounds, 16), BUSY_WAIT_MAX)
             delay = backoff * self._ctx.rng.uniform(0.5, 1.5)
         if now + delay >= rec.deadline:
-            # The backoff would run past the deadline: one last round just before it
-            # if there is room for one, else wait out the deadline (a timeout, its
-            # attempts saying why). Failing the round instead started new auctions at
-            # once, each answered "full", and the task ended "attempts exhausted"
-            # seconds before its deadline.
-            last = rec.deadline - now - rec.spec.reply_timeout
-            delay = last if last > 0 else rec.deadline - now
             untried = False
             rec.full = []
+        self._busy_round(rec, now, None if untried else delay)
+        return True
+
+    def _busy_round(self, rec: RequesterTask, now: float, delay: float | None) -> None:
+        """End a round in which everyone (this node too, for a task of its own) was
+        full: it is not a failed auction. ``delay`` None: the next round now; else
+        after ``delay`` s. A delay that would pass the deadline becomes one last round
+        just before it if there is room for one, else a wait until the deadline (a
+        timeout, its attempts saying why). Failing the round instead started new
+        auctions at once, each answered "full", and the task ended "attempts
+        exhausted" seconds before its deadline."""
+        if delay is not None and now + delay >= rec.deadline:
+            last = rec.deadline - now - rec.spec.reply_timeout
+            delay = last if last > 0 else rec.deadline - now
         rec.busy_rounds += 1
         rec.auctions -= 1  # a busy round is not a failed auction
         rec.invited = ()
@@ -661,12 +688,11 @@ class ContractAgent:
         rec.refused = {}
         rec.unchecked = {}
         self._ctx.count("contract.busy_round")
-        if untried:
+        if delay is None:
             self._start_round(rec, now)
         else:
             rec.waiting = True
             self._set_timer(rec, now + delay)
-        return True
 
     def _next_auction_or_fail(self, rec: RequesterTask, why: str, now: float) -> None:
         if rec.auctions >= rec.spec.max_auctions:

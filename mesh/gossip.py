@@ -38,6 +38,7 @@ from protocols.membership import timing
 from protocols.membership.config import JOIN_CATCH_UPS, MembershipConfig
 from protocols.membership.formed import FormedMesh
 from protocols.membership.messages import (
+    MAX_REVOCATION_GOSSIP,
     MEMBERSHIP_PAYLOADS,
     Ack,
     Claim,
@@ -180,7 +181,7 @@ class GossipAgent:
         for payload in self._push_pulls(join=True):
             self._ctx.send("push-pull", payload, GOSSIP, now, endpoint=endpoint)
         self._ctx.count("push_pull_sent")
-        for raw in self._ctx.trust.revocation_lists():  # what we know of revocations
+        for raw in self._gossipable_lists():  # what we know of revocations
             notice = RevocationNotice(revocation=raw)
             self._ctx.send("revoke", notice, GOSSIP, now, endpoint=endpoint)
 
@@ -207,7 +208,8 @@ class GossipAgent:
         live members: each node that applies a newer list does the same, and a node
         answering a push-pull sends its lists too (a node that missed the rumour
         learns at its next push-pull, or when it joins)."""
-        lists = self._ctx.trust.revocation_lists() if lists is None else lists
+        lists = self._gossipable_lists() if lists is None else lists
+        lists = [raw for raw in lists if len(raw) <= MAX_REVOCATION_GOSSIP]
         if not lists:
             return
         fanout = 2 * max(1, self.config.gossip_nodes)
@@ -619,7 +621,7 @@ class GossipAgent:
         self._send(msg.sender, "push-pull-reply", reply, now)
         for chunk in chunks[1:]:
             self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
-        for raw in self._ctx.trust.revocation_lists():  # anti-entropy of revocations
+        for raw in self._gossipable_lists():  # anti-entropy of revocations
             self._send(msg.sender, "revoke", RevocationNotice(revocation=raw), now)
         self._ctx.count("push_pull_answered")
 
@@ -636,6 +638,15 @@ class GossipAgent:
         body = msg.payload
         assert isinstance(body, PushPullRecords)
         self._absorb(body.records, (), now, news_of=msg.sender)
+
+    def _gossipable_lists(self) -> list[bytes]:
+        """The revocation lists in effect that fit a frame (a trust file may hold a
+        list of up to 1 MiB: such a list holds where the file is, and is not gossiped)."""
+        lists = self._ctx.trust.revocation_lists()
+        fit = [raw for raw in lists if len(raw) <= MAX_REVOCATION_GOSSIP]
+        if len(fit) < len(lists):
+            self._ctx.count("revocations_too_large", len(lists) - len(fit))
+        return fit
 
     def _on_revocation(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         notice = msg.payload

@@ -48,7 +48,7 @@ from node.transport import TransportLimits, endpoint_problem
 from protocols.capabilities.versions import parse_version
 from protocols.crypto import Ed25519Signer
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
-from protocols.identity import NodeIdentity
+from protocols.identity import NodeIdentity, node_id_from_public_key
 from protocols.membership.config import MembershipConfig
 from protocols.trust import (
     Certificate,
@@ -117,6 +117,8 @@ def certificate_problem(cert: Certificate, trust: TrustStore, now: float) -> str
         return f"the certificate is not valid before {_utc(cert.not_before)}"
     if now > cert.not_after:
         return f"the certificate expired at {_utc(cert.not_after)}: issue a new one"
+    if node_id_from_public_key(cert.node_key) in trust.revoked(cert.org):
+        return f"this node is on org {cert.org!r}'s revocation list: peers refuse it"
     return None
 
 

@@ -311,7 +311,8 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
     seeds that still has no peer (``node.health``). Ends when cancelled."""
     rejections = Rejections()
     alone = Loneliness(seeds, node.certificate.org, time.monotonic())
-    clock = CertificateClock(node.certificate.not_after)
+    clock = CertificateClock(node.certificate.not_before, node.certificate.not_after)
+    said = None  # the last problem with our own certificate that was said
     first = clock.report(time.time())  # at start: a certificate that ends this week
     if first is not None:
         log.warning("%s", first, extra={"fields": {"event": "health"}})
@@ -319,10 +320,14 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
         await asyncio.sleep(every)
         now = time.monotonic()
         peers = sum(p["state"] == "alive" for p in node.peers())
+        problem = certificate_problem(node.certificate, node.trust, time.time())
+        fresh = problem if problem != said and "expired" not in (problem or "") else None
+        said = problem
         for say in (
             alone.report(peers, now),
             rejections.report(node.statistics(), now),
             clock.report(time.time()),
+            fresh,  # revoked by gossip, our org dropped by a reload
         ):
             if say is not None:
                 log.warning("%s", say, extra={"fields": {"event": "health"}})
@@ -333,16 +338,13 @@ def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
     (``mesh-node reload``, SIGHUP). A bad file is a ``ConfigError`` and changes nothing."""
     from node import files
 
-    changes: dict[str, Any] = dict(
-        node.reload_trust(files.load_trust_store(cfg.trust, Ed25519Verifier()))
-    )
-    problem = certificate_problem(node.certificate, node.trust, time.time())
-    if problem is not None:  # the node keeps running: it is the operator's to fix
-        changes["warning"] = f"{problem}: peers with this trust file will refuse this node"
-    summary = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v and k != "warning")
+    fresh = files.load_trust_store(cfg.trust, Ed25519Verifier())
+    problem = certificate_problem(node.certificate, fresh, time.time())
+    if problem is not None:  # e.g. an empty or truncated file: keep what we have
+        raise ConfigError(f"{cfg.trust} not reloaded: under it, {problem}")
+    changes: dict[str, Any] = dict(node.reload_trust(fresh))
+    summary = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v)
     log.info("trust file %s reloaded: %s", cfg.trust, summary or "no change")
-    if "warning" in changes:
-        log.warning("%s", changes["warning"])
     return changes
 
 

@@ -136,14 +136,17 @@ class CertificateClock:
     """Warns as this node's certificate nears its end date, and once it is past.
 
     One warning as each step is crossed (under 7 days left, under 1 day, under 1
-    hour), and once expired, again every ``window`` s (the node is cut off until it
-    has a new certificate)."""
+    hour; a step longer than a quarter of the certificate's lifetime is skipped, so
+    that a short-lived certificate does not warn at every start), and once expired,
+    again every ``window`` s (the node is cut off until it has a new certificate)."""
 
     STEPS = (7 * 86400.0, 86400.0, 3600.0)
 
-    def __init__(self, not_after: float, window: float = 600.0) -> None:
+    def __init__(self, not_before: float, not_after: float, window: float = 600.0) -> None:
         self.not_after = not_after
         self.window = window
+        lifetime = not_after - not_before
+        self.steps = tuple(s for s in self.STEPS if s <= lifetime / 4)
         self._said: int | None = None  # the deepest step warned about
         self._expired_said: float | None = None
 
@@ -158,12 +161,17 @@ class CertificateClock:
                 f"this node's certificate expired at {end}: every peer now refuses its "
                 "frames (as expired); issue a new certificate and restart the daemon"
             )
-        crossed = [i for i, step in enumerate(self.STEPS) if left < step]
+        crossed = [i for i, step in enumerate(self.steps) if left < step]
         if not crossed or (self._said is not None and crossed[-1] <= self._said):
             return None
         self._said = crossed[-1]
         hours = left / 3600
-        when = f"{hours / 24:.1f} days" if hours >= 48 else f"{hours:.1f} hours"
+        if hours >= 48:
+            when = f"{hours / 24:.1f} days"
+        elif hours >= 1:
+            when = f"{hours:.1f} hours"
+        else:
+            when = f"{max(1, round(left / 60))} minutes"
         return (
             f"this node's certificate expires in {when} ({end}): issue a new one and "
             "restart the daemon before then, or peers will refuse its frames"

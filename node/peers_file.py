@@ -33,17 +33,25 @@ KEEP = 16
 #: Seconds between two writes while the daemon runs.
 EVERY = 30.0
 NAME = "peers.json"
+#: Largest peers.json read (16 endpoints take ~1 KiB; anything far larger is not ours).
+_MAX_BYTES = 64 * 1024
 
 
 def read_peers(directory: Path, own: str) -> list[str]:
     """The endpoints kept by the last run (none when there is no usable file)."""
     path = directory / NAME
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            text = f.read(_MAX_BYTES + 1)
+        if len(text) > _MAX_BYTES:
+            raise ValueError(f"over {_MAX_BYTES} bytes")
+        data = json.loads(text)
     except FileNotFoundError:
         return []
-    except (OSError, ValueError) as exc:  # damaged: start as if there were none
-        log.warning("ignoring %s: %s", path, exc)
+    except (OSError, ValueError, RecursionError) as exc:  # damaged: start without it
+        log.warning(
+            "ignoring %s: %s", path, type(exc).__name__ if isinstance(exc, RecursionError) else exc
+        )
         return []
     found = data.get("peers") if isinstance(data, dict) else None
     if not isinstance(found, list):

@@ -529,8 +529,8 @@ class Runtime:
         if capability in self.handlers:
             return (
                 f"no other node offers {capability!r} ({peers}), and this node could not "
-                "run it itself (every slot busy, a version that does not match, or it "
-                "failed here)"
+                "run it itself (every slot busy, a version that does not match, a budget "
+                "below its price, or it failed here)"
             )
         return f"no known peer offers {capability!r} in a matching version ({peers})"
 

@@ -274,6 +274,11 @@ class TrustStore:
         newer: a reload never takes a revocation back. What changed, by kind."""
         before = self._orgs
         self._orgs = dict(other._orgs)
+        for name, policy in before.items():  # a new root: its lists start over at v1
+            now_policy = self._orgs.get(name)
+            if now_policy is None or now_policy.root_key != policy.root_key:
+                self._revoked.pop(name, None)
+                self._revocation_lists.pop(name, None)
         revoked = []
         for org, (version, nodes) in other._revoked.items():
             if version > self.revocation_version(org):

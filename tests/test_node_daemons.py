@@ -192,6 +192,10 @@ def test_reload_takes_a_new_revocation_list_and_a_bad_trust_file_changes_nothing
             time.sleep(0.1)
         else:
             raise AssertionError(a.tail())
+        trust_path.write_text("")  # truncated: under it this node itself is refused
+        empty = a.cli("reload")
+        assert empty.returncode == 1 and "not reloaded" in empty.stderr, empty.stderr
+        assert a.json("status")["ok"]
         trust_path.write_text("[[org]]\nname = 3\n")
         bad = a.cli("reload")
         assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

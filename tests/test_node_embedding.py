@@ -198,3 +198,47 @@ def test_a_final_failure_is_not_retried_elsewhere_and_an_unsendable_result_neith
     assert runs.count("transient") == 3  # the default: up to max_auctions attempts
     assert "try again later" in transient.message
     assert "failure (final)" in bad.attempts[-1]
+
+
+def test_a_lone_node_queues_its_own_concurrent_requests_for_its_slots() -> None:
+    """The local fallback turned concurrent requests away once the node's own slot
+    was taken ('failure: full', then 'no bids (0 invited)'): they now wait for a slot,
+    as they do for a busy peer."""
+    active: list[int] = [0, 0]  # now, most at once
+
+    async def main() -> list[Any]:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("slow", max_concurrency=1)
+        async def slow(task: Task) -> Any:
+            active[0] += 1
+            active[1] = max(active)
+            await asyncio.sleep(0.2)
+            active[0] -= 1
+            return task.input
+
+        async with node:
+            results = await asyncio.gather(
+                *(node.request("slow", i, timeout=30) for i in range(6))
+            )
+            return [r.value for r in results]
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == list(range(6))
+    assert active[1] == 1
+
+
+def test_the_local_fallback_keeps_to_the_requests_budget() -> None:
+    async def main() -> ContractNetError:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("dear", bid=5.0)
+        async def dear(task: Task) -> str:
+            return "ran"
+
+        async with node:
+            with pytest.raises(ContractNetError) as caught:
+                await node.request("dear", 1, timeout=10, budget=1.0)
+            return caught.value
+
+    err = asyncio.run(asyncio.wait_for(main(), 30))
+    assert "could not run it itself" in err.message

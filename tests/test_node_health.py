@@ -72,7 +72,7 @@ def test_the_certificate_clock_warns_at_each_step_and_when_expired() -> None:
     from node.health import CertificateClock
 
     day = 86400.0
-    clock = CertificateClock(not_after=100 * day, window=600.0)
+    clock = CertificateClock(not_before=0.0, not_after=100 * day, window=600.0)
     assert clock.report(0.0) is None  # 100 days left: nothing to say
     week = clock.report(95 * day)
     assert week is not None and "expires in 5.0 days" in week
@@ -80,8 +80,19 @@ def test_the_certificate_clock_warns_at_each_step_and_when_expired() -> None:
     hours = clock.report(99.5 * day)
     assert hours is not None and "expires in 12.0 hours" in hours
     assert clock.report(99.6 * day) is None
-    assert "expires in 0.5 hours" in (clock.report(100 * day - 1800) or "")
+    assert "expires in 30 minutes" in (clock.report(100 * day - 1800) or "")
     gone = clock.report(100 * day + 1)
     assert gone is not None and "expired at" in gone and "restart" in gone
     assert clock.report(100 * day + 300) is None  # once a window
     assert clock.report(100 * day + 700) == gone  # and again after it
+
+
+def test_a_short_lived_certificate_is_warned_about_only_near_its_end() -> None:
+    """Certificates of a day warned 'expires in 1.0 days' at every start (the 7-day
+    step); steps longer than a quarter of the lifetime are skipped."""
+    from node.health import CertificateClock
+
+    clock = CertificateClock(not_before=0.0, not_after=86400.0)
+    assert clock.report(60.0) is None  # a fresh certificate of a day: nothing to say
+    assert clock.report(80000.0) is None  # 1.8 h left
+    assert "expires in 50 minutes" in (clock.report(83400.0) or "")

@@ -175,3 +175,21 @@ def test_replace_takes_orgs_and_newer_revocations_in_place_and_never_unrevokes()
     gone = live.replace(TrustStore([globex.policy()]))
     assert gone["removed"] == ["acme"]
     assert _code(live.check_certificate, parse_certificate(cert), NOW) == "untrusted-org"
+
+
+def test_a_new_root_key_for_an_org_starts_its_revocations_over() -> None:
+    """After an org's root key changed (a new `org init`), its lists start at v1
+    again: the old key's higher version used to shadow them for good."""
+    from protocols.crypto import Ed25519Signer
+    from tests.strategies import Org, fixed_seed
+
+    old, new = make_org("acme"), Org("acme", Ed25519Signer(fixed_seed("org acme, rotated")))
+    live = TrustStore([old.policy()])
+    live.apply_revocation(parse_revocation(issue_revocation(old.signer, "acme", 3, [], now=NOW), V))
+    ident, _ = make_node(new, "b")
+    fresh = TrustStore([new.policy()])
+    fresh.apply_revocation(
+        parse_revocation(issue_revocation(new.signer, "acme", 1, [ident.node_id], now=NOW), V)
+    )
+    assert live.replace(fresh)["revocations"] == ["acme v1"]
+    assert ident.node_id in live.revoked("acme") and live.revocation_version("acme") == 1

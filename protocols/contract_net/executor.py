@@ -138,10 +138,9 @@ class ExecutorSide:
         running = self._running
         return 0.0 if total == 0 or not running else sum(running.values()) / total
 
-    def has_room(self, capability: str) -> bool:
-        """Is ``capability`` offered here with a slot free (for a task of our own)?"""
-        offer = self._offers.get(capability)
-        return offer is not None and self.running(capability) < offer.max_concurrency
+    def offer(self, capability: str) -> Offer | None:
+        """What this node offers of ``capability`` (None: not offered)."""
+        return self._offers.get(capability)
 
     def expect_award(self, requester: str, task_id: str, capability: str) -> None:
         """Accept an award for this task as if this node had bid on it (its own task,

@@ -28,6 +28,7 @@ __all__ = [
     "MAX_DIGEST",
     "MAX_PARTS",
     "MAX_RECORDS",
+    "MAX_REVOCATION_GOSSIP",
     "MEMBERSHIP_PAYLOADS",
     "Ack",
     "Claim",
