@@ -122,6 +122,13 @@ class PeerView:
         return {k: getattr(self, k) for k in self.__slots__}
 
 
+def _run_key(task_id: str) -> str:
+    """Where the view of a task run here is kept: apart from the view of the same
+    task requested here (a task a node runs itself has both; the executor's view
+    used to replace the requester's, and with it the award decisions)."""
+    return f"{task_id}\x00run"
+
+
 def as_json(value: Any) -> Any:
     """A decoded payload value as JSON-shaped Python: arrays as lists. The strict
     decoder gives tuples (immutable, hashable: what the protocol code wants); a
@@ -412,8 +419,9 @@ class Runtime:
             handler(self, ev)
 
     def _remember(self, view: TaskView) -> None:
-        self.tasks[view.task_id] = view
-        self.tasks.move_to_end(view.task_id)
+        key = view.task_id if view.role == "requester" else _run_key(view.task_id)
+        self.tasks[key] = view
+        self.tasks.move_to_end(key)
         while len(self.tasks) > _MAX_TASK_VIEWS:
             self.tasks.popitem(last=False)
 
@@ -625,7 +633,7 @@ class Runtime:
             return  # superseded or cancelled meanwhile
         del self.running[task.task_id]
         self._given.pop(task.task_id, None)
-        view = self.tasks.get(task.task_id)
+        view = self.tasks.get(_run_key(task.task_id))
         if view is not None:
             view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
         if outcome[0]:
@@ -662,8 +670,8 @@ class Runtime:
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:
         self._stop_handler(ev.task_id)
-        view = self.tasks.get(ev.task_id)
-        if view is not None and view.role == "executor":
+        view = self.tasks.get(_run_key(ev.task_id))
+        if view is not None:
             view.state, view.reason = "cancelled", ev.reason
 
     # -- views -------------------------------------------------------------

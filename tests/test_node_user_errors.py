@@ -46,7 +46,10 @@ def test_a_lone_node_asking_for_its_own_capability_runs_it_itself() -> None:
 
     result, tasks = asyncio.run(asyncio.wait_for(main(), 30))
     assert result.value == "HI"
-    assert [t["state"] for t in tasks if t["capability"] == "upper"] == ["completed"]
+    # Both views of the task: as requested here (with its award) and as run here.
+    views = {t["role"]: t for t in tasks if t["capability"] == "upper"}
+    assert views["requester"]["state"] == "completed" and views["requester"]["decisions"]
+    assert views["executor"]["state"] == "done"
 
 
 def test_a_lone_node_whose_own_run_failed_reports_the_failure() -> None:
