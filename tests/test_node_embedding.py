@@ -121,25 +121,15 @@ def test_a_plain_def_handler_runs_in_a_thread() -> None:
 def test_stopping_a_requester_cancels_its_requests_in_the_mesh_and_ends_its_events() -> None:
     """The executor ran on for a requester that was gone; events() never ended; a
     stopped node still listed its peers alive; two stop() calls counted twice."""
-    seen = {"stopped": 0, "finished": 0}
+    from test_node_cancel import _with_slow_executor
 
-    def setup(w: Node) -> None:
-        @w.capability("slow", max_concurrency=2)
-        async def slow(task: Task) -> str:
-            try:
-                await asyncio.sleep(5)
-            except asyncio.CancelledError:
-                seen["stopped"] += 1
-                raise
-            seen["finished"] += 1
-            return "late"
-
-    async def body(w: Node, req: Node) -> None:
+    async def body(req: Node) -> None:
         pending = asyncio.ensure_future(req.request("slow", 1, timeout=10))
-        for _ in range(100):  # bounded: until it runs on the worker
-            if any(t["state"] == "running" for t in w.tasks()):
+        for _ in range(100):  # bounded: until it is awarded
+            if any(t["state"] == "awarded" for t in req.tasks()):
                 break
             await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # and running on the executor
         ended = asyncio.ensure_future(_drain(req))
         await asyncio.sleep(0)
         outs = await asyncio.gather(req.stop(1), req.stop(1))
@@ -149,13 +139,9 @@ def test_stopping_a_requester_cancels_its_requests_in_the_mesh_and_ends_its_even
         await asyncio.wait_for(ended, 5)  # the iterator ended with the node
         assert req.peers() == []
         assert [ev async for ev in req.events()] == []  # a stopped node: no wait
-        for _ in range(100):  # bounded: the cancel reaches the worker
-            if seen["stopped"]:
-                break
-            await asyncio.sleep(0.05)
 
-    run(setup, body)
-    assert seen == {"stopped": 1, "finished": 0}
+    seen = asyncio.run(asyncio.wait_for(_with_slow_executor(body), 60))
+    assert seen == {"started": 1, "stopped": 1, "finished": 0}
 
 
 async def _drain(node: Node) -> int:
