@@ -330,7 +330,6 @@ def test_a_revocation_list_spreads_by_gossip_and_the_revoked_node_is_refused() -
 def test_a_revocation_list_too_large_for_a_frame_holds_locally_and_is_not_gossiped() -> None:
     """A trust file may hold a list of up to 1 MiB; gossip carries 200,000 bytes.
     Sending a larger one raised inside the core on every push-pull answered."""
-    from protocols.crypto import Ed25519Verifier
     from protocols.trust import issue_revocation, parse_revocation
 
     c = MeshCluster(4, seed=33)
@@ -340,7 +339,7 @@ def test_a_revocation_list_too_large_for_a_frame_holds_locally_and_is_not_gossip
     raw = issue_revocation(c.org.signer, "acme", 1, ids, now=c.now)
     assert len(raw) > 200_000
     holder = c.nodes[0]
-    holder.core.trust.apply_revocation(parse_revocation(raw, Ed25519Verifier()))
+    holder.core.trust.apply_revocation(parse_revocation(raw, c.verifier))
     holder.agent.spread_revocations(c.now)
     c.flush(holder)
     c.run_for(40.0)  # push-pulls answered meanwhile
