@@ -470,8 +470,10 @@ class ContractAgent:
 
     def _self_award(self, rec: RequesterTask, now: float) -> bool:
         """Local fallback: no other node will take the task, so this node runs it if
-        it offers the capability (at a matching version) with a slot free, and has not
-        failed it already in this auction. The award goes to its own endpoint."""
+        it offers the capability (at a matching version, within the budget) and has
+        not failed it already in this auction; with every slot of its own taken, the
+        task waits for one (a busy round). The award goes to its own endpoint. True if
+        the round was handled here."""
         me = self._ctx.node_id
         spec = rec.spec
         if not self._local_fallback or me in rec.excluded:
