@@ -208,8 +208,10 @@ class GossipAgent:
         live members: each node that applies a newer list does the same, and a node
         answering a push-pull sends its lists too (a node that missed the rumour
         learns at its next push-pull, or when it joins)."""
-        lists = self._gossipable_lists() if lists is None else lists
-        lists = [raw for raw in lists if len(raw) <= MAX_REVOCATION_GOSSIP]
+        if lists is None:
+            lists = self._gossipable_lists()
+        else:
+            lists = [raw for raw in lists if len(raw) <= MAX_REVOCATION_GOSSIP]
         if not lists:
             return
         fanout = 2 * max(1, self.config.gossip_nodes)
