@@ -419,6 +419,13 @@ class MeshNodeCore(CoreContext):
         """
         self.contracts.executor.accepting = False
 
+    def replace_certificate(self, certificate: bytes, now: float) -> Certificate:
+        """Adopt a renewed certificate (same key, same org: ``Wire.replace_certificate``)
+        and republish our record under it, so members check our offers against it."""
+        cert = self.wire.replace_certificate(certificate)
+        self.gossip.republish(now)
+        return cert
+
     def leave(self, now: float) -> None:
         self._stopping = True
         self.gossip.leave(now)

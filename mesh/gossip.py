@@ -258,6 +258,11 @@ class GossipAgent:
 
     def update_capabilities(self, capabilities: Sequence[CapabilitySpec], now: float) -> None:
         self._capabilities = list(capabilities)
+        self.republish(now)
+
+    def republish(self, now: float) -> None:
+        """Re-sign and disseminate our record as it is (e.g. under a renewed certificate,
+        which every frame we seal now carries)."""
         if not self._queue:
             self._gossip_clock(now)
         self._resign(now, leaving=self._left)

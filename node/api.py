@@ -46,8 +46,8 @@ from node.runtime import CLOSED, Result, Runtime
 from node.supervision import Approver
 from node.transport import TransportLimits, endpoint_problem
 from protocols.capabilities.versions import parse_version
-from protocols.crypto import Ed25519Signer
-from protocols.errors import ConfigError, ContractNetError, LocalProtocolError
+from protocols.crypto import Ed25519Signer, Ed25519Verifier
+from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
 from protocols.identity import NodeIdentity, node_id_from_public_key
 from protocols.membership.config import MembershipConfig
 from protocols.trust import (
@@ -334,6 +334,52 @@ class Node:
         if changes["revocations"] and self.runtime is not None:
             self.runtime.spread_revocations()
         return changes
+
+    def check_certificate(self, certificate: bytes, trust: TrustStore | None = None) -> Certificate:
+        """The renewed certificate ``replace_certificate`` would adopt, checked: signed by
+        its org, for this node's key and org, accepted by ``trust`` (default: ours) now,
+        and allowing every capability this node offers. Otherwise ``ConfigError``."""
+        try:
+            cert = parse_certificate(certificate)
+            cert.verify_signature(Ed25519Verifier())
+        except MeshError as exc:
+            raise ConfigError(f"the new certificate is not valid: {exc.message}") from None
+        old = self.certificate
+        if cert.node_key != old.node_key:
+            raise ConfigError("the new certificate is for another node key")
+        if cert.org != old.org:
+            raise ConfigError(
+                f"the new certificate is of org {cert.org!r}, this node is of {old.org!r}: "
+                "a node changes org by a restart"
+            )
+        problem = certificate_problem(cert, self.trust if trust is None else trust, time.time())
+        if problem is not None:
+            raise ConfigError(f"the new certificate would be refused: {problem}")
+        left_out = [n for n in self._decls if not capability_allowed(cert.offers, n)]
+        if left_out:
+            raise ConfigError(
+                f"the new certificate does not allow offering {', '.join(left_out)} "
+                f"(its offers: {', '.join(cert.offers) or 'none'})"
+            )
+        return cert
+
+    def replace_certificate(self, certificate: bytes) -> dict[str, list[str]]:
+        """Adopt a renewed certificate while running (``mesh-node reload``): our frames
+        and record carry it from now on. Checked first (``check_certificate``); a
+        refused one is a ``ConfigError`` and changes nothing. What changed, by field."""
+        cert = self.check_certificate(certificate)
+        old = self.certificate
+        if cert.raw == old.raw:
+            return {"certificate": []}
+        if self.runtime is not None and not self.runtime.closed:
+            self.runtime.replace_certificate(cert.raw)
+        self.certificate, self._cert_bytes = cert, cert.raw
+        changed = [f"valid until {_utc(cert.not_after)}"]
+        if cert.offers != old.offers:
+            changed.append(f"offers {', '.join(cert.offers) or 'none'}")
+        if cert.requests != old.requests:
+            changed.append(f"requests {', '.join(cert.requests) or 'none'}")
+        return {"certificate": changed}
 
     async def __aenter__(self) -> Node:
         await self.start()

@@ -176,13 +176,14 @@ def status(config: str | None, control: str | None, as_json: bool) -> None:
 @click.command()
 @_where
 def reload(config: str | None, control: str | None, as_json: bool) -> None:
-    """Re-read the trust file into the running daemon (orgs, policies, revocations)."""
+    """Re-read the trust file (orgs, policies, revocations) and the certificate (a
+    renewal) into the running daemon."""
     reply = _call(config, control, {"cmd": "reload"})
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
     lines = [f"{k}: {', '.join(v)}" for k, v in reply.items() if isinstance(v, list) and v]
-    click.echo("; ".join(lines) or "trust file reloaded: no change")
+    click.echo("; ".join(lines) or "trust file and certificate reloaded: no change")
     if reply.get("warning"):
         click.echo(f"warning: {reply['warning']}", err=True)
 

@@ -311,7 +311,8 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
     seeds that still has no peer (``node.health``). Ends when cancelled."""
     rejections = Rejections()
     alone = Loneliness(seeds, node.certificate.org, time.monotonic())
-    clock = CertificateClock(node.certificate.not_before, node.certificate.not_after)
+    held = node.certificate
+    clock = CertificateClock(held.not_before, held.not_after)
     said = None  # the last problem with our own certificate that was said
     first = clock.report(time.time())  # at start: a certificate that ends this week
     if first is not None:
@@ -320,6 +321,9 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
         await asyncio.sleep(every)
         now = time.monotonic()
         peers = sum(p["state"] == "alive" for p in node.peers())
+        if node.certificate is not held:  # renewed by a reload: warn about the new one
+            held = node.certificate
+            clock = CertificateClock(held.not_before, held.not_after)
         problem = certificate_problem(node.certificate, node.trust, time.time())
         fresh = problem if problem != said and "expired" not in (problem or "") else None
         said = problem
@@ -334,17 +338,34 @@ async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> 
 
 
 def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
-    """Re-read the trust file (orgs, policies, revocation lists) into the running node
-    (``mesh-node reload``, SIGHUP). A bad file is a ``ConfigError`` and changes nothing."""
+    """Re-read the trust file (orgs, policies, revocation lists) and the certificate
+    (a renewal) into the running node (``mesh-node reload``, SIGHUP). Both are checked
+    before either is taken: a bad file is a ``ConfigError`` and changes nothing."""
     from node import files
 
     fresh = files.load_trust_store(cfg.trust, Ed25519Verifier())
-    problem = certificate_problem(node.certificate, fresh, time.time())
-    if problem is not None:  # e.g. an empty or truncated file: keep what we have
-        raise ConfigError(f"{cfg.trust} not reloaded: under it, {problem}")
+    if not cfg.certificate.exists():
+        raise ConfigError(f"certificate not found: {cfg.certificate} (nothing reloaded)")
+    raw = files.read_certificate(cfg.certificate).raw
+    renewed = raw != node.certificate.raw
+    if renewed:
+        try:
+            node.check_certificate(raw, fresh)
+        except ConfigError as exc:
+            raise ConfigError(f"{cfg.certificate} not reloaded: {exc.message}") from None
+    else:
+        problem = certificate_problem(node.certificate, fresh, time.time())
+        if problem is not None:  # e.g. an empty or truncated file: keep what we have
+            raise ConfigError(f"{cfg.trust} not reloaded: under it, {problem}")
     changes: dict[str, Any] = dict(node.reload_trust(fresh))
+    changes.update(node.replace_certificate(raw) if renewed else {"certificate": []})
     summary = "; ".join(f"{k} {', '.join(v)}" for k, v in changes.items() if v)
-    log.info("trust file %s reloaded: %s", cfg.trust, summary or "no change")
+    log.info(
+        "trust file %s and certificate %s reloaded: %s",
+        cfg.trust,
+        cfg.certificate,
+        summary or "no change",
+    )
     return changes
 
 
@@ -414,7 +435,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
         try:
             reload_trust(node, cfg)
         except ConfigError as exc:
-            log.error("trust file not reloaded: %s", exc.message)
+            log.error("not reloaded: %s", exc.message)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     await node.start()

@@ -159,7 +159,7 @@ class CertificateClock:
             self._expired_said = now
             return (
                 f"this node's certificate expired at {end}: every peer now refuses its "
-                "frames (as expired); issue a new certificate and restart the daemon"
+                "frames (as expired); issue a new certificate and run `mesh-node reload`"
             )
         crossed = [i for i, step in enumerate(self.steps) if left < step]
         if not crossed or (self._said is not None and crossed[-1] <= self._said):
@@ -174,5 +174,5 @@ class CertificateClock:
             when = f"{max(1, round(left / 60))} minutes"
         return (
             f"this node's certificate expires in {when} ({end}): issue a new one and "
-            "restart the daemon before then, or peers will refuse its frames"
+            "run `mesh-node reload` before then, or peers will refuse its frames"
         )

@@ -348,6 +348,15 @@ class Runtime:
             gossip.spread_revocations(time.time())
             self._pump()
 
+    def replace_certificate(self, certificate: bytes) -> None:
+        """Seal with a renewed certificate from now on and republish our record under it."""
+        replace = getattr(self.core, "replace_certificate", None)
+        if not callable(replace):
+            raise LocalProtocolError("this node's core cannot change its certificate")
+        if not self.closed:
+            replace(certificate, time.time())
+            self._pump()
+
     def cancel(self, task_id: str) -> bool:
         """Cancel one of our requests that is still live; False if it already ended."""
         cancel = getattr(self.core, "cancel", None)

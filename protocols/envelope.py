@@ -258,6 +258,25 @@ class Wire:
             raise LocalProtocolError("the certificate is for another key than this node's")
         self._can_seal = True
 
+    def replace_certificate(self, certificate: bytes) -> Certificate:
+        """Seal from now on with ``certificate`` (a renewal: the same key and org).
+
+        Frames already sealed keep the certificate they carry; a receiver checks each
+        frame against the certificate in it.
+        """
+        if not self._can_seal:
+            raise LocalProtocolError("this Wire was made with Wire.receiver and cannot seal")
+        cert = parse_certificate(certificate)
+        if cert.node_key != self.identity.public_key:
+            raise LocalProtocolError("the certificate is for another key than this node's")
+        if cert.org != self.certificate.org:
+            raise LocalProtocolError(
+                f"the certificate is of org {cert.org!r}, this node is of {self.certificate.org!r}"
+            )
+        self.certificate_bytes = certificate
+        self.certificate = cert
+        return cert
+
     @classmethod
     def receiver(
         cls,

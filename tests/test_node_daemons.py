@@ -202,10 +202,45 @@ def test_reload_takes_a_new_revocation_list_and_a_bad_trust_file_changes_nothing
         assert a.json("status")["ok"]  # still running, and still refusing b
         a.signal(signal.SIGHUP)  # the same reload; its error is logged, nothing changes
         time.sleep(0.5)
-        assert a.proc.poll() is None and "trust file not reloaded" in a.tail()
+        assert a.proc.poll() is None and "not reloaded" in a.tail()
     finally:
         a.stop()
         b.stop()
+
+
+def test_reload_takes_a_renewed_certificate_and_refuses_one_for_another_key(
+    tmp_path: Path,
+) -> None:
+    """A renewed certificate used to need a restart (in-flight work handed back)."""
+    org = Org("acme")
+    a = Daemon(write_config(tmp_path, "ca", org, [org], port=free_port()), tmp_path)
+    try:
+        a.wait_ready()
+        key = files.load_identity(tmp_path / "ca.key").public_key
+        end = time.time() + 30 * 86400
+        renewed = issue_certificate(
+            org.signer, "acme", key, "ca", not_before=time.time() - 60, not_after=end
+        )
+        files.write_bytes(tmp_path / "ca.cert", renewed)
+        out = a.json("reload")
+        day = time.strftime("%Y-%m-%d", time.gmtime(end))
+        assert out["ok"] and out["certificate"][0].startswith(f"valid until {day}"), out
+        stranger = NodeIdentity.from_seed(bytes(32)).public_key
+        files.write_bytes(
+            tmp_path / "ca.cert",
+            issue_certificate(
+                org.signer, "acme", stranger, "x", not_before=time.time(), not_after=end
+            ),
+        )
+        bad = a.cli("reload")
+        assert bad.returncode == 1, bad
+        assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert "ca.cert not reloaded: the new certificate is for another node key" in bad.stderr
+        files.write_bytes(tmp_path / "ca.cert", renewed)  # the one in use: no change
+        assert a.json("reload")["certificate"] == []
+        assert a.json("status")["ok"]
+    finally:
+        a.stop()
 
 
 def test_submit_reads_a_large_input_from_a_file_and_refuses_one_over_a_frame(

@@ -11,7 +11,9 @@ def test_refused_frames_are_reported_with_what_they_mean_once_a_window() -> None
     assert r.report({"frames_in": 10}, 0.0) is None  # nothing refused: nothing said
     said = r.report({"rejected.untrusted-org": 3, "rejected.expired": 1}, 5.0)
     assert said == (
-        "refused 4 frame(s) or record(s) since start: 3 untrusted-org (" + HINTS["untrusted-org"] + "); "
+        "refused 4 frame(s) or record(s) since start: 3 untrusted-org ("
+        + HINTS["untrusted-org"]
+        + "); "
         "1 expired (" + HINTS["expired"] + ")"
     )
     # More within the window: kept for the next report, not said now.
@@ -82,7 +84,7 @@ def test_the_certificate_clock_warns_at_each_step_and_when_expired() -> None:
     assert clock.report(99.6 * day) is None
     assert "expires in 30 minutes" in (clock.report(100 * day - 1800) or "")
     gone = clock.report(100 * day + 1)
-    assert gone is not None and "expired at" in gone and "restart" in gone
+    assert gone is not None and "expired at" in gone and "mesh-node reload" in gone
     assert clock.report(100 * day + 300) is None  # once a window
     assert clock.report(100 * day + 700) == gone  # and again after it
 
