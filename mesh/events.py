@@ -14,6 +14,7 @@ __all__ = [
     "CapabilitiesChanged",
     "Event",
     "FrameRejected",
+    "IdentityConflict",
     "PeerAlive",
     "PeerDead",
     "PeerJoined",
@@ -70,6 +71,17 @@ class PeerDead(Event):
 @dataclass(frozen=True, slots=True)
 class PeerLeft(Event):
     node_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdentityConflict(Event):
+    """Another live process signs records with this node's key, at ``endpoint``: it
+    superseded our record again after we had moved past it. This node yields (stops
+    raising its incarnation over the other's), so the mesh reaches only the other
+    process until one of them stops."""
+
+    endpoint: str
+    incarnation: int
 
 
 @dataclass(frozen=True, slots=True)

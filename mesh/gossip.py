@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from mesh.events import (
     CapabilitiesChanged,
+    IdentityConflict,
     PeerAlive,
     PeerDead,
     PeerJoined,
@@ -64,6 +65,8 @@ NACK_FRACTION = 0.8
 
 #: Join endpoints remembered to knock on again while we know no live member.
 MAX_REMEMBERED_SEEDS = 32
+#: Seconds between two ``IdentityConflict`` events about one rival endpoint.
+IDENTITY_CONFLICT_EVERY = 60.0
 
 #: Kinds the core dispatches to this agent.
 GOSSIP_KINDS: tuple[str, ...] = tuple(MEMBERSHIP_PAYLOADS)  # a tuple: no hash order
@@ -115,6 +118,8 @@ class GossipAgent:
         self._capabilities = list(capabilities)
         self._load = load
         self.incarnation = incarnation
+        #: Endpoints whose records of our id we moved past (restarts, or a rival).
+        self._rivals: dict[str, float] = {}
         self._seq = 0
         cache = record_cache if record_cache is not None else RecordCache(1 << 16)
         self.view = view = MembershipView(self.node_id, config, ctx.rng)
@@ -528,13 +533,17 @@ class GossipAgent:
         now: float,
         *,
         news_of: str | None = None,
-    ) -> None:
+    ) -> str | None:
         """Apply piggybacked records and claims. With ``news_of`` (a push-pull), a record
         of a member we did not know is not queued for gossip unless it is that node's
         own: a state exchange brings a joiner the whole table, old news the cluster has
         spread already, and re-gossiping it kept every queue ~N updates deep (a fresh
         update then waited behind them). A record that moves a known member forward
-        (a repair) is queued as always: other nodes likely miss it too."""
+        (a repair) is queued as always: other nodes likely miss it too.
+
+        Returns the endpoint ``news_of``'s own record among them announces (signed by
+        it), stale or not: where it asks to be answered."""
+        announced = None
         if records:
             fresh, duplicates = self._ingest.unseen(records, len(self.members))
             if duplicates:
@@ -547,9 +556,12 @@ class GossipAgent:
                 if verified:
                     ctx.count("records_verified")
                 quiet = news_of is not None and (info is None or info.node_id != news_of)
+                if not quiet and info is not None and news_of is not None:
+                    announced = info.endpoint
                 self._record_verdict(verdict, info, now, True, quiet_join=quiet)
         for claim in claims:
             self._apply_claim(claim, now)
+        return announced
 
     def _on_ping(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         ping = msg.payload
@@ -612,25 +624,61 @@ class GossipAgent:
     def _on_push_pull(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         req = msg.payload
         assert isinstance(req, PushPull)
-        self._absorb(req.records, (), now, news_of=msg.sender)
+        announced = self._absorb(req.records, (), now, news_of=msg.sender)
         self._absorb_digest_claims(req.digest, msg.sender, now)
         chunks, want, non_alive = self.view.answer_push_pull(req.digest, req.part, req.parts)
         reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
-        if self.endpoint_of(msg.sender) is None:
+        held = self.endpoint_of(msg.sender)
+        if held is None:
             self._ctx.count("push_pull_unknown_sender")
             return
+        to = held
+        if announced is None and req.records and req.part == 0:
+            announced = self._endpoint_claimed(req.records[0], msg.sender, now)
+        if announced and announced != held:
+            # Its own signed record names another endpoint than our newer one of it: it
+            # restarted elsewhere (a new port or address) at a lower version, or another
+            # process holds its key. Answer where it asks: our newer record of its id (or
+            # our claim that it is dead) moves it past the old one. Answered where we
+            # held it, the restarted node was never answered and stayed alone for good.
+            to = announced
+            self._ctx.count("push_pull_answered_elsewhere")
+            for frame in self.view.frames_of([msg.sender]):  # even at the same version
+                if frame not in chunks[0]:
+                    chunks[0].append(frame)
+                    reply = PushPullReply(records=chunks[0], want=want, digest=non_alive)
         if chunks[0] and _over_frame(reply):
             # Records, wants and statuses together would not fit one frame (a large
             # bucket, many wants after a partition): the records go on their own.
             reply = PushPullReply(want=want, digest=non_alive)
             chunks = [[], *chunks]
             self._ctx.count("push_pull_reply_split")
-        self._send(msg.sender, "push-pull-reply", reply, now)
+        send, sender = self._ctx.send, msg.sender
+        send("push-pull-reply", reply, sender, now, endpoint=to)
         for chunk in chunks[1:]:
-            self._send(msg.sender, "push-pull-records", PushPullRecords(records=chunk), now)
+            send("push-pull-records", PushPullRecords(records=chunk), sender, now, endpoint=to)
         for raw in self._gossipable_lists():  # anti-entropy of revocations
-            self._send(msg.sender, "revoke", RevocationNotice(revocation=raw), now)
+            send("revoke", RevocationNotice(revocation=raw), sender, now, endpoint=to)
         self._ctx.count("push_pull_answered")
+
+    def _endpoint_claimed(self, frame: bytes, sender: str, now: float) -> str | None:
+        """The endpoint in ``sender``'s own record ``frame`` (a push-pull's first record),
+        when it is not the record we hold of it: a copy we had seen already, so
+        ``_absorb`` skipped it (a node that keeps knocking with its stale record)."""
+        member = self.members.get(sender)
+        digest = self._ingest.digest_of(frame)
+        if member is not None and member.info.digest == digest:
+            return None
+        try:
+            opened = self._ctx.open(frame, now, digest)
+        except RemoteProtocolError:
+            return None
+        record = opened.payload
+        if opened.kind != RECORD_KIND or not isinstance(record, CapabilityRecord):
+            return None
+        if record.node_id != sender or opened.sender != sender or not record.endpoints:
+            return None
+        return record.endpoints[0]
 
     def _on_push_pull_reply(self, msg: OpenedFrame, endpoint: str, now: float) -> None:
         reply = msg.payload
@@ -719,8 +767,29 @@ class GossipAgent:
             self._apply_record(info, now, rebroadcast, quiet_join=quiet_join)
 
     def _own_record_seen(self, info: RecordInfo, now: float) -> None:
-        """Our id with a newer record than ours: we restarted; move past it."""
-        if info.version > self.own.version:
+        """Our id with a newer record than ours, or another at our version: we
+        restarted; move past it. Unless it comes again from an endpoint we moved past
+        already, still signing: another live process holds our key. Then we yield
+        (``IdentityConflict``) rather than outbid each other for good; its leaving
+        record, or a claim that it is dead, lets us take over again."""
+        own = self.own
+        if info.version > own.version or (
+            info.version == own.version and info.digest != own.digest
+        ):
+            other = info.endpoint
+            if other and other not in self._endpoints and not info.record.leaving:
+                rivals = self._rivals
+                if other in rivals:
+                    self._ctx.count("identity_conflicts")
+                    if now - rivals[other] >= IDENTITY_CONFLICT_EVERY:
+                        rivals[other] = now
+                        self._ctx.emit(
+                            IdentityConflict(endpoint=other, incarnation=info.record.incarnation)
+                        )
+                    return
+                if len(rivals) >= 16:
+                    del rivals[next(iter(rivals))]
+                rivals[other] = -math.inf
             self.incarnation = min(MAX_COUNTER, info.record.incarnation + 1)
             self._seq = info.record.seq
             self._ctx.count("own_record_superseded")

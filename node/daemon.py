@@ -23,6 +23,7 @@ from typing import Any
 from mesh.events import (
     Event,
     FrameRejected,
+    IdentityConflict,
     PeerDead,
     PeerJoined,
     PeerLeft,
@@ -290,6 +291,13 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
         log.warning("task %s failed: %s", ev.task_id[:10], ev.reason, extra=extra)
     elif isinstance(ev, TaskAssigned):
         log.info("running task %s (%s)", ev.task_id[:10], ev.capability, extra=extra)
+    elif isinstance(ev, IdentityConflict):
+        log.error(
+            "another process uses this node's identity key, at %s: stop one of them (or give "
+            "it its own key); this one yields and peers reach only the other",
+            ev.endpoint,
+            extra=extra,
+        )
     elif isinstance(ev, FrameRejected):
         log.debug("rejected a frame from %s: %s", ev.endpoint, ev.code, extra=extra)
 

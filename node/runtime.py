@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mesh.events import (
+    CapabilitiesChanged,
     Event,
     PeerAlive,
     PeerDead,
@@ -455,6 +456,16 @@ class Runtime:
             self.transport.forget(peer.endpoint)
             self.peers.pop(node_id, None)
 
+    def _on_record(self, ev: CapabilitiesChanged) -> None:
+        """A peer's new record may name a new endpoint (it restarted elsewhere)."""
+        peer = self.peers.get(ev.node_id)
+        if peer is None:
+            return
+        now = self._peer_view(ev.node_id)
+        if now is not None and now.endpoint != peer.endpoint:
+            self.transport.forget(peer.endpoint)
+            peer.endpoint = now.endpoint
+
     def _peer_view(self, node_id: str) -> PeerView | None:
         """A view of a member from the core's member table (None if unknown there)."""
         members = getattr(self.core, "members", None)
@@ -722,6 +733,7 @@ _HANDLERS: dict[type[Event], Callable[[Runtime, Any], None]] = {
     PeerAlive: Runtime._on_peer,
     PeerDead: Runtime._on_peer,
     PeerLeft: Runtime._on_peer,
+    CapabilitiesChanged: Runtime._on_record,
     TaskBid: Runtime._on_bid,
     TaskAwarded: Runtime._on_award,
     TaskReassigned: Runtime._on_award,

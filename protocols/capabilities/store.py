@@ -110,6 +110,10 @@ class RecordIngest:
             self._trim(max(self._min_size, 4 * members))
         return fresh, len(frames) - len(fresh)
 
+    def digest_of(self, frame: bytes) -> bytes:
+        """The SHA-256 of a record frame (remembered for frames met often)."""
+        return self._cache.digest_of(frame)
+
     def ingest(
         self,
         frame: bytes,
