@@ -94,3 +94,18 @@ def test_two_live_processes_with_one_key_are_told_and_the_mesh_keeps_one() -> No
                     assert loser.statistics()["identity_conflicts"] >= 1
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_the_daemon_logs_an_identity_conflict_as_an_error_naming_the_other(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import logging
+
+    from node.daemon import _log_event
+
+    with caplog.at_level(logging.INFO):
+        _log_event(IdentityConflict(endpoint="tcp://10.0.0.7:7400", incarnation=3), {})
+    (rec,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+    message = rec.getMessage()
+    assert "another process uses this node's identity key, at tcp://10.0.0.7:7400" in message
+    assert "\n" not in message
