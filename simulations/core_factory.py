@@ -37,7 +37,6 @@ from protocols.kinds import PAYLOADS
 from protocols.membership.formed import FormedMesh
 from protocols.membership.state import SUSPECT
 from protocols.trust import OrgPolicy, TrustStore, issue_certificate
-from simulations.engine import endpoint
 from simulations.rng import derive_seed
 from simulations.world import UNTRUSTED_ORG, World
 
@@ -117,7 +116,7 @@ class CoreFactory:
             trust,
             rng=self.world.rng("node", index, "core", restart),
             verifier=self._verifier(),
-            endpoint=endpoint(index),
+            endpoint=self.world.addresses[index],
             capabilities=caps,
             now=now,
             record_cache=self.records,

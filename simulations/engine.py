@@ -88,15 +88,20 @@ class NodeFactory(Protocol):
     def create(self, index: int, now: float, *, restart: int, durable: bool) -> SimNode: ...
 
 
-def endpoint(index: int) -> str:
-    return f"sim://{index}"
+def endpoint(index: int, move: int = 0) -> str:
+    """Node ``index``'s endpoint; after its ``move``-th restart at a new address,
+    ``sim://index.move`` (the old one then reaches nobody)."""
+    return f"sim://{index}" if move == 0 else f"sim://{index}.{move}"
 
 
 def index_of(ep: str) -> int | None:
+    """The node an endpoint names (whether it is that node's current one or not)."""
     if not ep.startswith("sim://"):
         return None
-    tail = ep[6:]
-    return int(tail) if tail.isdigit() else None
+    head, dot, tail = ep[6:].partition(".")
+    if not head.isdigit() or (dot and not tail.isdigit()):
+        return None
+    return int(head)
 
 
 class Simulator:
@@ -191,6 +196,16 @@ class Simulator:
         node.join(list(seeds), self.local_now(i))
         self.flush(i)
 
+    def move(self, i: int, ep: str) -> None:
+        """Node ``i`` (down) comes back at endpoint ``ep``: frames to its old endpoint
+        reach nobody from now on, as after a restart at another address."""
+        assert not self.alive[i], f"node {i} moves only while down"
+        old = self._eps[i]
+        self.trace_note(f"move {i} {ep}")
+        self._eps[i] = ep
+        self._ep_cache[old] = None
+        self._ep_cache[ep] = i
+
     def crash(self, i: int) -> None:
         """Stop node ``i`` abruptly: its object, timer and pending work are gone."""
         if not self.alive[i]:
@@ -262,7 +277,10 @@ class Simulator:
         for ep, frame in out:
             dst = cache.get(ep, -1)
             if dst == -1:
-                dst = cache[ep] = index_of(ep)
+                dst = index_of(ep)
+                if dst is not None and dst < self.n and self._eps[dst] != ep:
+                    dst = None  # an address the node had before it moved
+                cache[ep] = dst
             if dst is None or dst >= self.n:
                 self.network.stats.dropped_unroutable += 1
                 continue

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import msgpack
 
 from protocols.errors import ConfigError
-from simulations.engine import SimNode, endpoint
+from simulations.engine import SimNode
 from simulations.scenario import Scenario
 from simulations.toy import MAX_FRAME, ToyNode
 from simulations.world import World
@@ -85,7 +85,7 @@ class ToyFactory:
         self.incarnations[index] = inc
         return ToyNode(
             f"n{index}",
-            endpoint(index),
+            self.world.addresses[index],
             spec.org,
             rng=self.world.rng("node", index, "core", restart),
             now=now,

@@ -27,6 +27,7 @@ class Faults:
         self.sc = world.scenario
         self.rng = world.rng("faults")
         self.pending_restart: dict[int, bool] = {}  # node -> durable
+        self.moving: set[int] = set()  # nodes whose restart comes at a new address
         self.crashed: list[int] = []
         self.healed = False
 
@@ -67,6 +68,10 @@ class Faults:
             t = self.rng.uniform(lo, hi)
             restart = self.rng.random() < f.restart_fraction
             durable = self.rng.random() < f.durable_fraction
+            # Drawn only when asked for: the other runs keep their traces.
+            moved = f.moved_fraction > 0 and self.rng.random() < f.moved_fraction
+            if moved and restart:
+                self.moving.add(i)
             self.sim.at(t, partial(self._crash, i, restart, durable, safety_end))
 
     def _jump(self, i: int, jump: float, now: float) -> None:
@@ -91,6 +96,9 @@ class Faults:
         durable = self.pending_restart.pop(i, None)
         if durable is None or self.sim.alive[i]:
             return
+        if i in self.moving:
+            self.moving.discard(i)
+            self.sim.move(i, self.world.move(i))
         self.sim.start(i, seeds=self.world.discover(i), durable=durable)
         self.history.restarted(self.sim.now, i)
 

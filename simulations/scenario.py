@@ -204,6 +204,9 @@ class FaultsModel(_Model):
     crash_window: tuple[Duration, Duration] | None = None
     restart_fraction: Probability = 0.5
     durable_fraction: Probability = 0.5
+    #: Of the restarts, the fraction that come back at a new address (a container
+    #: rescheduled elsewhere, a new port): frames to the old endpoint reach nobody.
+    moved_fraction: Probability = 0.0
     restart_after: Duration = 5.0
     partitions: list[PartitionModel] = []
     clogs: list[ClogModel] = []

@@ -10,7 +10,7 @@ import random
 from dataclasses import dataclass
 
 from protocols.errors import ConfigError
-from simulations.engine import endpoint
+from simulations.engine import endpoint, index_of
 from simulations.rng import derive_rng
 from simulations.scenario import Scenario
 
@@ -82,6 +82,9 @@ class World:
         self._started: list[list[int]] = [[] for _ in range(segs)]
         self._rng = derive_rng(seed, "discovery")
         self.formed = sc.topology.start == "formed"
+        #: Each node's current endpoint: ``sim://i``, ``sim://i.k`` after its k-th move
+        #: (a restart at a new address, ``faults.moved_fraction``).
+        self.addresses = [endpoint(i) for i in range(n)]
         seed_nodes = {i for s in self.seeds for i in s}
         others = [i for i in range(n) if self.trusted_by_all(i) and i not in seed_nodes]
         count = min(sc.topology.joiners, len(others)) if self.formed else 0
@@ -145,7 +148,16 @@ class World:
         if i not in started:
             started.append(i)
         seeds = [s for ss in self.seeds for s in ss if s != i]
-        return [endpoint(p) for p in dict.fromkeys([*seeds, *peers]) if p != i]
+        addresses = self.addresses
+        return [addresses[p] for p in dict.fromkeys([*seeds, *peers]) if p != i]
+
+    def move(self, i: int) -> str:
+        """Give node ``i`` a new endpoint (it restarts at another address)."""
+        index = index_of(self.addresses[i])
+        assert index == i
+        tail = self.addresses[i].partition(".")[2]
+        self.addresses[i] = endpoint(i, int(tail or 0) + 1)
+        return self.addresses[i]
 
     def rng(self, *path: str | int) -> random.Random:
         return derive_rng(self.scenario.run.seed, *path)

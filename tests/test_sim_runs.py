@@ -304,3 +304,25 @@ def test_cli_config_errors_are_usage_errors(tmp_path: Path) -> None:
     assert res.exit_code != 0 and "run.nodez" in str(res.exception or res.output)
     res = CliRunner().invoke(simulate, ["--duration", "soon"])
     assert res.exit_code == 2 and "--duration" in res.output
+
+
+def test_nodes_restarted_at_new_addresses_rejoin_and_every_checker_passes() -> None:
+    """``faults.moved_fraction``: a restart comes back at a new endpoint (a container
+    rescheduled elsewhere). Before the seeds answered a push-pull at the endpoint the
+    requester's own record names, such nodes stayed alone for good and this run failed
+    ``membership-converged``."""
+    sc = apply_overrides(
+        load_scenario("chaos-1000.toml"), nodes=40, seed=5, duration=30.0, crypto="fast"
+    )
+    faults = sc.faults.model_copy(update={"restart_fraction": 1.0, "moved_fraction": 1.0})
+    result = run_scenario(sc.model_copy(update={"faults": faults}))
+    moved = [a for a in result.world.addresses if "." in a.removeprefix("sim://")]
+    assert len(moved) >= 5, result.world.addresses
+    assert result.ok, (result.report["problems"], result.report["reproduce"])
+    for a in moved:  # every live node holds the moved node at its new endpoint
+        i = int(a.removeprefix("sim://").partition(".")[0])
+        if result.sim.alive[i]:
+            node_id = result.sim.node_ids[i]
+            for j, node in enumerate(result.sim.nodes):
+                if node is not None and j != i and node_id in node.members:
+                    assert node.endpoint_of(node_id) == a
