@@ -29,6 +29,7 @@ __all__ = [
     "TaskOutcomeUnknown",
     "TaskProgress",
     "TaskReassigned",
+    "TaskRunEnded",
     "TaskStaleResult",
 ]
 
@@ -204,6 +205,22 @@ class TaskAssigned(Event):
     deadline: float
     semantics: str
     risk: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRunEnded(Event):
+    """The executor's side of a task's end: our handler's outcome was handed to the
+    core to send (``ok``; else ``reason``, and ``final`` if no retry can cure it).
+    Emitted by the real node's runtime, not by the core (the simulator runs no
+    handlers), so that an executor's audit log holds what it ran and how it ended."""
+
+    task_id: str
+    requester: str
+    capability: str
+    epoch: int
+    ok: bool
+    reason: str = ""
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)

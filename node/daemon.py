@@ -32,6 +32,7 @@ from mesh.events import (
     TaskCompleted,
     TaskFailed,
     TaskReassigned,
+    TaskRunEnded,
 )
 from node.api import Node, certificate_problem
 from node.audit import AuditLog
@@ -291,6 +292,18 @@ def _log_event(ev: Event, names: dict[str, str]) -> None:
         log.warning("task %s failed: %s", ev.task_id[:10], ev.reason, extra=extra)
     elif isinstance(ev, TaskAssigned):
         log.info("running task %s (%s)", ev.task_id[:10], ev.capability, extra=extra)
+    elif isinstance(ev, TaskRunEnded):
+        if ev.ok:
+            log.info("ran task %s (%s): done", ev.task_id[:10], ev.capability, extra=extra)
+        else:
+            log.warning(
+                "ran task %s (%s): failed%s: %s",
+                ev.task_id[:10],
+                ev.capability,
+                " (final)" if ev.final else "",
+                ev.reason,
+                extra=extra,
+            )
     elif isinstance(ev, IdentityConflict):
         log.error(
             "another process uses this node's identity key, at %s: stop one of them (or give "

@@ -36,6 +36,7 @@ from mesh.events import (
     TaskOutcomeUnknown,
     TaskProgress,
     TaskReassigned,
+    TaskRunEnded,
 )
 from node.handlers import Handler, HandlerFailed, Task
 from node.supervision import Approver
@@ -49,6 +50,8 @@ __all__ = ["CoreLike", "Result", "Runtime"]
 log = logging.getLogger("parley.node")
 _MAX_TASK_VIEWS = 1000
 _EVENT_QUEUE = 10_000
+#: Why a task waiting for approval stops waiting when its node stops.
+STOPPING = "node stopping"
 #: Bytes of a frame left for the envelope and payload fields around a result or an
 #: input (header, certificate, signature, the cfp's other fields: well under 2 KiB).
 _ENVELOPE_ROOM = 4096
@@ -186,6 +189,8 @@ class Runtime:
         #: the Task each running handler was given (its ``cancelled`` event is set
         #: before the handler's asyncio task is cancelled)
         self._given: dict[str, Task] = {}
+        #: Tasks whose handler has started (past its approval and its slot).
+        self._started: set[str] = set()
         self._waiters: dict[str, asyncio.Future[Result]] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._stopping: asyncio.Future[dict[str, int]] | None = None
@@ -242,15 +247,23 @@ class Runtime:
         if callable(stop_bidding):
             stop_bidding(time.time())
             self._pump()
-        pending = list(self.running.values())
         finished = handed_back = 0
+        # Work not started yet (waiting for a person's approval or for a slot) goes
+        # back at once: a task approved during the grace period used to be refused
+        # by its slot check while the approval said it would run.
+        for task_id in [k for k in self.running if k not in self._started]:
+            self._stop_handler(task_id, STOPPING)
+            self.core.fail(task_id, "executor shutting down", time.time())
+            handed_back += 1
+        pending = list(self.running.values())
         if pending:
+            before = handed_back
             _done, not_done = await asyncio.wait(pending, timeout=grace)
             for task_id in [k for k, v in self.running.items() if v in not_done]:
                 self._stop_handler(task_id)
                 self.core.fail(task_id, "executor shutting down", time.time())
                 handed_back += 1
-            finished = len(pending) - handed_back
+            finished = len(pending) - (handed_back - before)
             self._pump()
         # Our requests still in flight end here, and in the mesh: their holders are
         # told (cancel) instead of running on for a requester that is gone.
@@ -590,15 +603,17 @@ class Runtime:
         self.running[ev.task_id] = at
         self._given[ev.task_id] = task
 
-    def _stop_handler(self, task_id: str) -> None:
+    def _stop_handler(self, task_id: str, why: str | None = None) -> None:
         """Tell a running handler to stop: its Task's ``cancelled`` event, then
-        ``CancelledError`` in the handler."""
+        ``CancelledError`` in the handler (``why``: its message, e.g. for an approval
+        that stops waiting)."""
         given = self._given.pop(task_id, None)
         if given is not None:
             given.cancelled.set()
+        self._started.discard(task_id)
         t = self.running.pop(task_id, None)
         if t is not None:
-            t.cancel()
+            t.cancel(why)
 
     def _progress(self, task_id: str, percent: float | None, message: str | None) -> None:
         report = getattr(self.core, "report_progress", None)
@@ -620,17 +635,20 @@ class Runtime:
                         raise HandlerFailed(f"not approved: {why}")
                 slot = self._slots.get(task.capability)
                 if slot is None:
+                    self._started.add(task.task_id)
                     value = await handler(task)
                 else:
                     async with slot:
                         if not self.accepting:  # stopping: hand it back, do not start it
                             raise HandlerFailed("executor shutting down")
+                        self._started.add(task.task_id)
                         value = await handler(task)
             outcome = (True, value)
         except asyncio.CancelledError:
             if self.running.get(task.task_id) is asyncio.current_task():
                 self.running.pop(task.task_id, None)
                 self._given.pop(task.task_id, None)
+                self._started.discard(task.task_id)
             raise
         except TimeoutError:
             outcome = (False, "handler missed the deadline")
@@ -653,6 +671,7 @@ class Runtime:
             return  # superseded or cancelled meanwhile
         del self.running[task.task_id]
         self._given.pop(task.task_id, None)
+        self._started.discard(task.task_id)
         view = self.tasks.get(_run_key(task.task_id))
         if view is not None:
             view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
@@ -662,6 +681,17 @@ class Runtime:
             self.core.fail(task.task_id, str(outcome[1]), time.time(), final=True)
         else:
             self.core.fail(task.task_id, str(outcome[1]), time.time())
+        self._dispatch(
+            TaskRunEnded(
+                task_id=task.task_id,
+                requester=task.requester,
+                capability=task.capability,
+                epoch=task.epoch,
+                ok=outcome[0],
+                reason="" if outcome[0] else str(outcome[1]),
+                final=final,
+            )
+        )
         self._pump()
 
     def _sendable(self, value: Any, what: str = "result") -> tuple[bool, Any]:

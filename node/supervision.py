@@ -73,7 +73,7 @@ def risk_rank(risk: str) -> int:
 class Decision:
     """What happened to a gated task (given to the desk's listener: audit logs)."""
 
-    event: str  # "requested", "approved", "denied", "expired"
+    event: str  # "requested", "approved", "denied", "expired", "withdrawn" (node stopping)
     task_id: str
     capability: str
     risk: str
@@ -97,11 +97,15 @@ class NotWaiting(LocalProtocolError):
 
 
 class ApprovalDesk:
-    """The tasks of one node waiting for a person's decision."""
+    """The tasks of one node waiting for a person's decision.
+
+    A denial is remembered by task id *and* requester: ids are chosen by requesters
+    (``task_id=``, an idempotency key), and a denial of one requester's task used to
+    deny another's with the same id, without asking anyone."""
 
     def __init__(self, on_decision: Callable[[Decision], None] | None = None) -> None:
-        self._pending: dict[str, _Pending] = {}
-        self._denied: OrderedDict[str, str] = OrderedDict()
+        self._pending: dict[tuple[str, str], _Pending] = {}
+        self._denied: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._on_decision = on_decision
 
     def gate(self, at: str) -> Approver:
@@ -119,29 +123,33 @@ class ApprovalDesk:
 
     async def wait(self, task: Task) -> bool | str:
         """Wait for a decision on ``task`` (a re-award of a denied task: denied at once)."""
-        if task.task_id in self._denied:
-            reason = self._denied[task.task_id]
+        key = (task.task_id, task.requester)
+        if key in self._denied:
+            reason = self._denied[key]
             self._tell("denied", task, by="(denied before)", reason=reason)
             return reason
         loop = asyncio.get_running_loop()
         entry = _Pending(task, time.time(), loop.create_future())
-        self._pending[task.task_id] = entry
+        self._pending[key] = entry
         try:
             self._tell("requested", task)
             return await entry.future
-        except asyncio.CancelledError:
-            self._tell("expired", task)
+        except asyncio.CancelledError as exc:
+            # Cancelled with a reason (the node stops: the task goes back to the
+            # requester, undecided), or by its deadline.
+            why = str(exc.args[0]) if exc.args and exc.args[0] else ""
+            self._tell("withdrawn" if why else "expired", task, reason=why)
             raise
         finally:
-            if self._pending.get(task.task_id) is entry:
-                del self._pending[task.task_id]
+            if self._pending.get(key) is entry:
+                del self._pending[key]
 
     def pending(self) -> list[dict[str, Any]]:
         """The waiting tasks, oldest first: ``input`` is the task's input as it is when
         it is plain JSON (else None), ``input_preview`` its JSON text (else its repr),
         cut to ``PREVIEW`` characters."""
         out = []
-        for task_id, p in sorted(self._pending.items(), key=lambda kv: kv[1].since):
+        for (task_id, _), p in sorted(self._pending.items(), key=lambda kv: kv[1].since):
             value, text = _as_json(p.task.input)
             out.append(
                 {
@@ -172,7 +180,7 @@ class ApprovalDesk:
         for ``approve``."""
         entry = self._find(task_id)
         reason = " ".join(reason.split()) or "denied"
-        self._denied[entry.task.task_id] = reason
+        self._denied[(entry.task.task_id, entry.task.requester)] = reason
         while len(self._denied) > _REMEMBERED:
             self._denied.popitem(last=False)
         entry.future.set_result(reason)
@@ -180,14 +188,11 @@ class ApprovalDesk:
         return entry.task.task_id
 
     def _find(self, task_id: str) -> _Pending:
-        exact = self._pending.get(task_id)
-        if exact is not None:
-            matches = [exact]
-        else:
-            matches = [p for tid, p in self._pending.items() if tid.startswith(task_id)]
+        exact = [p for (tid, _), p in self._pending.items() if tid == task_id]
+        matches = exact or [p for (tid, _), p in self._pending.items() if tid.startswith(task_id)]
         if not task_id or not matches:
             raise NotWaiting(f"no task {task_id!r} is waiting for approval")
-        if exact is None and len(task_id) < MIN_PREFIX:
+        if not exact and len(task_id) < MIN_PREFIX:
             raise NotWaiting(f"give at least {MIN_PREFIX} characters of the task id")
         if len(matches) > 1:
             raise NotWaiting(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")

@@ -240,3 +240,45 @@ def test_an_audit_log_signed_by_another_node_is_not_called_a_stranger(tmp_path: 
     with pytest.raises(ConfigError, match=r"line 1: signed by .*move it aside"):
         AuditLog(path, ALICE)
     assert path.read_bytes() == before
+
+
+def test_an_executor_s_audit_log_records_how_each_task_it_ran_ended(tmp_path: Path) -> None:
+    """An executor's log held `TaskAssigned` and nothing after it: the handler's
+    outcome was no core event (the requester's log had the completion)."""
+    import asyncio
+
+    from node import LocalOrg, Node, Task
+    from node.daemon import _audit_events
+    from node.handlers import HandlerFailed
+    from protocols.errors import ContractNetError
+
+    path = tmp_path / "executor.jsonl"
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+        executor.on_event(_audit_events(AuditLog(path, executor.identity)))
+
+        @executor.capability("pay")
+        async def pay(task: Task) -> int:
+            if task.input < 0:
+                raise HandlerFailed("negative amount", retry=False)
+            return int(task.input)
+
+        async with executor:
+            requester = Node.from_org(org, "r", seeds=[executor.endpoint], preset="local")
+            async with requester:
+                assert await requester.wait_for_peers(1, timeout=10)
+                assert (await requester.request("pay", 5, timeout=10)).value == 5
+                with pytest.raises(ContractNetError, match="negative amount"):
+                    await requester.request("pay", -1, timeout=10)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    ended = [x["data"] for x in lines if x["event"] == "TaskRunEnded"]
+    assert [(e["capability"], e["ok"], e["reason"], e["final"]) for e in ended] == [
+        ("pay", True, "", False),
+        ("pay", False, "negative amount", True),
+    ]
+    assert [x["event"] for x in lines].count("TaskAssigned") == 2
+    assert verify_audit(path).ok

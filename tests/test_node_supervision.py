@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -197,3 +198,106 @@ def test_a_short_prefix_is_refused_and_a_re_award_of_a_denied_task_is_denied_aga
     asyncio.run(body())
     assert [d.event for d in log] == ["requested", "denied", "denied"]
     assert log[-1].by == "(denied before)"
+
+
+def test_a_denial_is_of_one_requester_s_task_and_shared_ids_are_told_apart() -> None:
+    """Task ids are the requesters' choice (``task_id=``): Bob's task with the id of
+    Alice's denied one used to be denied at once with Alice's reason, no person asked."""
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        bank = Node.from_org(org, "bank", preset="local")
+
+        @bank.capability("pay", approve=desk.gate("high"), max_concurrency=4)
+        async def pay(task: Task) -> int:
+            return int(task.input)
+
+        async with bank:
+            a, b, c = (
+                Node.from_org(org, name, seeds=[bank.endpoint], preset="local")
+                for name in ("alice", "bob", "carol")
+            )
+            async with a, b, c:
+                for n in (a, b, c):
+                    assert await n.wait_for_peers(1, timeout=10)
+
+                def ask(n: Node, amount: int) -> asyncio.Future[Any]:
+                    return asyncio.ensure_future(
+                        n.request(
+                            "pay",
+                            amount,
+                            risk="high",
+                            timeout=10,
+                            task_id="order-7-1",
+                            max_auctions=1,
+                        )
+                    )
+
+                ta = ask(a, 10)
+                await _waiting(desk)
+                desk.deny("order-7-1", "alice over budget", by="op")
+                with pytest.raises(ContractNetError, match="alice over budget"):
+                    await ta
+                tb = ask(b, 20)
+                (waiting,) = await _waiting(desk)  # Bob's waits for a person
+                assert waiting["requester"] == b.node_id
+                desk.approve("order-7-1", by="op")
+                assert (await tb).value == 20
+                tc = ask(c, 30)
+                await _waiting(desk)  # and so does Carol's
+                desk.deny("order-7-1", "still over", by="op")
+                with pytest.raises(ContractNetError, match="still over"):
+                    await tc
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    events = [(d.event, d.by, d.reason) for d in log]
+    assert events == [
+        ("requested", "", ""),
+        ("denied", "op", "alice over budget"),
+        ("requested", "", ""),
+        ("approved", "op", ""),
+        ("requested", "", ""),
+        ("denied", "op", "still over"),
+    ]
+
+
+def test_a_task_waiting_for_approval_goes_back_at_once_when_its_node_stops() -> None:
+    """It used to wait out the grace period; approved meanwhile, its handler was then
+    refused by the stop (\"executor shutting down\") while the approval said it would
+    run, and the stop counted it finished."""
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        ran: list[int] = []
+        executor = Node.from_org(org, "executor", preset="local", grace=5.0)
+
+        @executor.capability("transfer", approve=desk.gate("high"))
+        async def transfer(task: Task) -> int:
+            ran.append(int(task.input))
+            return int(task.input)
+
+        await executor.start()
+        requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+        async with requester:
+            assert await requester.wait_for_peers(1, timeout=10)
+            call = asyncio.ensure_future(
+                requester.request("transfer", 5, timeout=10, risk="high", max_auctions=1)
+            )
+            (waiting,) = await _waiting(desk)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            out = await executor.stop()
+            assert loop.time() - t0 < 2.0  # not the 5 s grace
+            assert out == {"finished": 0, "handed_back": 1}
+            with pytest.raises(LocalProtocolError, match="no task"):
+                desk.approve(str(waiting["task_id"]))  # nothing to approve any more
+            with pytest.raises(ContractNetError):
+                await call
+            assert ran == []
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert [(d.event, d.reason) for d in log] == [("requested", ""), ("withdrawn", "node stopping")]
