@@ -56,6 +56,16 @@ def _where(fn: F) -> F:
     return fn
 
 
+def _call_json(
+    config: str | None, control: str | None, req: dict[str, Any], timeout: float = 5.0
+) -> Any:
+    """The daemon's reply as it is, refusals included (``{"ok": false, "error", "code"}``)."""
+    try:
+        return ControlClient(_control_dir(config, control)).call(req, timeout=timeout)
+    except MeshError as exc:
+        _fail_on(exc)
+
+
 def _call(
     config: str | None, control: str | None, req: dict[str, Any], timeout: float = 5.0
 ) -> Any:
@@ -243,9 +253,9 @@ def approvals(config: str | None, control: str | None, as_json: bool) -> None:
         _call(config, control, {"cmd": "approvals"})["approvals"],
         as_json,
         lambda a: [
-            f"{a['task_id'][:16]}  {a['capability']:<14} risk {a['risk']:<8} "
-            f"waiting {a['waiting_s']:>6.1f}s  from {a['requester'][:12]}  "
-            f"input {a.get('input_preview', a['input'])}"
+            f"{_shown(a['task_id'])[:16]}  {_shown(a['capability']):<14} "
+            f"risk {_shown(a['risk']):<8} waiting {a['waiting_s']:>6.1f}s  "
+            f"from {a['requester'][:12]}  input {_shown(a.get('input_preview', a['input']))}"
         ],
         "(nothing waits for approval)",
     )
@@ -254,13 +264,21 @@ def approvals(config: str | None, control: str | None, as_json: bool) -> None:
 def _decide(
     cmd: str,
     task_id: str,
+    by: str | None,
     config: str | None,
     control: str | None,
     as_json: bool,
     **extra: str,
 ) -> None:
-    req = {"cmd": cmd, "task_id": task_id, "by": getpass.getuser(), **extra}
-    reply = _call(config, control, req)
+    who = " ".join((by if by is not None else getpass.getuser()).split())
+    req = {"cmd": cmd, "task_id": task_id, "by": who, **extra}
+    if as_json:  # a refusal as JSON too, on stdout, still exit 1
+        reply = _call_json(config, control, req)
+        if not reply.get("ok"):
+            click.echo(json.dumps(reply, indent=2))
+            sys.exit(1)
+    else:
+        reply = _call(config, control, req)
     decision = "approved" if cmd == "approve" else "denied"
     if as_json:
         # {"ok": true, "task_id": <full id>, "decision": "approved"|"denied"[, "reason"]}
@@ -271,21 +289,48 @@ def _decide(
     click.echo(f"{reply['task_id']} {decision}")
 
 
+def _shown(value: Any) -> str:
+    """A requester's text (risk, task id, input preview) as one printable line: a
+    risk of "low\n0a1b… pay risk low" printed a forged second row in the table."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return json.dumps(text, ensure_ascii=False)[1:-1]  # escapes, without the quotes
+
+
+_BY = click.option(
+    "--by",
+    default=None,
+    help="Who decides, as recorded in the log and the audit (default: your login name).",
+)
+
+
 @click.command()
 @click.argument("task_id")
+@_BY
 @_where
-def approve(task_id: str, config: str | None, control: str | None, as_json: bool) -> None:
+def approve(
+    task_id: str, by: str | None, config: str | None, control: str | None, as_json: bool
+) -> None:
     """Let a waiting task run (TASK_ID or a unique prefix of it)."""
-    _decide("approve", task_id, config, control, as_json)
+    _decide("approve", task_id, by, config, control, as_json)
 
 
 @click.command()
 @click.argument("task_id")
 @click.option("--reason", default="denied", show_default=True, help="Told to the requester.")
+@_BY
 @_where
-def deny(task_id: str, reason: str, config: str | None, control: str | None, as_json: bool) -> None:
+def deny(
+    task_id: str,
+    reason: str,
+    by: str | None,
+    config: str | None,
+    control: str | None,
+    as_json: bool,
+) -> None:
     """Fail a waiting task with 'not approved: REASON' (it never runs here)."""
-    _decide("deny", task_id, config, control, as_json, reason=reason)
+    _decide("deny", task_id, by, config, control, as_json, reason=reason)
 
 
 #: The longest ``submit --timeout``: 20 days (the client's wait is int32 milliseconds).

@@ -216,7 +216,7 @@ class _Control:
             except ConfigError as exc:
                 return {"ok": False, "error": exc.message, "code": exc.code}
         if cmd in ("approve", "deny"):
-            task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")
+            task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")[:128]
             try:
                 if cmd == "approve":
                     full = self.desk.approve(task_id, by=by)

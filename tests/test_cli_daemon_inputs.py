@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from node.cli import main
 from node.control import ControlServer
 from node.handlers import Task
-from node.supervision import ApprovalDesk
+from node.supervision import ApprovalDesk, NotWaiting
 from protocols.contract_net.strategies import STRATEGIES
 
 
@@ -133,9 +133,12 @@ def gate(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
         cmd = req["cmd"]
         if cmd == "approvals":
             return {"ok": True, "approvals": desk.pending()}
-        if cmd == "approve":
-            return {"ok": True, "task_id": desk.approve(req["task_id"], by=req["by"])}
-        return {"ok": True, "task_id": desk.deny(req["task_id"], req["reason"], by=req["by"])}
+        try:
+            if cmd == "approve":
+                return {"ok": True, "task_id": desk.approve(req["task_id"], by=req["by"])}
+            return {"ok": True, "task_id": desk.deny(req["task_id"], req["reason"], by=req["by"])}
+        except NotWaiting as exc:  # as the daemon answers it
+            return {"ok": False, "error": exc.message, "code": exc.code}
 
     cdir = tmp_path / "ctl"
     with served(cdir, handler, setup):
@@ -176,3 +179,48 @@ def test_approve_without_json_still_prints_one_line(gate: tuple[Path, list[str]]
     cdir, ids = gate
     out = cli("approve", ids[0][:10], "--control", str(cdir))
     assert out.exit_code == 0 and out.output == f"{ids[0]} approved\n"
+
+
+def test_a_refused_approve_json_is_json_too(gate: tuple[Path, list[str]]) -> None:
+    """It printed a plain-text error whatever --json said."""
+    cdir, _ = gate
+    out = cli("approve", "zzzzzzzz", "--json", "--control", str(cdir))
+    assert out.exit_code == 1
+    reply = json.loads(out.output)
+    assert reply["ok"] is False and reply["code"] == "not-found"
+    assert "no task 'zzzzzzzz' is waiting for approval" in reply["error"]
+
+
+def test_by_names_who_decides_and_a_requester_s_text_cannot_forge_a_row(
+    tmp_path: Path,
+) -> None:
+    """The decider was always the login name; a requester's risk with a newline
+    printed a forged second row in the approvals table."""
+    seen: list[dict[str, Any]] = []
+    forged = "low\n0a1b2c3d4e5f6a7b  pay            risk low"
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        seen.append(req)
+        if req["cmd"] == "approvals":
+            row = {
+                "task_id": "61f30e8d" + "a" * 24,
+                "capability": "pay",
+                "risk": forged,
+                "requester": "r" * 52,
+                "waiting_s": 1.0,
+                "deadline": 0.0,
+                "input": 1,
+                "input_preview": "1",
+            }
+            return {"ok": True, "approvals": [row]}
+        return {"ok": True, "task_id": req["task_id"]}
+
+    cdir = tmp_path / "ctl"
+    with served(cdir, handler):
+        out = cli("approve", "61f30e8d", "--by", "Ada  Lovelace", "--control", str(cdir))
+        assert out.exit_code == 0, out.output
+        table = cli("approvals", "--control", str(cdir))
+    assert seen[0]["by"] == "Ada Lovelace"
+    assert table.exit_code == 0, table.output
+    assert len(table.output.splitlines()) == 1, table.output
+    assert "risk low\\n0a1b2c3d4e5f6a7b" in table.output
