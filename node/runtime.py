@@ -554,6 +554,8 @@ class Runtime:
             code = _failure_code(ev.reason)
             if view is not None and _nobody_invited(ev.attempts):
                 reason = f"{reason}: {self._no_bidder_hint(view.capability)}"
+            elif "no-bidders" in reason and (hint := _refusal_hint(ev.attempts)):
+                reason = f"{reason} ({hint})"
             err = ContractNetError(reason, code=code, attempts=tuple(ev.attempts))
         else:
             err = ContractNetError(
@@ -747,6 +749,30 @@ def _nobody_invited(attempts: Sequence[str]) -> bool:
     auctions, and the hint then went missing)."""
     rounds = [a for a in attempts if not a.endswith(": timeout")]
     return bool(rounds) and all("(0 invited" in a for a in rounds)
+
+
+#: What a bidder's refusal reason means to the person who asked.
+_REFUSALS = {
+    "deadline": "the timeout leaves less than an executor's expected run time (1 s): "
+    "give a longer timeout",
+    "budget": "every price was over the request's budget",
+    "full": "every executor was busy",
+    "not-permitted": "the executors' trust policy does not let this node request it",
+    "leaving": "the executors are shutting down",
+}
+
+
+def _refusal_hint(attempts: Sequence[str]) -> str:
+    """Why the bidders said no, from the last round that had refusals ("" if none):
+    "attempts exhausted: no-bidders" alone left a user with timeout=1 guessing."""
+    for line in reversed(attempts):
+        head, sep, tail = line.rpartition(" refused: ")
+        if not sep or not tail.endswith(")") or tail == "-)":
+            continue
+        reasons = tail[:-1].split(",")
+        told = "; ".join(_REFUSALS.get(r, r) for r in reasons)
+        return f"{head.rpartition('(')[2]} refused: {', '.join(reasons)}: {told}"
+    return ""
 
 
 def _failure_code(reason: str) -> str:

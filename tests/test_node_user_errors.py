@@ -387,3 +387,30 @@ def test_the_no_bidder_hint_survives_a_short_timeout_and_bad_option_types_are_na
         "TaskSpec.lease must be a number, not None",
         "TaskSpec.max_auctions must be an integer, not '3'",
     ]
+
+
+def test_a_timeout_shorter_than_the_expected_run_time_says_so() -> None:
+    """Every bidder refused "deadline" and the error said only "attempts exhausted:
+    no-bidders": a user with timeout=1 had nothing to go on."""
+
+    async def main() -> ContractNetError:
+        org = LocalOrg("acme")
+        worker = Node.from_org(org, "worker", preset="local")
+
+        @worker.capability("upper")
+        async def upper(task: Task) -> str:
+            return str(task.input).upper()
+
+        async with worker:
+            req = Node.from_org(org, "requester", seeds=[worker.endpoint], preset="local")
+            async with req:
+                assert await req.wait_for_peers(1, timeout=10)
+                with pytest.raises(ContractNetError) as caught:
+                    await req.request("upper", "a", timeout=0.8)
+                assert (await req.request("upper", "a", timeout=3)).value == "A"
+                return caught.value
+
+    err = asyncio.run(asyncio.wait_for(main(), 30))
+    assert err.code == "attempts-exhausted"
+    assert "1 invited, 1 refused: deadline" in err.message
+    assert "give a longer timeout" in err.message
