@@ -39,13 +39,15 @@ from protocols.crypto import Ed25519Verifier
 from protocols.errors import ConfigError
 from protocols.identity import NodeIdentity, node_id_from_public_key
 
-__all__ = ["DOMAIN", "AuditLog", "AuditReport", "verify_audit"]
+__all__ = ["CONTINUED", "DOMAIN", "AuditLog", "AuditReport", "verify_audit", "verify_audit_files"]
 
 DOMAIN = b"parley/1/audit"
 _GENESIS = "0" * 64
 #: The fields of every line, and how every line begins (canonical: sorted keys).
 _FIELDS = frozenset({"seq", "ts", "node_id", "key", "event", "data", "prev", "sig"})
 _START = b'{"data":'
+#: The first line of a file that goes on from a rotated one.
+CONTINUED = "AuditContinued"
 
 
 def _canonical(line: dict[str, Any]) -> bytes:
@@ -101,8 +103,45 @@ class AuditLog:
         if cut:
             os.ftruncate(self._fd, len(whole))
         self._size = len(whole)
-        self.seq, self.prev = report.lines, report.last_hash
+        self.seq, self.prev = report.next_seq, report.last_hash
         return cut
+
+    def reopen(self) -> bool:
+        """After the file was moved away (log rotation: ``logrotate`` then SIGHUP, or
+        ``mesh-node reload``), go on in a new file at ``path``: its first line,
+        ``AuditContinued`` (the lines and head of the chain so far), carries the chain
+        on, so ``verify`` of the files in order shows one was removed. True if it
+        switched. ``ConfigError`` (and the old file kept) if a non-empty file that is
+        not ours is in the way."""
+        try:
+            here = os.stat(self.path)
+            ours = os.fstat(self._fd)
+            if (here.st_dev, here.st_ino) == (ours.st_dev, ours.st_ino):
+                return False
+        except FileNotFoundError:
+            pass
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise ConfigError(f"audit log {self.path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.fstat(fd).st_size:
+                raise ConfigError(
+                    f"audit log {self.path}: a new file is there, not empty; still writing "
+                    "to the moved one"
+                )
+        except OSError:
+            os.close(fd)
+            raise ConfigError(f"audit log {self.path}: in use by another process") from None
+        except ConfigError:
+            os.close(fd)
+            raise
+        old, self._fd, self._size = self._fd, fd, 0
+        os.close(old)
+        self.broken = ""
+        self.append(CONTINUED, {"lines": self.seq, "head": self.prev})
+        return True
 
     def append(self, event: str, data: dict[str, Any]) -> None:
         """Sign and write one line; ``OSError`` if it could not be written (the file is
@@ -145,15 +184,40 @@ class AuditReport:
     node_id: str  # the signer of the lines that verified ("" if none)
     last_hash: str  # the chain's head: hash of the last line that verified
     problem: str = ""
+    #: ``seq`` of the file's first line: 0, or where a rotated log's file goes on
+    first_seq: int = 0
+
+    @property
+    def next_seq(self) -> int:
+        return self.first_seq + self.lines
 
 
-def verify_audit(path: Path, node_id: str | None = None) -> AuditReport:
-    """Check every line's form, chain link and signature; stop at the first that fails."""
+def verify_audit(
+    path: Path, node_id: str | None = None, after: AuditReport | None = None
+) -> AuditReport:
+    """Check every line's form, chain link and signature; stop at the first that fails.
+
+    A file may begin where a rotated one ended (an ``AuditContinued`` first line, at
+    that file's next ``seq``, linked to its last line). With ``after`` (the report of
+    the file before it), the file must continue exactly that one: a rotated file that
+    was removed or replaced is then found."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         return AuditReport(False, 0, "", _GENESIS, f"{path}: {exc.strerror or exc}")
-    return _verify_bytes(data, node_id)
+    return _verify_bytes(data, node_id, after)
+
+
+def verify_audit_files(paths: list[Path], node_id: str | None = None) -> list[AuditReport]:
+    """``verify_audit`` of a rotated log's files, oldest first, each continuing the one
+    before it; stops after the first that fails."""
+    out: list[AuditReport] = []
+    for path in paths:
+        report = verify_audit(path, node_id, out[-1] if out else None)
+        out.append(report)
+        if not report.ok:
+            break
+    return out
 
 
 def _begins_as_audit_log(data: bytes) -> bool:
@@ -170,12 +234,16 @@ def _begins_as_audit_log(data: bytes) -> bool:
     return isinstance(first, dict) and set(first) == _FIELDS
 
 
-def _verify_bytes(data: bytes, node_id: str | None) -> AuditReport:
+def _verify_bytes(
+    data: bytes, node_id: str | None, after: AuditReport | None = None
+) -> AuditReport:
     verifier = Ed25519Verifier()
-    prev, signer, n = _GENESIS, "", 0
+    prev, signer, n, base = _GENESIS, "", 0, 0
+    if after is not None:
+        prev, signer, base = after.last_hash, after.node_id, after.next_seq
 
     def bad(problem: str) -> AuditReport:
-        return AuditReport(False, n, signer, prev, f"line {n + 1}: {problem}")
+        return AuditReport(False, n, signer, prev, f"line {n + 1}: {problem}", base)
 
     truncated = bool(data) and not data.endswith(b"\n")
     for raw in data.split(b"\n")[:-1]:  # an incomplete last piece is reported below
@@ -187,8 +255,17 @@ def _verify_bytes(data: bytes, node_id: str | None) -> AuditReport:
             key = bytes.fromhex(line["key"])
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             return bad("not a signed audit line")
-        if line.get("seq") != n:
-            return bad(f"sequence number {line.get('seq')!r}, expected {n}")
+        if n == 0 and after is None and line.get("event") == CONTINUED:
+            # The first file after a rotation: it goes on from the one before it,
+            # which only ``after`` (verifying the files in order) can check.
+            held = line.get("data")
+            if not isinstance(held, dict) or not isinstance(held.get("head"), str):
+                return bad("an AuditContinued line without the head it continues")
+            base, prev = line.get("seq"), held["head"]
+            if not isinstance(base, int) or isinstance(base, bool) or base < 0:
+                return bad(f"an AuditContinued line at sequence number {base!r}")
+        if line.get("seq") != base + n:
+            return bad(f"sequence number {line.get('seq')!r}, expected {base + n}")
         if line.get("prev") != prev:
             return bad("does not follow the previous line (a line was changed, removed or moved)")
         if node_id_from_public_key(key) != line.get("node_id"):
@@ -202,4 +279,4 @@ def _verify_bytes(data: bytes, node_id: str | None) -> AuditReport:
         signer, prev, n = line["node_id"], hashlib.sha256(raw).hexdigest(), n + 1
     if truncated:
         return bad("cut short (an incomplete last line)")
-    return AuditReport(True, n, signer, prev)
+    return AuditReport(True, n, signer, prev, "", base)

@@ -441,41 +441,51 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--node-id", default=None, help="The node that must have signed every line.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def audit_verify(path: str, node_id: str | None, as_json: bool) -> None:
+def audit_verify(paths: tuple[str, ...], node_id: str | None, as_json: bool) -> None:
     """Check every line's signature and chain link; exit 1 at the first that fails.
+
+    Give a rotated log's files oldest first: each must go on from the one before it.
 
     \b
     Example:
       mesh-node audit verify /var/lib/parley/alpha-audit.jsonl --node-id 7kq3...
+      mesh-node audit verify alpha-audit.jsonl.2 alpha-audit.jsonl.1 alpha-audit.jsonl
     """
-    from node.audit import verify_audit
+    from node.audit import verify_audit_files
 
-    if not Path(path).is_file():
-        _fail(f"audit log {path} not found")
-    report = verify_audit(Path(path), node_id)
+    for path in paths:
+        if not Path(path).is_file():
+            _fail(f"audit log {path} not found")
+    reports = verify_audit_files([Path(p) for p in paths], node_id)
+    report, path = reports[-1], paths[len(reports) - 1]
+    ok = report.ok and len(reports) == len(paths)
+    total = sum(r.lines for r in reports)
     if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "ok": report.ok,
-                    "lines": report.lines,
-                    "node_id": report.node_id,
-                    "head": report.last_hash,
-                    "problem": report.problem,
-                }
-            )
-        )
-    elif report.ok:
+        out = {
+            "ok": ok,
+            "lines": total,
+            "node_id": report.node_id,
+            "head": report.last_hash,
+            "problem": report.problem,
+        }
+        if len(paths) > 1:
+            out["files"] = [
+                {"path": p, "lines": r.lines, "first_seq": r.first_seq, "ok": r.ok}
+                for p, r in zip(paths, reports, strict=False)
+            ]
+        click.echo(json.dumps(out))
+    elif ok:
         who = report.node_id or "(empty log)"
-        click.echo(f"{report.lines} lines, all signed by {who}, chain intact")
+        files = f" in {len(paths)} files" if len(paths) > 1 else ""
+        click.echo(f"{total} lines{files}, all signed by {who}, chain intact")
     else:
         click.echo(
             f"error: {path}: {report.problem} ({report.lines} lines before it hold)", err=True
         )
-    if not report.ok:
+    if not ok:
         sys.exit(1)
 
 

@@ -174,10 +174,13 @@ def _log_decision(d: Decision) -> None:
 class _Control:
     """Answers control-socket requests for one node."""
 
-    def __init__(self, node: Node, cfg: DaemonConfig, desk: ApprovalDesk) -> None:
+    def __init__(
+        self, node: Node, cfg: DaemonConfig, desk: ApprovalDesk, audits: Sequence[AuditLog] = ()
+    ) -> None:
         self.node = node
         self.cfg = cfg
         self.desk = desk
+        self.audits = audits
         self.started = time.time()
 
     async def __call__(self, req: dict[str, Any]) -> dict[str, Any]:
@@ -211,8 +214,9 @@ class _Control:
         if cmd == "approvals":
             return {"ok": True, "approvals": self.desk.pending()}
         if cmd == "reload":
+            reopened = reopen_audits(self.audits)
             try:
-                return {"ok": True, **reload_trust(node, self.cfg)}
+                return {"ok": True, **reload_trust(node, self.cfg), **reopened}
             except ConfigError as exc:
                 return {"ok": False, "error": exc.message, "code": exc.code}
         if cmd in ("approve", "deny"):
@@ -390,6 +394,20 @@ def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
     return changes
 
 
+def reopen_audits(audits: Sequence[AuditLog]) -> dict[str, list[str]]:
+    """After log rotation moved an audit file away (``mesh-node reload``, SIGHUP): go on
+    in a new file at its path, linked to the moved one (``AuditLog.reopen``)."""
+    moved = []
+    for audit in audits:
+        try:
+            if audit.reopen():
+                moved.append(str(audit.path))
+                log.info("audit log %s moved away: going on in a new file", audit.path)
+        except ConfigError as exc:
+            log.error("%s", exc.message)
+    return {"audit": moved}
+
+
 def _write_peers(node: Node, directory: Path) -> None:
     alive = [p["endpoint"] for p in node.peers() if p["state"] == "alive"]
     if alive:  # a node alone keeps the list of its last run
@@ -453,6 +471,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
 
     def on_hup() -> None:
+        reopen_audits(audits)
         try:
             reload_trust(node, cfg)
         except ConfigError as exc:
@@ -467,7 +486,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     keeper = loop.create_task(_keep_peers(node, cfg.control_dir))
     control: ControlServer | None = None
     try:
-        control = ControlServer(cfg.control_dir, _Control(node, cfg, desk))
+        control = ControlServer(cfg.control_dir, _Control(node, cfg, desk, audits))
         control.start()
         log.info(
             "node %s (%s, org %s) listening on %s; control %s",

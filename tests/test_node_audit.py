@@ -282,3 +282,57 @@ def test_an_executor_s_audit_log_records_how_each_task_it_ran_ended(tmp_path: Pa
     ]
     assert [x["event"] for x in lines].count("TaskAssigned") == 2
     assert verify_audit(path).ok
+
+
+def test_a_rotated_log_goes_on_in_a_new_file_linked_to_the_moved_one(tmp_path: Path) -> None:
+    """logrotate moved the file and the daemon wrote on into the moved one; a restart
+    then began a new chain at seq 0, so removing a rotated file went unnoticed."""
+    from node.audit import CONTINUED, verify_audit_files
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, ALICE)
+    for i in range(3):
+        log.append("TaskCompleted", {"n": i})
+    assert log.reopen() is False  # not moved: nothing to do
+    first = tmp_path / "audit.jsonl.2"
+    path.rename(first)
+    assert log.reopen() is True
+    log.append("TaskCompleted", {"n": 3})
+    second = tmp_path / "audit.jsonl.1"
+    path.rename(second)
+    assert log.reopen() is True
+    log.append("TaskCompleted", {"n": 4})
+    log.close()
+    again = AuditLog(path, ALICE)  # a restart goes on in the current file
+    again.append("TaskCompleted", {"n": 5})
+    again.close()
+
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert lines[0]["event"] == CONTINUED and lines[0]["seq"] == 5
+    assert [x["seq"] for x in lines] == [5, 6, 7]
+    alone = verify_audit(path, ALICE.node_id)  # each file holds on its own
+    assert alone.ok and alone.first_seq == 5 and alone.lines == 3
+    reports = verify_audit_files([first, second, path], ALICE.node_id)
+    assert [r.ok for r in reports] == [True, True, True]
+    assert sum(r.lines for r in reports) == 3 + 2 + 3
+    gap = verify_audit_files([first, path], ALICE.node_id)  # the middle file removed
+    assert not gap[-1].ok and "sequence number 5, expected 3" in gap[-1].problem
+    out = CliRunner().invoke(main, ["audit", "verify", str(first), str(second), str(path)])
+    assert out.exit_code == 0 and "8 lines in 3 files" in out.output, out.output
+    out = CliRunner().invoke(main, ["audit", "verify", str(first), str(path)])
+    assert out.exit_code == 1 and "expected 3" in out.output
+
+
+def test_a_rotation_with_a_foreign_file_in_the_way_keeps_the_moved_file(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, ALICE)
+    log.append("A", {})
+    path.rename(tmp_path / "old.jsonl")
+    path.write_text("someone else's\n")
+    with pytest.raises(ConfigError, match="not empty; still writing to the moved one"):
+        log.reopen()
+    log.append("B", {})  # into the moved file, chain intact
+    log.close()
+    report = verify_audit(tmp_path / "old.jsonl", ALICE.node_id)
+    assert report.ok and report.lines == 2
+    assert path.read_text() == "someone else's\n"
