@@ -318,11 +318,20 @@ class Node:
 
     async def stop(self, grace: float | None = None) -> dict[str, int]:
         out = {"finished": 0, "handed_back": 0}
+        grace = self.grace if grace is None else grace
+        if self.runtime is not None and not self.runtime.closed:
+            # Saga compensations running in their own task (a timeout around a saga)
+            # end first, within the grace; those still running are logged.
+            from node.workflow import finish_compensations
+
+            started = time.monotonic()
+            await finish_compensations(self, grace)
+            grace = max(0.0, grace - (time.monotonic() - started))
         if self.discovery is not None:
             await self.discovery.close()
             self.discovery = None
         if self.runtime is not None and not self.runtime.closed:
-            out = await self.runtime.stop(self.grace if grace is None else grace)
+            out = await self.runtime.stop(grace)
         return out
 
     def reload_trust(self, trust: TrustStore) -> dict[str, list[str]]:
