@@ -61,6 +61,9 @@ from protocols.trust import (
 
 __all__ = ["CapabilityDecl", "LocalOrg", "Node", "Result"]
 
+#: The longest expected run time a capability may declare (a day).
+ETA_MAX = 86400.0
+
 H = TypeVar("H", bound=Handler)
 
 
@@ -97,6 +100,7 @@ class CapabilityDecl:
     bid: float
     handler: Handler
     approve: Approver | None = None
+    eta: float | None = None
 
 
 def certificate_problem(cert: Certificate, trust: TrustStore, now: float) -> str | None:
@@ -209,15 +213,25 @@ class Node:
         max_concurrency: int = 1,
         bid: float = 1.0,
         approve: Approver | None = None,
+        eta: float | None = None,
     ) -> Callable[[H], H]:
         """Decorator: serve ``name`` with an ``async def handler(task) -> JSON``.
 
         ``approve``: awaited before the handler (e.g. ``ApprovalDesk.gate("high")``);
-        True runs it, False or a reason fails the task with ``not approved: ...``."""
+        True runs it, False or a reason fails the task with ``not approved: ...``.
+        ``eta``: the handler's expected run time in seconds (default 1): a request
+        whose deadline leaves less is refused (``deadline``); give a fast handler a
+        small one so that requests with short timeouts reach it."""
 
         def register(fn: H) -> H:
             self.add_capability(
-                name, fn, version=version, max_concurrency=max_concurrency, bid=bid, approve=approve
+                name,
+                fn,
+                version=version,
+                max_concurrency=max_concurrency,
+                bid=bid,
+                approve=approve,
+                eta=eta,
             )
             return fn
 
@@ -232,12 +246,22 @@ class Node:
         max_concurrency: int = 1,
         bid: float = 1.0,
         approve: Approver | None = None,
+        eta: float | None = None,
     ) -> None:
         if self.runtime is not None:
             raise LocalProtocolError("add capabilities before the node starts")
         if name in self._decls:
             raise LocalProtocolError(f"capability {name!r} registered twice")
         _check_capability(name, version, max_concurrency, bid)
+        if eta is not None and (
+            isinstance(eta, bool)
+            or not isinstance(eta, int | float)
+            or not (math.isfinite(eta) and 0 < eta <= ETA_MAX)
+        ):
+            raise ConfigError(
+                f"capability {name!r}: eta (expected run time) is seconds above 0 and at "
+                f"most {ETA_MAX:g}, not {eta!r}"
+            )
         if not capability_allowed(self.certificate.offers, name):
             # Every peer would ignore the offer (its policy checks the certificate).
             raise ConfigError(
@@ -247,7 +271,7 @@ class Node:
         # A plain def handler ran on the event loop and failed with "object int can't
         # be used in 'await' expression" (three times: every auction re-ran it).
         self._decls[name] = CapabilityDecl(
-            name, version, max_concurrency, bid, as_async(handler), approve
+            name, version, max_concurrency, bid, as_async(handler), approve, eta
         )
 
     def on_event(self, listener: Callable[[Event], None]) -> None:
@@ -278,7 +302,7 @@ class Node:
         if problem is not None:
             raise ConfigError(problem)
         specs = [
-            capability_spec(d.name, d.version, d.max_concurrency, d.bid)
+            capability_spec(d.name, d.version, d.max_concurrency, d.bid, d.eta)
             for d in self._decls.values()
         ]
         rng = random.Random(os.urandom(32))

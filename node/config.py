@@ -59,6 +59,8 @@ class CapabilityConfig:
     max_concurrency: int = 1
     bid: float = 1.0
     timeout: float = 60.0
+    #: expected run time (s): a cfp whose deadline leaves less is refused; None: 1 s
+    eta: float | None = None
     python: str | None = None
     command: tuple[str, ...] | None = None
     url: str | None = None
@@ -178,7 +180,7 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: must be a table")
     allowed = {"name", "version", "max_concurrency", "bid", "timeout", "python", "command", "url"}
-    allowed.add("approve_at")
+    allowed |= {"approve_at", "eta"}
     _reject_unknown(raw, allowed, where)
     if "name" not in raw:
         raise ConfigError(f"{where}: missing key 'name'")
@@ -223,6 +225,9 @@ def _capability(raw: Any, index: int) -> CapabilityConfig:
         ),
         bid=float(_number(raw, "bid", where, 1.0)),
         timeout=float(_number(raw, "timeout", where, 60.0, low_open=True)),
+        eta=float(_number(raw, "eta", where, 1.0, low_open=True, high=86400.0))
+        if "eta" in raw
+        else None,
         python=python,
         command=command,
         url=url,

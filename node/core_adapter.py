@@ -60,10 +60,13 @@ CAPABILITY_NAME_MAX = 128
 MAX_CONCURRENCY_MAX = 10_000
 
 
-def capability_spec(name: str, version: str, max_concurrency: int, bid: float) -> CapabilitySpec:
-    return CapabilitySpec(
-        name=name, version=version, max_concurrency=max_concurrency, cost={"bid": float(bid)}
-    )
+def capability_spec(
+    name: str, version: str, max_concurrency: int, bid: float, eta: float | None = None
+) -> CapabilitySpec:
+    """A capability as its record carries it. ``eta``: the expected run time in seconds
+    (default 1 s): a cfp whose deadline leaves less is refused (``deadline``)."""
+    cost = {"bid": float(bid)} if eta is None else {"bid": float(bid), "eta": float(eta)}
+    return CapabilitySpec(name=name, version=version, max_concurrency=max_concurrency, cost=cost)
 
 
 def task_spec(capability: str, input: Any = None, **opts: Any) -> TaskSpec:

@@ -146,6 +146,7 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk, known: Sequence[str] = ())
                 max_concurrency=cap.max_concurrency,
                 bid=cap.bid,
                 approve=gate,
+                eta=cap.eta,
             )
         except ConfigError as exc:
             raise ConfigError(f"{exc.message} (certificate {cfg.certificate})") from None

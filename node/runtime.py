@@ -753,8 +753,9 @@ def _nobody_invited(attempts: Sequence[str]) -> bool:
 
 #: What a bidder's refusal reason means to the person who asked.
 _REFUSALS = {
-    "deadline": "the timeout leaves less than an executor's expected run time (1 s): "
-    "give a longer timeout",
+    "deadline": "the timeout leaves less than an executor's expected run time (its "
+    "capability's eta, 1 s by default): give a longer timeout, or the capability a "
+    "smaller eta",
     "budget": "every price was over the request's budget",
     "full": "every executor was busy",
     "not-permitted": "the executors' trust policy does not let this node request it",

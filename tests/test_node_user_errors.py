@@ -414,3 +414,38 @@ def test_a_timeout_shorter_than_the_expected_run_time_says_so() -> None:
     assert err.code == "attempts-exhausted"
     assert "1 invited, 1 refused: deadline" in err.message
     assert "give a longer timeout" in err.message
+
+
+def test_a_capability_declaring_a_small_eta_takes_requests_with_short_timeouts() -> None:
+    async def main() -> Any:
+        org = LocalOrg("acme")
+        worker = Node.from_org(org, "worker", preset="local")
+
+        @worker.capability("upper", eta=0.05)
+        async def upper(task: Task) -> str:
+            return str(task.input).upper()
+
+        with pytest.raises(ConfigError, match="eta"):
+            worker.add_capability("bad", upper, eta=0)
+        async with worker:
+            req = Node.from_org(org, "requester", seeds=[worker.endpoint], preset="local")
+            async with req:
+                assert await req.wait_for_peers(1, timeout=10)
+                return (await req.request("upper", "a", timeout=0.5)).value
+
+    assert asyncio.run(asyncio.wait_for(main(), 30)) == "A"
+
+
+def test_eta_in_node_toml(tmp_path: Any) -> None:
+    from node.config import load_config
+
+    base = '[node]\nname = "a"\nidentity = "a.key"\ncertificate = "a.cert"\ntrust = "t.toml"\n'
+    cap = '[[capability]]\nname = "pay"\npython = "m:f"\n'
+    p = tmp_path / "node.toml"
+    p.write_text(base + cap + "eta = 0.2\n")
+    assert load_config(p).capabilities[0].eta == 0.2
+    p.write_text(base + cap)
+    assert load_config(p).capabilities[0].eta is None
+    p.write_text(base + cap + "eta = 0\n")
+    with pytest.raises(ConfigError, match=r"capability\[0\]\.eta: a number above 0"):
+        load_config(p)
