@@ -8,16 +8,23 @@ Its return comes as ``PeerAlive`` at a higher incarnation (its old record was
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from node import LocalOrg, Node, Task
 from protocols.trust import TrustStore
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def test_a_restarted_peer_is_listed_again() -> None:
     async def run() -> tuple[list[str], list[str], str]:
         org = LocalOrg("acme")
         ident, cert = org.issue("worker")
-        listen = "tcp://127.0.0.1:*"  # the first start picks the port, the restart reuses it
+        listen = f"tcp://127.0.0.1:{_free_port()}"
 
         def worker() -> Node:
             node = Node(ident, cert, TrustStore([org.policy()]), listen=listen, preset="local")
@@ -28,12 +35,9 @@ def test_a_restarted_peer_is_listed_again() -> None:
 
             return node
 
+        asker = Node.from_org(org, "asker", seeds=[listen], preset="local")
         first = worker()
         await first.start()
-        # Picked by the OS at bind time: a port picked beforehand (bind, close, rebind)
-        # could be taken in between by another process (seen under parallel runs).
-        listen = first.endpoint
-        asker = Node.from_org(org, "asker", seeds=[listen], preset="local")
         await asker.start()
         try:
             assert await asker.wait_for_peers(1, timeout=10)
