@@ -45,9 +45,13 @@ if TYPE_CHECKING:
     from node.api import Node
     from node.runtime import Result
 
-__all__ = ["Saga", "SagaFailed", "fan_out"]
+__all__ = ["SAGA_ID_MAX", "Saga", "SagaFailed", "fan_out"]
 
 log = logging.getLogger("parley.workflow")
+
+#: The longest saga id: its compensations' task ids (``<id>-undo-<n>``) must fit the
+#: 64 characters of a task id, with room for 10 digits of ``n``.
+SAGA_ID_MAX = 48
 
 
 async def fan_out(
@@ -270,7 +274,8 @@ class Saga:
     A saga id is used once: the task ids of its steps (``<id>-<n>``) and compensations
     (``<id>-undo-<n>``, ``n`` the number of the step undone) derive from it, so after a
     failure start a new ``Saga`` (a new id) to try again. Entering a saga whose id is
-    in use by a saga still in its block raises ``LocalProtocolError``.
+    in use by a saga still in its block raises ``LocalProtocolError``, and so does an
+    id over ``SAGA_ID_MAX`` (48) characters.
 
     A saga entered in another saga's block is nested in it: when it completes, its
     steps join the outer saga's, and are undone if the outer saga fails; when it fails,
@@ -284,6 +289,12 @@ class Saga:
     """
 
     def __init__(self, node: Node, *, saga_id: str | None = None, timeout: float = 60.0) -> None:
+        if saga_id is not None and (
+            not isinstance(saga_id, str) or not 1 <= len(saga_id) <= SAGA_ID_MAX
+        ):
+            # A longer id let its steps run (``<id>-<n>`` fits a task id) and every
+            # compensation fail (``<id>-undo-<n>`` does not): nothing could be undone.
+            raise LocalProtocolError(f"saga id: 1 to {SAGA_ID_MAX} characters, not {saga_id!r}")
         self.node = node
         self.saga_id = saga_id or secrets.token_hex(8)
         self.timeout = timeout

@@ -422,3 +422,20 @@ def test_undo_task_ids_carry_the_number_of_the_step_they_undo() -> None:
         assert saga.unrecovered == ("3:reserve_room",)
 
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_a_saga_id_too_long_for_its_compensations_task_ids_is_refused() -> None:
+    """A 58-character id ran its steps (``<id>-1`` fits a 64-character task id) and no
+    compensation (``<id>-undo-1`` does not): a failed saga undid nothing."""
+
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        with pytest.raises(LocalProtocolError, match="saga id"):
+            Saga(client, saga_id="x" * 58)
+        with pytest.raises(SagaFailed) as info:
+            async with Saga(client, saga_id="y" * 48) as saga:
+                await saga.step("reserve_room", {"guest": "lu"}, compensate="cancel_room")
+                await saga.step("charge", 500, max_auctions=1)  # declined
+        assert info.value.compensated == ("1:reserve_room",)
+        assert ledger["rooms"] == set()
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
