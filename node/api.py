@@ -451,7 +451,9 @@ class Node:
         semantics: str = "at-least-once",
         **opts: Any,
     ) -> Result:
-        """Run ``capability`` on the best peer; the Result or a ``ContractNetError``."""
+        """Run ``capability`` on the best peer; the Result or a ``ContractNetError``.
+        It ends by ``timeout`` seconds from now, or by ``deadline`` (unix seconds) if
+        that option is given."""
         task_id, fut = self.submit_nowait(
             capability,
             input,
@@ -461,14 +463,18 @@ class Node:
             semantics=semantics,
             **opts,
         )
+        # An explicit ``deadline`` (unix seconds) is the task's end in the mesh, not
+        # ``timeout``: a later one used to be cut short here, the result dropped.
+        deadline = opts.get("deadline")
+        waits = timeout if deadline is None else max(0.0, deadline - time.time())
         try:
-            async with asyncio.timeout(timeout + 2.0):
+            async with asyncio.timeout(waits + 2.0):
                 result: Result = await fut
                 return result
         except TimeoutError:
             self.cancel(task_id)
             raise ContractNetError(
-                f"{capability}: no result in {timeout}s", code="timeout"
+                f"{capability}: no result in {waits:g}s", code="timeout"
             ) from None
         except asyncio.CancelledError:
             # The caller gave up (a timeout around it, fan_out stopping the others, a

@@ -5,6 +5,7 @@ reproduced first): a handler's exotic exception, progress reports, JSON arrays, 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -228,3 +229,20 @@ def test_the_local_fallback_keeps_to_the_requests_budget() -> None:
 
     err = asyncio.run(asyncio.wait_for(main(), 30))
     assert "could not run it itself" in err.message
+
+
+def test_a_request_with_a_deadline_later_than_its_timeout_waits_for_the_deadline() -> None:
+    """``deadline`` is the task's end in the mesh; the request gave up at ``timeout`` +
+    2 s anyway ("no result in 1s"), cancelling a task that would have completed."""
+
+    def setup(worker: Node) -> None:
+        @worker.capability("slow", eta=0.1)
+        async def slow(task: Task) -> str:
+            await asyncio.sleep(task.input)
+            return "done"
+
+    async def body(worker: Node, req: Node) -> None:
+        result = await req.request("slow", 3.5, timeout=1, deadline=time.time() + 8)
+        assert result.value == "done"
+
+    run(setup, body)
