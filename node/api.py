@@ -344,12 +344,14 @@ class Node:
         out = {"finished": 0, "handed_back": 0}
         grace = self.grace if grace is None else grace
         if self.runtime is not None and not self.runtime.closed:
-            # Saga compensations running in their own task (a timeout around a saga)
-            # end first, within the grace; those still running are logged.
-            from node.workflow import finish_compensations
+            # Saga steps in flight are cancelled, and saga compensations (theirs, and
+            # those running in their own task after a timeout around a saga) end
+            # first, within the grace; those still running are logged.
+            from node.workflow import finish_compensations, stop_steps
 
             started = time.monotonic()
-            await finish_compensations(self, grace)
+            await stop_steps(self, grace)
+            await finish_compensations(self, max(0.0, grace - (time.monotonic() - started)))
             grace = max(0.0, grace - (time.monotonic() - started))
         if self.discovery is not None:
             await self.discovery.close()

@@ -26,7 +26,9 @@ one completing later still is undone at once.
 Cancelling a saga (or a timeout around it) still runs its compensations, in a task of
 their own: ``Node.stop`` waits for them (within its grace), and what could not be
 undone there is logged as an error (logger ``parley.workflow``) and kept on the saga
-(``Saga.unrecovered``).
+(``Saga.unrecovered``). ``Node.stop`` first cancels the saga steps its node has in
+flight: their sagas fail (``SagaFailed``, "its node is stopping") and undo their
+completed steps before the node closes.
 """
 
 from __future__ import annotations
@@ -241,12 +243,33 @@ class _Pass:
 _RUNNING: dict[asyncio.Task[None], _Pass] = {}
 #: Sagas inside their ``async with`` block, by id: an id in use is refused.
 _ACTIVE: weakref.WeakValueDictionary[str, Saga] = weakref.WeakValueDictionary()
+#: Every saga not collected yet (``Node.stop`` cancels the steps its node has in flight).
+_SAGAS: weakref.WeakSet[Saga] = weakref.WeakSet()
 #: The saga whose block the code runs in (a saga entered there is nested in it).
 _CURRENT: contextvars.ContextVar[Saga | None] = contextvars.ContextVar("parley_saga", default=None)
 
 
 def _forget(task: asyncio.Task[None]) -> None:
     _RUNNING.pop(task, None)
+
+
+async def stop_steps(node: Node, timeout: float) -> None:
+    """Cancel the saga steps ``node`` has in flight and wait, at most ``timeout``
+    seconds, for them to end (``Node.stop`` does, first): their sagas fail and start
+    undoing their completed steps while the node can still send the compensations.
+    The stop used to fail those steps as it closed, and every compensation with them
+    ("node is stopped"): nothing was undone."""
+    running: dict[asyncio.Future[None], str] = {}
+    for saga in list(_SAGAS):
+        if saga.node is node:
+            steps = {f: t for f, t in saga._running.items() if not f.done()}
+            if steps:
+                saga._stopping = True
+                running.update(steps)
+    for task_id in running.values():
+        node.cancel(task_id)
+    if running:
+        await asyncio.wait(list(running), timeout=max(0.0, timeout))
 
 
 async def finish_compensations(node: Node, timeout: float) -> None:
@@ -307,9 +330,12 @@ class Saga:
         self._steps = 0
         self._failed = False
         self._closed = False  # a pass took the pending undos: later ones run on their own
-        self._running: set[asyncio.Future[None]] = set()  # steps whose request runs
+        #: steps whose request runs, with its task id
+        self._running: dict[asyncio.Future[None], str] = {}
+        self._stopping = False  # its node is stopping: its steps in flight are cancelled
         self._passes: list[_Pass] = []
         self._outer: Saga | None = None
+        _SAGAS.add(self)
         self._token: contextvars.Token[Saga | None] | None = None
 
     async def step(
@@ -339,7 +365,7 @@ class Saga:
         opts.setdefault("timeout", self.timeout)
         opts.setdefault("task_id", f"{self.saga_id}-{number}")
         running: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._running.add(running)
+        self._running[running] = opts["task_id"]
         try:
             try:
                 result = await self.node.request(capability, input, **opts)
@@ -351,6 +377,8 @@ class Saga:
                 self._settle(running)
                 uncertain = exc.code in ("timeout", "outcome-unknown")
                 note = " (it may have taken effect: outcome unknown)" if uncertain else ""
+                if self._stopping and exc.code == "cancelled":
+                    note = " (its node is stopping)"
                 await self._fail(
                     name, f"step {name} failed: {exc.message}{note}", exc.attempts, uncertain
                 )
@@ -456,7 +484,7 @@ class Saga:
         return exc._origin is self or (exc._origin is None and exc.saga_id == self.saga_id)
 
     def _settle(self, running: asyncio.Future[None]) -> None:
-        self._running.discard(running)
+        self._running.pop(running, None)
         if not running.done():
             running.set_result(None)
 

@@ -439,3 +439,26 @@ def test_a_saga_id_too_long_for_its_compensations_task_ids_is_refused() -> None:
         assert ledger["rooms"] == set()
 
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_a_node_stopped_while_a_saga_step_runs_undoes_the_completed_steps() -> None:
+    """The stop failed the step in flight as it closed the node, and every
+    compensation with it ("node is stopped"): the room stayed reserved."""
+
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        async def trip() -> None:
+            async with Saga(client) as saga:
+                await saga.step("reserve_room", {"guest": "zo"}, compensate="cancel_room")
+                await saga.step("slow", 30)
+
+        running = asyncio.ensure_future(trip())
+        await _until(lambda: ledger["rooms"] == {"room-zo"})
+        await client.stop()
+        with pytest.raises(SagaFailed) as info:
+            await asyncio.wait_for(running, 10)
+        assert info.value.failed_step == "2:slow" and "node is stopping" in info.value.message
+        assert info.value.compensated == ("1:reserve_room",) and info.value.unrecovered == ()
+        assert ledger["rooms"] == set()
+        assert ledger["log"] == ["reserve room-zo", "cancel room-zo"]
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
