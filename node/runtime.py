@@ -626,9 +626,10 @@ class Runtime:
     async def _run(self, handler: Handler, task: Task) -> None:
         outcome: tuple[bool, Any]
         final = False  # a failure no retry can cure: the requester is told so
+        # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
+        deadline = asyncio.timeout(max(0.01, task.remaining()))
         try:
-            # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
-            async with asyncio.timeout(max(0.01, task.remaining())):
+            async with deadline:
                 approver = self._approvers.get(task.capability)
                 if approver is not None:
                     verdict = await approver(task)
@@ -652,8 +653,12 @@ class Runtime:
                 self._given.pop(task.task_id, None)
                 self._started.discard(task.task_id)
             raise
-        except TimeoutError:
-            outcome = (False, "handler missed the deadline")
+        except TimeoutError as exc:
+            if deadline.expired():
+                outcome = (False, "handler missed the deadline")
+            else:  # the handler's own timeout (a call it made): it used to read as ours
+                why = self._handler_error(task, exc).rstrip(":")
+                outcome = (False, f"{why} (the handler's own, before the deadline)")
         except HandlerFailed as exc:
             outcome = (False, exc.reason)
             final = not exc.retry
@@ -663,9 +668,7 @@ class Runtime:
             # A handler bug fails its task, never the node: sys.exit() in a handler
             # (SystemExit) used to end the daemon, and any other BaseException left the
             # task "running", its lease renewed, until the request's deadline.
-            self.counters["runtime.handler_errors"] += 1
-            log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
-            outcome = (False, _one_line(f"{type(exc).__name__}: {exc}"))
+            outcome = (False, self._handler_error(task, exc))
         if outcome[0]:
             outcome = self._sendable(outcome[1])
             final = not outcome[0]  # a result no frame can carry: never on a retry either
@@ -695,6 +698,12 @@ class Runtime:
             )
         )
         self._pump()
+
+    def _handler_error(self, task: Task, exc: BaseException) -> str:
+        """A handler's own exception: counted, logged, and its one-line reason."""
+        self.counters["runtime.handler_errors"] += 1
+        log.warning("handler of %s raised %s: %s", task.capability, type(exc).__name__, exc)
+        return _one_line(f"{type(exc).__name__}: {exc}")
 
     def _sendable(self, value: Any, what: str = "result") -> tuple[bool, Any]:
         """``(True, value)`` if a frame can carry ``value`` (a handler's result, a

@@ -246,3 +246,22 @@ def test_a_request_with_a_deadline_later_than_its_timeout_waits_for_the_deadline
         assert result.value == "done"
 
     run(setup, body)
+
+
+def test_a_handlers_own_timeout_is_not_reported_as_a_missed_deadline() -> None:
+    """A handler whose upstream call timed out (its own ``TimeoutError``) 30 s before
+    its deadline failed with "handler missed the deadline"."""
+
+    def setup(worker: Node) -> None:
+        @worker.capability("upstream", eta=0.1)
+        async def upstream(task: Task) -> None:
+            await asyncio.wait_for(asyncio.sleep(5), 0.05)  # the upstream call
+
+    async def body(worker: Node, req: Node) -> None:
+        with pytest.raises(ContractNetError) as caught:
+            await req.request("upstream", 1, timeout=30, max_auctions=1)
+        assert "missed the deadline" not in caught.value.message
+        assert "TimeoutError" in caught.value.message
+        assert worker.statistics()["runtime.handler_errors"] == 1
+
+    run(setup, body)
