@@ -188,14 +188,18 @@ def status(config: str | None, control: str | None, as_json: bool) -> None:
 def reload(config: str | None, control: str | None, as_json: bool) -> None:
     """Re-read the trust file (orgs, policies, revocations) and the certificate (a
     renewal) into the running daemon."""
-    reply = _call(config, control, {"cmd": "reload"})
+    reply = _call_json(config, control, {"cmd": "reload"})
+    if reply.get("warning"):  # an audit log that could not be switched, say
+        click.echo(f"warning: {reply['warning']}", err=True)
+    if not reply.get("ok"):
+        if reply.get("audit"):  # rotated all the same: the trust file is another matter
+            click.echo(f"audit: {', '.join(reply['audit'])}")
+        _fail(f"{reply.get('error')} ({reply.get('code')})")
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
     lines = [f"{k}: {', '.join(v)}" for k, v in reply.items() if isinstance(v, list) and v]
     click.echo("; ".join(lines) or "trust file and certificate reloaded: no change")
-    if reply.get("warning"):
-        click.echo(f"warning: {reply['warning']}", err=True)
 
 
 @click.command()

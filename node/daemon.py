@@ -219,7 +219,7 @@ class _Control:
             try:
                 return {"ok": True, **reload_trust(node, self.cfg), **reopened}
             except ConfigError as exc:
-                return {"ok": False, "error": exc.message, "code": exc.code}
+                return {"ok": False, "error": exc.message, "code": exc.code, **reopened}
         if cmd in ("approve", "deny"):
             task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")[:128]
             try:
@@ -395,10 +395,12 @@ def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
     return changes
 
 
-def reopen_audits(audits: Sequence[AuditLog]) -> dict[str, list[str]]:
+def reopen_audits(audits: Sequence[AuditLog]) -> dict[str, Any]:
     """After log rotation moved an audit file away (``mesh-node reload``, SIGHUP): go on
-    in a new file at its path, linked to the moved one (``AuditLog.reopen``)."""
-    moved = []
+    in a new file at its path, linked to the moved one (``AuditLog.reopen``). A file
+    that could not be switched is logged, and named under ``warning`` for ``reload``
+    (which said "no change" while the lines still went to the moved file)."""
+    moved, problems = [], []
     for audit in audits:
         try:
             if audit.reopen():
@@ -406,7 +408,11 @@ def reopen_audits(audits: Sequence[AuditLog]) -> dict[str, list[str]]:
                 log.info("audit log %s moved away: going on in a new file", audit.path)
         except ConfigError as exc:
             log.error("%s", exc.message)
-    return {"audit": moved}
+            problems.append(exc.message)
+    out: dict[str, Any] = {"audit": moved}
+    if problems:
+        out["warning"] = "; ".join(problems)
+    return out
 
 
 def _write_peers(node: Node, directory: Path) -> None:

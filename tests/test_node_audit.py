@@ -336,3 +336,44 @@ def test_a_rotation_with_a_foreign_file_in_the_way_keeps_the_moved_file(tmp_path
     report = verify_audit(tmp_path / "old.jsonl", ALICE.node_id)
     assert report.ok and report.lines == 2
     assert path.read_text() == "someone else's\n"
+
+
+def test_reload_tells_of_a_rotation_it_could_not_do(tmp_path: Path) -> None:
+    """A foreign file in the way of a rotation was only a line in the daemon's log:
+    ``mesh-node reload`` said "no change" and exited 0, the lines still going to the
+    moved file."""
+    from node.daemon import reopen_audits
+
+    path = tmp_path / "audit.jsonl"
+    log = AuditLog(path, ALICE)
+    log.append("A", {})
+    path.rename(tmp_path / "old.jsonl")
+    path.write_text("someone else's\n")
+    out = reopen_audits([log])
+    assert out["audit"] == []
+    assert "not empty; still writing to the moved one" in out["warning"]
+    path.unlink()
+    assert reopen_audits([log]) == {"audit": [str(path)]}  # then it switches, no warning
+    log.close()
+
+
+def test_reload_says_the_audit_log_was_switched_when_the_rest_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rotation happens first: a reload refused for its certificate had still
+    switched the audit log, which "error: ... (nothing reloaded)" left unsaid."""
+    from node.control import ControlClient
+
+    reply = {
+        "ok": False,
+        "error": "certificate not found: alpha.cert (nothing reloaded)",
+        "code": "config",
+        "audit": ["/var/lib/parley/audit.jsonl"],
+        "warning": "audit log other.jsonl: in use by another process",
+    }
+    monkeypatch.setattr(ControlClient, "call", lambda self, req, timeout=5.0: reply)
+    out = CliRunner().invoke(main, ["reload", "--control", str(tmp_path)])
+    assert out.exit_code == 1
+    assert "audit: /var/lib/parley/audit.jsonl" in out.output
+    assert "warning: audit log other.jsonl: in use by another process" in out.output
+    assert "error: certificate not found" in out.output
