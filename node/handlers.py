@@ -81,6 +81,9 @@ class Task:
     semantics: str = "at-least-once"
     risk: str = "low"
     _progress: Callable[[float | None, str | None], None] | None = field(default=None, repr=False)
+    #: set when the handler should stop: the request was cancelled (by its requester),
+    #: the node stops, or the deadline passed. A plain ``def`` handler runs in a thread
+    #: that cancellation cannot stop: it polls ``task.cancelled.is_set()``.
     cancelled: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     @property

@@ -655,6 +655,9 @@ class Runtime:
             raise
         except TimeoutError as exc:
             if deadline.expired():
+                # Told as on a cancel: a plain def handler runs on in its thread (it
+                # cannot be cancelled) and had no way to learn that its time was up.
+                task.cancelled.set()
                 outcome = (False, "handler missed the deadline")
             else:  # the handler's own timeout (a call it made): it used to read as ours
                 why = self._handler_error(task, exc).rstrip(":")

@@ -265,3 +265,30 @@ def test_a_handlers_own_timeout_is_not_reported_as_a_missed_deadline() -> None:
         assert worker.statistics()["runtime.handler_errors"] == 1
 
     run(setup, body)
+
+
+def test_a_plain_def_handler_learns_that_its_deadline_passed() -> None:
+    """The thread of a plain ``def`` handler runs on after its deadline (cancellation
+    cannot stop it), and ``task.cancelled`` was never set: it ran for nobody, and kept
+    the program from exiting."""
+    seen: list[bool] = []
+
+    def setup(worker: Node) -> None:
+        @worker.capability("spin", eta=0.1)
+        def spin(task: Task) -> int:
+            end = time.monotonic() + 4
+            while not task.cancelled.is_set() and time.monotonic() < end:
+                time.sleep(0.02)
+            seen.append(task.cancelled.is_set())
+            return 1
+
+    async def body(worker: Node, req: Node) -> None:
+        with pytest.raises(ContractNetError):
+            await req.request("spin", 1, timeout=0.5, max_auctions=1)
+        for _ in range(50):  # bounded: the thread notices within a poll or two
+            if seen:
+                break
+            await asyncio.sleep(0.02)
+        assert seen == [True]
+
+    run(setup, body)
