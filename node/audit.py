@@ -234,6 +234,27 @@ def _begins_as_audit_log(data: bytes) -> bool:
     return isinstance(first, dict) and set(first) == _FIELDS
 
 
+def _gap(line: dict[str, Any], n: int, after: AuditReport | None) -> str:
+    """Why a file's first line does not go on from the file before it, in words: which
+    file is missing, or that the files are not oldest first."""
+    if after is None or n != 0:
+        return ""
+    seq = line.get("seq")
+    if line.get("event") != CONTINUED:
+        return (
+            ": this file begins a chain (the oldest file comes first), it does not go on "
+            "from the file before it"
+        )
+    if not isinstance(seq, int) or isinstance(seq, bool):
+        return ""
+    if seq > after.next_seq:
+        return (
+            f": sequence numbers {after.next_seq} to {seq - 1} are missing (a file "
+            "between these two not given, or removed?)"
+        )
+    return ": the files are not given oldest first (or one was given twice)"
+
+
 def _verify_bytes(
     data: bytes, node_id: str | None, after: AuditReport | None = None
 ) -> AuditReport:
@@ -265,7 +286,9 @@ def _verify_bytes(
             if not isinstance(base, int) or isinstance(base, bool) or base < 0:
                 return bad(f"an AuditContinued line at sequence number {base!r}")
         if line.get("seq") != base + n:
-            return bad(f"sequence number {line.get('seq')!r}, expected {base + n}")
+            return bad(
+                f"sequence number {line.get('seq')!r}, expected {base + n}{_gap(line, n, after)}"
+            )
         if line.get("prev") != prev:
             return bad("does not follow the previous line (a line was changed, removed or moved)")
         if node_id_from_public_key(key) != line.get("node_id"):

@@ -484,11 +484,12 @@ def audit_verify(paths: tuple[str, ...], node_id: str | None, as_json: bool) -> 
     elif ok:
         who = report.node_id or "(empty log)"
         files = f" in {len(paths)} files" if len(paths) > 1 else ""
-        click.echo(f"{total} lines{files}, all signed by {who}, chain intact")
+        start = reports[0].first_seq
+        # A rotated file alone holds, but the lines before it are not checked here.
+        earlier = f" (from sequence number {start}: the earlier files not given)" if start else ""
+        click.echo(f"{total} lines{files}, all signed by {who}, chain intact{earlier}")
     else:
-        click.echo(
-            f"error: {path}: {report.problem} ({report.lines} lines before it hold)", err=True
-        )
+        click.echo(f"error: {path}: {report.problem} ({total} lines before it hold)", err=True)
     if not ok:
         sys.exit(1)
 

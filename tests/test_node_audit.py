@@ -377,3 +377,33 @@ def test_reload_says_the_audit_log_was_switched_when_the_rest_failed(
     assert "audit: /var/lib/parley/audit.jsonl" in out.output
     assert "warning: audit log other.jsonl: in use by another process" in out.output
     assert "error: certificate not found" in out.output
+
+
+def test_verify_of_rotated_files_says_which_file_is_missing_or_out_of_order(
+    tmp_path: Path,
+) -> None:
+    """A missing middle file, files out of order or given twice were all "line 1:
+    sequence number 5, expected 3 (0 lines before it hold)": nothing said a file was
+    missing, and the lines that held in the files before were not counted."""
+    paths = [tmp_path / f"audit.jsonl.{i}" for i in range(3)]
+    log = AuditLog(tmp_path / "audit.jsonl", ALICE)
+    for path in paths:
+        for i in range(2):
+            log.append("TaskCompleted", {"n": i})
+        (tmp_path / "audit.jsonl").rename(path)
+        assert log.reopen() is True
+    log.close()
+    a, b, c = (str(p) for p in paths)
+
+    def verify(*files: str) -> str:
+        out = CliRunner().invoke(main, ["audit", "verify", *files])
+        assert out.exit_code == (0 if "chain intact" in out.output else 1), out.output
+        return out.output
+
+    assert "6 lines in 2 files" in verify(b, c) and "from sequence number 2" in verify(b, c)
+    assert "from sequence number" not in verify(a, b, c)
+    gap = verify(a, c)
+    assert "sequence numbers 2 to 4 are missing" in gap and "(2 lines before it hold)" in gap
+    assert "not given oldest first" in verify(c, b)
+    assert "not given oldest first" in verify(b, b)
+    assert "begins a chain (the oldest file comes first)" in verify(a, a)
