@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import json
 import math
+import os
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -274,7 +275,9 @@ def _decide(
     as_json: bool,
     **extra: str,
 ) -> None:
-    who = " ".join((by if by is not None else getpass.getuser()).split())
+    who = " ".join((by if by is not None else _login_name()).split())
+    if not who:  # a decision recorded without a decider
+        raise click.BadParameter("a name, not an empty one", param_hint="--by")
     req = {"cmd": cmd, "task_id": task_id, "by": who, **extra}
     if as_json:  # a refusal as JSON too, on stdout, still exit 1
         reply = _call_json(config, control, req)
@@ -291,6 +294,16 @@ def _decide(
         click.echo(json.dumps({**reply, "decision": decision, **told}, indent=2))
         return
     click.echo(f"{reply['task_id']} {decision}")
+
+
+def _login_name() -> str:
+    """Whoever runs approve/deny; ``uid N`` for a uid with no user name (a container
+    run with an arbitrary ``--user``), where ``getpass`` fails with KeyError or OSError
+    and the command ended in "internal error"."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def _shown(value: Any) -> str:

@@ -224,3 +224,32 @@ def test_by_names_who_decides_and_a_requester_s_text_cannot_forge_a_row(
     assert table.exit_code == 0, table.output
     assert len(table.output.splitlines()) == 1, table.output
     assert "risk low\\n0a1b2c3d4e5f6a7b" in table.output
+
+
+def test_a_decider_without_a_user_name_and_an_empty_by(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A uid with no user name (a container run with an arbitrary --user) made approve
+    and deny fail with "internal error (KeyError: 'getpwuid(): uid not found')"; an
+    empty --by recorded a decision with no decider."""
+    import getpass
+    import os
+
+    seen: list[dict[str, Any]] = []
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        seen.append(req)
+        return {"ok": True, "task_id": req["task_id"]}
+
+    def nameless() -> str:
+        raise KeyError(f"getpwuid(): uid not found: {os.getuid()}")
+
+    monkeypatch.setattr(getpass, "getuser", nameless)
+    cdir = tmp_path / "ctl"
+    with served(cdir, handler):
+        out = cli("approve", "61f30e8d", "--control", str(cdir))
+        assert out.exit_code == 0, out.output
+        for by in ("", "  "):
+            out = cli("deny", "61f30e8d", "--by", by, "--control", str(cdir))
+            assert out.exit_code == 2 and "--by" in out.output, out.output
+    assert [r["by"] for r in seen] == [f"uid {os.getuid()}"]
