@@ -598,7 +598,7 @@ class Runtime:
             semantics=ev.semantics,
             risk=ev.risk,
         )
-        task._progress = lambda p, m, tid=ev.task_id: self._progress(tid, p, m)
+        task._progress = lambda p, m, tid=ev.task_id: self._progress_from_any_thread(tid, p, m)
         self._remember(TaskView(ev.task_id, ev.capability, "executor", "running", now))
         assert self._loop is not None
         at = self._loop.create_task(self._run(handler, task))
@@ -616,6 +616,25 @@ class Runtime:
         t = self.running.pop(task_id, None)
         if t is not None:
             t.cancel(why)
+
+    def _progress_from_any_thread(
+        self, task_id: str, percent: float | None, message: str | None
+    ) -> None:
+        """``task.progress``: a plain ``def`` handler calls it from its worker thread,
+        which used to drive the core and send on the ZeroMQ sockets itself, at the same
+        time as the event loop (neither is thread-safe): it goes to the loop instead."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:
+            self._progress(task_id, percent, message)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._progress, task_id, percent, message)
 
     def _progress(self, task_id: str, percent: float | None, message: str | None) -> None:
         report = getattr(self.core, "report_progress", None)

@@ -5,6 +5,7 @@ reproduced first): a handler's exotic exception, progress reports, JSON arrays, 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -290,5 +291,38 @@ def test_a_plain_def_handler_learns_that_its_deadline_passed() -> None:
                 break
             await asyncio.sleep(0.02)
         assert seen == [True]
+
+    run(setup, body)
+
+
+def test_progress_from_a_plain_def_handler_is_sent_by_the_event_loop() -> None:
+    """``task.progress`` in a plain ``def`` handler (run in a worker thread) drove the
+    core and sent on the ZeroMQ sockets from that thread, while the loop used them too
+    (neither is thread-safe)."""
+
+    def setup(worker: Node) -> None:
+        @worker.capability("work", eta=0.1)
+        def work(task: Task) -> str:
+            for i in range(5):
+                task.progress(i * 20, f"step {i}")
+                time.sleep(0.01)
+            return threading.current_thread().name
+
+    async def body(worker: Node, req: Node) -> None:
+        assert worker.runtime is not None
+        transport = worker.runtime.transport
+        send = transport.send
+        senders: set[str] = set()
+
+        def watched(endpoint: str, frame: bytes) -> None:
+            senders.add(threading.current_thread().name)
+            send(endpoint, frame)
+
+        transport.send = watched  # type: ignore[method-assign]
+        result = await req.request("work", 1, timeout=10)
+        assert result.value != threading.current_thread().name  # it ran in a thread
+        assert senders == {threading.current_thread().name}
+        views = [t for t in req.tasks() if t["task_id"] == result.task_id]
+        assert views and views[0]["progress"] is not None  # the reports arrived
 
     run(setup, body)
