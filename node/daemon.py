@@ -217,7 +217,9 @@ class _Control:
         if cmd == "reload":
             reopened = reopen_audits(self.audits)
             try:
-                return {"ok": True, **reload_trust(node, self.cfg), **reopened}
+                changes = reload_trust(node, self.cfg)
+                told = [w for w in (changes.get("warning"), reopened.get("warning")) if w]
+                return {"ok": True, **changes, **reopened, **_warning(told)}
             except ConfigError as exc:
                 return {"ok": False, "error": exc.message, "code": exc.code, **reopened}
         if cmd in ("approve", "deny"):
@@ -275,6 +277,10 @@ class _Control:
             "attempts": list(result.attempts),
             "timings": result.timings,
         }
+
+
+def _warning(told: list[str]) -> dict[str, str]:
+    return {"warning": "; ".join(told)} if told else {}
 
 
 def _log_event(ev: Event, names: dict[str, str]) -> None:
@@ -379,9 +385,13 @@ def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
             node.check_certificate(raw, fresh)
         except ConfigError as exc:
             raise ConfigError(f"{cfg.certificate} not reloaded: {exc.message}") from None
-    else:
-        problem = certificate_problem(node.certificate, fresh, time.time())
-        if problem is not None:  # e.g. an empty or truncated file: keep what we have
+    now = time.time()
+    still = None  # a problem of the certificate that no trust file changes (expired)
+    if not renewed:
+        problem = certificate_problem(node.certificate, fresh, now)
+        still = certificate_problem(node.certificate, node.trust, now)
+        if problem is not None and problem != still:
+            # e.g. an empty or truncated file: keep what we have
             raise ConfigError(f"{cfg.trust} not reloaded: under it, {problem}")
     changes: dict[str, Any] = dict(node.reload_trust(fresh))
     changes.update(node.replace_certificate(raw) if renewed else {"certificate": []})
@@ -392,6 +402,9 @@ def reload_trust(node: Node, cfg: DaemonConfig) -> dict[str, Any]:
         cfg.certificate,
         summary or "no change",
     )
+    if still is not None:  # the trust file is not to blame, but say it again
+        log.warning("%s", still, extra={"fields": {"event": "health"}})
+        changes["warning"] = still
     return changes
 
 

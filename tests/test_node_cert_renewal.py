@@ -122,3 +122,30 @@ def test_past_the_old_certificate_s_end_only_the_renewed_node_gets_through() -> 
             assert worker.statistics().get("rejected.expired", 0) > 0
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_an_expired_certificate_does_not_make_a_good_trust_file_refused(tmp_path: Any) -> None:
+    """With the certificate expired, every reload was refused as "trust.toml not
+    reloaded: under it, the certificate expired": the trust file was blamed for what no
+    trust file changes, and a partner org could not be added. It is taken now, and the
+    reload warns of the certificate."""
+    from node.config import DaemonConfig
+    from node.daemon import reload_trust
+    from node.files import TrustEntry, TrustFile, write_trust_file
+
+    org, partner = LocalOrg("acme"), LocalOrg("globex")
+    ident = NodeIdentity.from_seed(os.urandom(32))
+    now = time.time()
+    lapsed = _cert(org, ident.public_key, not_before=now - 7200, not_after=now - 60)
+    node = Node(ident, lapsed, TrustStore([org.policy()]), preset="local")
+    cfg = DaemonConfig("n", tmp_path / "n.key", tmp_path / "n.cert", tmp_path / "trust.toml")
+    cfg.certificate.write_bytes(lapsed)
+    entries = [TrustEntry(o.name, o.signer.public_key) for o in (org, partner)]
+    write_trust_file(TrustFile(cfg.trust, entries))
+    changes = reload_trust(node, cfg)
+    assert changes["added"] == ["globex"] and node.trust.get("globex") is not None
+    assert "expired at" in changes["warning"]
+    write_trust_file(TrustFile(cfg.trust, entries[1:]))  # our own org dropped: refused
+    with pytest.raises(ConfigError, match="not reloaded: under it, the cert"):
+        reload_trust(node, cfg)
+    assert node.trust.get("acme") is not None
