@@ -503,20 +503,11 @@ class Node:
     def statistics(self) -> dict[str, int]:
         return self._rt().statistics()
 
-    async def events(self) -> AsyncIterator[Event]:
-        """Every core event from now on (a slow reader loses the oldest)."""
-        rt = self._rt()
-        if rt.closed:
-            return  # a stopped node has no more events (this used to wait forever)
-        q = rt.subscribe()
-        try:
-            while True:
-                ev = await q.get()
-                if ev is CLOSED:
-                    return  # the node stopped
-                yield ev
-        finally:
-            rt.unsubscribe(q)
+    def events(self) -> AsyncIterator[Event]:
+        """Every core event from this call on (a slow reader loses the oldest); it
+        ends when the node stops. It used to subscribe only at its first iteration,
+        so ``it = node.events(); await node.request(...)`` missed the request's."""
+        return _Events(self._rt())
 
     async def wait_for_peers(self, n: int, timeout: float = 10.0) -> bool:
         """Wait (bounded) until at least ``n`` peers are known alive."""
@@ -526,6 +517,39 @@ class Node:
                 return True
             await asyncio.sleep(0.02)
         return False
+
+
+class _Events:
+    """``Node.events()``: subscribed when made, unsubscribed when it ends, is closed
+    (``aclose``) or is dropped (a loop left by ``break``)."""
+
+    def __init__(self, rt: Runtime) -> None:
+        self._rt = rt
+        # a stopped node has no more events (this used to wait forever)
+        self._q: asyncio.Queue[Event] | None = None if rt.closed else rt.subscribe()
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._q is None:
+            raise StopAsyncIteration
+        ev = await self._q.get()
+        if ev is CLOSED:  # the node stopped
+            self.close()
+            raise StopAsyncIteration
+        return ev
+
+    def close(self) -> None:
+        if self._q is not None:
+            self._rt.unsubscribe(self._q)
+            self._q = None
+
+    async def aclose(self) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _check_capability(name: str, version: str, max_concurrency: int, bid: float) -> None:

@@ -326,3 +326,31 @@ def test_progress_from_a_plain_def_handler_is_sent_by_the_event_loop() -> None:
         assert views and views[0]["progress"] is not None  # the reports arrived
 
     run(setup, body)
+
+
+def test_events_taken_before_a_request_see_that_requests_events() -> None:
+    """``node.events()`` subscribed only at its first iteration: the events of a
+    request made between the call and the loop were lost."""
+
+    def setup(worker: Node) -> None:
+        @worker.capability("echo", eta=0.1)
+        async def echo(task: Task) -> Any:
+            return task.input
+
+    async def body(worker: Node, req: Node) -> None:
+        events = req.events()
+        result = await req.request("echo", 1, timeout=10)
+        seen: list[Event] = []
+        async with asyncio.timeout(5):
+            async for ev in events:
+                seen.append(ev)
+                if getattr(ev, "task_id", None) == result.task_id and type(ev).__name__ == (
+                    "TaskCompleted"
+                ):
+                    break
+        assert any(type(ev).__name__ == "TaskAwarded" for ev in seen)
+        assert req.runtime is not None
+        del events  # dropped after a break: unsubscribed
+        assert req.runtime._subscribers == []
+
+    run(setup, body)
