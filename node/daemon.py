@@ -248,7 +248,7 @@ class _Control:
             opts["risk"] = str(req["risk"])
         task_id, fut = self.node.submit_nowait(capability, req.get("input"), **opts)
         if not req.get("wait"):
-            # Nobody awaits it: its failure is logged by the event watcher, not as
+            # Nobody awaits it: its failure is logged with the node's events, not as
             # "Future exception was never retrieved".
             fut.add_done_callback(_retrieved)
             return {"ok": True, "task_id": task_id}
@@ -331,10 +331,11 @@ def _retrieved(fut: asyncio.Future[Any]) -> None:
         fut.exception()
 
 
-async def _watch(node: Node) -> None:
+def _log_events(node: Node) -> None:
+    """Log the node's events, from its start (a listener: the peers joined while it
+    starts are logged too, which a watcher begun after ``start`` missed)."""
     names: dict[str, str] = {}
-    async for ev in node.events():
-        _log_event(ev, names)
+    node.on_event(lambda ev: _log_event(ev, names))
 
 
 async def _health(node: Node, seeds: list[str], every: float = HEALTH_EVERY) -> None:
@@ -485,6 +486,7 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     audit = audits[0] if audits else None
     if audit is not None:
         node.on_event(_audit_events(audit))
+    _log_events(node)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -501,7 +503,6 @@ async def run_daemon(cfg: DaemonConfig) -> int:
     await node.start()
     if audit is not None:
         _audit(audit, "NodeStarted", {"name": cfg.name, "endpoint": node.endpoint})
-    watcher = loop.create_task(_watch(node))
     health = loop.create_task(_health(node, list(cfg.seeds)))
     keeper = loop.create_task(_keep_peers(node, cfg.control_dir))
     control: ControlServer | None = None
@@ -531,10 +532,9 @@ async def run_daemon(cfg: DaemonConfig) -> int:
             out["handed_back"],
             extra={"fields": {"event": "stopped", **out}},
         )
-        for task in (watcher, health):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        health.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await health
         if audit is not None:
             _audit(audit, "NodeStopped", out)
             audit.close()
