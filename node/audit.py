@@ -248,10 +248,10 @@ def _gap(line: dict[str, Any], n: int, after: AuditReport | None) -> str:
     if not isinstance(seq, int) or isinstance(seq, bool):
         return ""
     if seq > after.next_seq:
-        return (
-            f": sequence numbers {after.next_seq} to {seq - 1} are missing (a file "
-            "between these two not given, or removed?)"
-        )
+        gone = f"numbers {after.next_seq} to {seq - 1} are"
+        if seq - 1 == after.next_seq:
+            gone = f"number {after.next_seq} is"
+        return f": sequence {gone} missing (a file between these two not given, or removed?)"
     return ": the files are not given oldest first (or one was given twice)"
 
 
