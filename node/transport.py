@@ -37,6 +37,8 @@ __all__ = [
 ]
 
 _ENDPOINT = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}):(\d{1,5})$")
+#: What a node may bind: a dialable endpoint, a wildcard host, or port ``*`` (any free one).
+_LISTEN = re.compile(r"^tcp://(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.\-]{1,253}|\*):(\d{1,5}|\*)$")
 
 # Plain ints: zmq's enum flags cost an enum construction on every ``&``.
 _EVENTS = int(zmq.EVENTS)
@@ -95,6 +97,10 @@ def endpoint_problem(
             check_endpoint(value)
         except TransportError:
             return key, value, "not-tcp"
+    m = _LISTEN.match(listen)
+    if m is None or (m.group(2) != "*" and not 0 < int(m.group(2)) < 65536):
+        # (libzmq takes port 99999 modulo 65536 and binds some other port)
+        return "listen", listen, "not-tcp"
     if advertise is None and listens_everywhere(listen):
         return "listen", listen, "wildcard"
     return None

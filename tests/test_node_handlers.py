@@ -176,6 +176,10 @@ def test_config(tmp_path: Path) -> None:
         CONFIG.replace('listen = "tcp://127.0.0.1:7001"', 'listen = "tcp://0.0.0.0:7001"'): (
             r"node.listen 'tcp://0.0.0.0:7001' binds every interface: set node.advertise"
         ),
+        # libzmq would bind port 99999 - 65536 = 34463 and say nothing
+        CONFIG.replace('listen = "tcp://127.0.0.1:7001"', 'listen = "tcp://127.0.0.1:99999"'): (
+            r"node.listen: 'tcp://127.0.0.1:99999' is not tcp://host:port"
+        ),
     }
     cap = 'command = ["wc", "-c"]\n'
     assert CONFIG.count(cap) == 1

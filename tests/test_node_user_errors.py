@@ -104,6 +104,7 @@ def test_a_capability_no_known_peer_offers_is_named() -> None:
         ({"advertise": "tcp://*:7001"}, "not an address peers can dial"),
         ({"advertise": "tcp://0.0.0.0:7001"}, "not an address peers can dial"),
         ({"listen": "tcp://0.0.0.0:*"}, "binds every interface: give advertise"),
+        ({"listen": "tcp://127.0.0.1:99999"}, "is not tcp://host:port"),
     ],
 )
 def test_an_endpoint_peers_could_not_dial_is_refused_when_the_node_is_made(
