@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import resource
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from simulations.checkers import CheckResult
@@ -32,22 +32,30 @@ def _r(x: float | None, nd: int = 3) -> float | None:
     return None if x is None else round(x, nd)
 
 
-def convergence(h: History, population: int, gossip_interval: float) -> dict[str, Any]:
-    """When 99% / 100% of ``population`` nodes knew the marker record."""
+def _learned(h: History, population: Collection[int]) -> list[float]:
+    """When each node of ``population`` learned the marker record, in order. Nodes
+    outside it (crashed since, or out of the marker's trust) are not counted."""
+    return sorted(t for i, t in h.learned.items() if i in population)
+
+
+def convergence(h: History, population: Collection[int], gossip_interval: float) -> dict[str, Any]:
+    """When 99% / 100% of the ``population`` nodes (live at the end, mutually trusted
+    with the marker's node) knew the marker record."""
+    learned = _learned(h, population)
     out: dict[str, Any] = {
         "marker_at_s": h.marker_at,
-        "population": population,
-        "knew": len(h.learned),
+        "population": len(population),
+        "knew": len(learned),
         "rounds_to_99pct": None,
         "rounds_to_100pct": None,
         "seconds_to_99pct": None,
         "seconds_to_100pct": None,
     }
-    if h.marker_at is None or population <= 0:
+    if h.marker_at is None or not population:
         return out
-    times = sorted(t - h.marker_at for t in h.learned.values())
+    times = [t - h.marker_at for t in learned]
     for pct, key in ((0.99, "99pct"), (1.0, "100pct")):
-        need = math.ceil(pct * population)
+        need = math.ceil(pct * len(population))
         if 0 < need <= len(times):
             secs = times[need - 1]
             out[f"seconds_to_{key}"] = round(secs, 4)
@@ -103,7 +111,7 @@ def build_report(
     meta: dict[str, Any],
     net: dict[str, int],
     checks: list[CheckResult],
-    population: int,
+    population: Collection[int],
     observers: int,
     gossip_interval: float,
     probe_interval: float,
@@ -155,7 +163,7 @@ def summary_table(report: dict[str, Any]) -> Any:
     return t
 
 
-def plot_report(h: History, population: int, end: float, path: str) -> None:
+def plot_report(h: History, population: Collection[int], end: float, path: str) -> None:
     """Fraction of nodes that know the marker record, and task outcomes, over time."""
     import matplotlib
 
@@ -164,9 +172,9 @@ def plot_report(h: History, population: int, end: float, path: str) -> None:
 
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 7))
     if h.marker_at is not None and population:
-        times = sorted(h.learned.values())
+        times = _learned(h, population)
         xs = [h.marker_at, *times]
-        ys = [0.0, *[(k + 1) / population for k in range(len(times))]]
+        ys = [0.0, *[(k + 1) / len(population) for k in range(len(times))]]
         ax1.step(xs, ys, where="post")
     ax1.set_title("fraction of nodes that know the new record")
     ax1.set_xlabel("virtual time (s)")

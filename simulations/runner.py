@@ -45,7 +45,9 @@ class RunResult:
     history: History
     checks: list[CheckResult]
     report: dict[str, Any]
-    population: int
+    #: The nodes convergence is measured over: live at the end, mutually trusted
+    #: with the marker's node.
+    population: frozenset[int]
 
     @property
     def ok(self) -> bool:
@@ -268,7 +270,7 @@ def _finish(
     # and whose frames it accepts: with one-way trust (three-orgs' initech trusts acme,
     # acme does not trust initech) the others never hear of it.
     marker = world.seeds[0][0]
-    live_trusted = [i for i in snap.live if i != marker and world.mutual(i, marker)]
+    live_trusted = frozenset(i for i in snap.live if i != marker and world.mutual(i, marker))
     observers = len(live_trusted)
     st = sim.network.stats
     meta = {
@@ -293,9 +295,9 @@ def _finish(
         meta=meta,
         net=net,
         checks=checks,
-        population=observers,
+        population=live_trusted,
         observers=observers,
         gossip_interval=sc.membership.resolve().gossip_interval,
         probe_interval=sc.membership.resolve().probe_interval,
     )
-    return RunResult(sc, world, sim, history, checks, report, observers)
+    return RunResult(sc, world, sim, history, checks, report, live_trusted)
