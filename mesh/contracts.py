@@ -470,8 +470,8 @@ class ContractAgent:
 
     def _self_award(self, rec: RequesterTask, now: float) -> bool:
         """Local fallback: no other node will take the task, so this node runs it if
-        it offers the capability (at a matching version, within the budget) and has
-        not failed it already in this auction; with every slot of its own taken, the
+        it offers the capability (at a matching version, within the budget, with its
+        eta before the deadline) and has not failed it already in this auction; with every slot of its own taken, the
         task waits for one (a busy round). The award goes to its own endpoint. True if
         the round was handled here."""
         me = self._ctx.node_id
@@ -482,6 +482,8 @@ class ContractAgent:
         if (
             offer is None
             or (spec.budget is not None and offer.cost > spec.budget)
+            # a bidder refuses a deadline its eta cannot meet (``default_bid``): so do we
+            or rec.deadline <= now + offer.eta
             or not any(
                 c.node_id == me for c in self._candidates.find(spec.capability, spec.version_spec)
             )

@@ -269,6 +269,23 @@ def test_local_fallback_can_be_switched_off() -> None:
     assert isinstance(failed, TaskFailed) and "no bids" in failed.attempts[0]
 
 
+def test_a_lone_node_does_not_run_its_own_task_past_the_deadline_its_eta_allows() -> None:
+    """The fallback keeps the rule every bidder keeps: a deadline that leaves less than
+    the capability's eta (1 s by default) is refused, by peers (``deadline``) and by
+    the requester itself alike (it used to run such a task itself)."""
+    net = WorkCluster(1, 0, seed=1, loss=0.0, duration=0.1)
+    net.start()
+    (node,) = net.nodes
+    node.core.submit(TaskSpec(CAP, timeout=0.6, reply_timeout=0.2), net.now)
+    net.flush(node)
+    net.schedule_timer(node)
+    _settle(net, 2.0)
+    (failed,) = _ends(node)
+    assert isinstance(failed, TaskFailed)
+    assert node.counters.get("contract.self_award", 0) == 0
+    assert net.assigned == Counter()
+
+
 def test_a_scoped_partner_org_joins_and_a_forbidden_request_is_refused_at_once() -> None:
     """acme trusts globex to offer translate* and to request nothing but pay. A globex
     node offering translate and upper used to have its whole record refused (one
