@@ -51,7 +51,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from protocols.crypto import Ed25519Signer, Verifier, check_public_key
-from protocols.errors import ConfigError, MeshError, first_line
+from protocols.errors import ConfigError, Malformed, MeshError, first_line
 from protocols.identity import NodeIdentity
 from protocols.trust import (
     Certificate,
@@ -224,6 +224,9 @@ def read_certificate(path: Path) -> Certificate:
     data = _read(Path(path), "certificate")
     try:
         return parse_certificate(data)
+    except Malformed:  # not msgpack, or not a certificate's structure: a codec detail says nothing
+        empty = " (the file is empty)" if not data.strip() else ""
+        raise ConfigError(f"{path} is not a Parley certificate{empty}") from None
     except MeshError as exc:
         raise ConfigError(f"certificate {path}: {exc}") from None
 

@@ -33,7 +33,7 @@ def _one_line_error(out: Result, *needles: str) -> None:
 def test_a_file_that_is_not_a_certificate_is_named(org: Path) -> None:
     """It said 'error: trailing bytes after the msgpack object', naming no file."""
     out = run("org", "revoke", "--org", "acme", "--cert", "n.key.pub")
-    _one_line_error(out, "--cert: certificate n.key.pub: ", "node's .cert file")
+    _one_line_error(out, "--cert: n.key.pub is not a Parley certificate ", "node's .cert file")
     assert not (org / "acme" / "revocations.rev").exists()
 
 

@@ -110,6 +110,30 @@ def test_certificate_file(tmp_path: Path) -> None:
         read_certificate(tmp_path / "bad.cert")
 
 
+@pytest.mark.parametrize(
+    "content, tail",
+    [
+        (b"garbage\n", ""),  # `echo garbage > alpha.cert`
+        (b"", " (the file is empty)"),
+        (b"\n", " (the file is empty)"),
+        (b"\xc1", ""),  # no msgpack at all
+        (b"\x91\x01", ""),  # msgpack, not a certificate
+        (None, ""),  # a certificate cut short
+    ],
+)
+def test_a_file_that_holds_no_certificate_is_named_and_said_to_be_none(
+    tmp_path: Path, content: bytes | None, tail: str
+) -> None:
+    """One line naming the file, not the codec's detail (`not valid msgpack: ValueError`)."""
+    if content is None:
+        content = make_node(make_org("acme"), "a")[1][:-10]
+    path = tmp_path / "alpha.cert"
+    path.write_bytes(content)
+    with pytest.raises(ConfigError) as err:
+        read_certificate(path)
+    assert err.value.message == f"{path} is not a Parley certificate{tail}"
+
+
 def test_trust_file_round_trip_with_revocations(tmp_path: Path) -> None:
     acme, beta = make_org("acme"), make_org("beta")
     ident, _ = make_node(acme, "mallory")
