@@ -329,7 +329,7 @@ _BY = click.option(
 def approve(
     task_id: str, by: str | None, config: str | None, control: str | None, as_json: bool
 ) -> None:
-    """Let a waiting task run (TASK_ID or a unique prefix of it)."""
+    """Let a waiting task run (TASK_ID or a unique prefix of it, 6 characters or more)."""
     _decide("approve", task_id, by, config, control, as_json)
 
 

@@ -42,7 +42,7 @@ from node.handlers import make_handler
 from node.health import CertificateClock, Loneliness, Rejections
 from node.peers_file import EVERY as PEERS_EVERY
 from node.peers_file import read_peers, write_peers
-from node.supervision import ApprovalDesk, Decision, NotWaiting
+from node.supervision import MIN_PREFIX, ApprovalDesk, Decision, NotWaiting
 from node.transport import TransportLimits
 from protocols.crypto import Ed25519Verifier
 from protocols.errors import ConfigError, ContractNetError, LocalProtocolError, MeshError
@@ -224,6 +224,15 @@ class _Control:
                 return {"ok": False, "error": exc.message, "code": exc.code, **reopened}
         if cmd in ("approve", "deny"):
             task_id, by = str(req.get("task_id") or ""), str(req.get("by") or "")[:128]
+            if len(task_id) < MIN_PREFIX and all(
+                p["task_id"] != task_id for p in self.desk.pending()
+            ):  # said "no task ... is waiting" (not-found), as if the id were wrong
+                return {
+                    "ok": False,
+                    "error": f"task id prefix {task_id!r} is too short: give at least "
+                    f"{MIN_PREFIX} characters of it",
+                    "code": "local-misuse",
+                }
             try:
                 if cmd == "approve":
                     full = self.desk.approve(task_id, by=by)

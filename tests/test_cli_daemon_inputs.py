@@ -11,15 +11,16 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from click.testing import CliRunner, Result
 
 from node.cli import main
 from node.control import ControlServer
+from node.daemon import _Control
 from node.handlers import Task
-from node.supervision import ApprovalDesk, NotWaiting
+from node.supervision import ApprovalDesk
 from protocols.contract_net.strategies import STRATEGIES
 
 
@@ -129,19 +130,9 @@ def gate(tmp_path: Path) -> Iterator[tuple[Path, list[str]]]:
             waits.append(asyncio.get_running_loop().create_task(desk.wait(task)))
         await asyncio.sleep(0)
 
-    async def handler(req: dict[str, Any]) -> dict[str, Any]:
-        cmd = req["cmd"]
-        if cmd == "approvals":
-            return {"ok": True, "approvals": desk.pending()}
-        try:
-            if cmd == "approve":
-                return {"ok": True, "task_id": desk.approve(req["task_id"], by=req["by"])}
-            return {"ok": True, "task_id": desk.deny(req["task_id"], req["reason"], by=req["by"])}
-        except NotWaiting as exc:  # as the daemon answers it
-            return {"ok": False, "error": exc.message, "code": exc.code}
-
     cdir = tmp_path / "ctl"
-    with served(cdir, handler, setup):
+    # The daemon's own answers (approvals, approve and deny use its desk alone).
+    with served(cdir, _Control(cast(Any, None), cast(Any, None), desk), setup):
         yield cdir, ids
 
 
@@ -189,6 +180,44 @@ def test_a_refused_approve_json_is_json_too(gate: tuple[Path, list[str]]) -> Non
     reply = json.loads(out.output)
     assert reply["ok"] is False and reply["code"] == "not-found"
     assert "no task 'zzzzzzzz' is waiting for approval" in reply["error"]
+
+
+@pytest.mark.parametrize("decide", ["approve", "deny"])
+@pytest.mark.parametrize("prefix", ["a519", "61f3", "61f30"])  # of no waiting task, of one
+def test_a_task_id_prefix_too_short_is_said_to_be(
+    gate: tuple[Path, list[str]], decide: str, prefix: str
+) -> None:
+    """`approve a519` said "no task 'a519' is waiting for approval (not-found)", as if
+    the id were wrong, and `approve 61f3` said "give at least 6 characters" with the
+    same code `not-found`."""
+    cdir, ids = gate
+    out = cli(decide, prefix, "--control", str(cdir))
+    assert out.exit_code == 1
+    assert out.output == (
+        f"error: task id prefix {prefix!r} is too short: give at least 6 characters of it"
+        " (local-misuse)\n"
+    )
+    out = cli(decide, prefix, "--json", "--control", str(cdir))
+    assert out.exit_code == 1
+    assert json.loads(out.output)["code"] == "local-misuse"
+    listed = json.loads(cli("approvals", "--json", "--control", str(cdir)).output)
+    assert [r["task_id"] for r in listed] == ids  # nothing decided
+
+
+def test_a_whole_task_id_shorter_than_a_prefix_is_decided() -> None:
+    """Requesters choose task ids (1 to 64 characters): a whole one is no prefix."""
+    desk = ApprovalDesk()
+    control = _Control(cast(Any, None), cast(Any, None), desk)
+
+    async def body() -> dict[str, Any]:
+        task = Task("a519", "pay", 1, time.time() + 60, requester="r" * 52, risk="high")
+        wait = asyncio.get_running_loop().create_task(desk.wait(task))
+        await asyncio.sleep(0)
+        reply = await control({"cmd": "approve", "task_id": "a519", "by": "ada"})
+        assert await wait is True
+        return reply
+
+    assert asyncio.run(body()) == {"ok": True, "task_id": "a519"}
 
 
 def test_by_names_who_decides_and_a_requester_s_text_cannot_forge_a_row(
