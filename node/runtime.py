@@ -192,6 +192,8 @@ class Runtime:
         #: Tasks whose handler has started (past its approval and its slot).
         self._started: set[str] = set()
         self._waiters: dict[str, asyncio.Future[Result]] = {}
+        #: a move to a new auction, told in the line of the award that follows it
+        self._moving: dict[str, str] = {}
         self._subscribers: list[asyncio.Queue[Event]] = []
         self._stopping: asyncio.Future[dict[str, int]] | None = None
         #: called with every event as it happens, in order, none dropped (audit logs)
@@ -512,17 +514,22 @@ class Runtime:
             view.awarded_at = view.awarded_at or time.time()
             if isinstance(ev, TaskAwarded):
                 backups = ", ".join(b[:12] for b in ev.backups) or "none"
+                # A new auction's award comes right after its TaskReassigned: one line
+                # for both (it read as two moves, the second an award of the same epoch).
+                moved = self._moving.pop(ev.task_id, None)
+                what = f"{moved}: awarded" if moved else f"awarded to {ev.winner[:12]}"
                 view.decisions.append(
-                    f"epoch {ev.epoch}: awarded to {ev.winner[:12]} by {view.strategy or '?'}"
+                    f"epoch {ev.epoch}: {what} by {view.strategy or '?'}"
                     f" among {ev.bidders} bid(s), {view.refusals} refusal(s) so far;"
                     f" backups {backups}"
                 )
             else:
                 how = "a new auction" if ev.new_auction else "its backup"
-                view.decisions.append(
-                    f"epoch {ev.epoch}: moved from {ev.previous[:12]} to {ev.winner[:12]}"
-                    f" ({ev.reason}; {how})"
-                )
+                moved = f"moved from {ev.previous[:12]} to {ev.winner[:12]} ({ev.reason}; {how})"
+                if ev.new_auction:
+                    self._moving[ev.task_id] = moved
+                else:
+                    view.decisions.append(f"epoch {ev.epoch}: {moved}")
 
     def _on_outcome(self, ev: TaskCompleted | TaskFailed | TaskOutcomeUnknown) -> None:
         view = self.tasks.get(ev.task_id)

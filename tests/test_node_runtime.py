@@ -11,9 +11,17 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from mesh.events import Event, TaskAssigned, TaskCancelled, TaskCompleted, TaskFailed
+from mesh.events import (
+    Event,
+    TaskAssigned,
+    TaskAwarded,
+    TaskCancelled,
+    TaskCompleted,
+    TaskFailed,
+    TaskReassigned,
+)
 from node.handlers import HandlerFailed, Task
-from node.runtime import Runtime
+from node.runtime import Runtime, TaskView
 from protocols.contract_net.task import TaskSpec
 from protocols.errors import ContractNetError
 
@@ -245,5 +253,35 @@ async def test_a_core_exception_costs_one_frame_not_the_batch_or_the_node() -> N
         assert rt.statistics()["runtime.core_errors"] == 2
         _, fut = rt.submit(TaskSpec("double", 4))  # still serving
         assert (await fut).value == 8
+    finally:
+        await rt.stop(0)
+
+
+@aio
+async def test_a_move_to_a_new_auction_is_one_decision_line() -> None:
+    """`tasks --why` showed "epoch 2: moved from X to Y (peer-dead; a new auction)" and
+    then "epoch 2: awarded to Y ...", which read as two moves (the core emits
+    TaskReassigned(new_auction=True) and then the TaskAwarded of that epoch)."""
+    cores: list[FakeCore] = []
+    rt = _runtime(cores)
+    rt.start()
+    try:
+        rt.tasks["t9"] = TaskView("t9", "slow", "requester", "auction", time.time(), strategy="x")
+        x, y, z = "x" * 52, "y" * 52, "z" * 52
+        cores[0].events += [
+            TaskAwarded("t9", x, 1, (y,), 2),
+            TaskReassigned("t9", x, y, 2, "lease-expired", False),  # to its backup
+            TaskReassigned("t9", y, z, 3, "peer-dead", True),  # to a new auction
+            TaskAwarded("t9", z, 3, (), 1),
+        ]
+        rt._pump()
+        assert rt.tasks["t9"].decisions == [
+            f"epoch 1: awarded to {x[:12]} by x among 2 bid(s), 0 refusal(s) so far;"
+            f" backups {y[:12]}",
+            f"epoch 2: moved from {x[:12]} to {y[:12]} (lease-expired; its backup)",
+            f"epoch 3: moved from {y[:12]} to {z[:12]} (peer-dead; a new auction): awarded"
+            " by x among 1 bid(s), 0 refusal(s) so far; backups none",
+        ]
+        assert rt.tasks["t9"].winner == z and rt.tasks["t9"].epoch == 3
     finally:
         await rt.stop(0)
