@@ -15,7 +15,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from protocols.errors import ConfigError
 from protocols.membership import timing
@@ -25,6 +25,7 @@ from simulations.network import Latency, LinkClass
 
 __all__ = [
     "SCENARIO_DIR",
+    "UNTRUSTED_ORG",
     "Scenario",
     "apply_overrides",
     "check_scenario",
@@ -34,6 +35,9 @@ __all__ = [
 ]
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+#: the org of the ``untrusted`` adversaries, which nobody trusts: no scenario org may
+#: take its name (its nodes would share the adversaries' org and admit them)
+UNTRUSTED_ORG = "mallory"
 Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
 #: a duration above zero (a task's timeout)
 PositiveDuration = Annotated[float, BeforeValidator(parse_duration), Field(gt=0)]
@@ -167,6 +171,16 @@ class OrgModel(_Model):
     trusts: list[str] = []
     #: fraction of this org's nodes that offer each capability
     capabilities: dict[Capability, Probability] = {"summarize": 0.5, "translate": 0.5}
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name == UNTRUSTED_ORG:
+            raise ValueError(
+                f"{UNTRUSTED_ORG!r} is reserved for the untrusted adversaries' org "
+                "(adversaries.untrusted); choose another name"
+            )
+        return name
 
 
 class WorkloadModel(_Model):

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from protocols.errors import ConfigError
 from simulations.engine import endpoint, index_of
 from simulations.rng import derive_rng
-from simulations.scenario import Scenario
+from simulations.scenario import UNTRUSTED_ORG, Scenario
 
 __all__ = ["ATTACKS", "UNTRUSTED_ORG", "NodeSpec", "World"]
 
-UNTRUSTED_ORG = "mallory"
 #: adversary roles that inject bad frames (the others misbehave in the protocol)
 ATTACKS = ("forge", "replay", "malformed", "oversized")
 ROLES = (*ATTACKS, "abandon", "untrusted")

@@ -144,3 +144,11 @@ def test_more_adversaries_than_half_the_nodes_is_a_config_error(tmp_path: Path) 
     sc = apply_overrides(load_scenario(write(tmp_path, "[adversaries]\nforge = 1000\n")), nodes=20)
     with pytest.raises(ConfigError, match="adversaries: 1000 for 20 nodes; at most half"):
         run_scenario(sc)
+
+
+def test_an_org_may_not_take_the_untrusted_adversaries_name(tmp_path: Path) -> None:
+    # An org named as the untrusted adversaries' org shared it with them: every node
+    # of it admitted the adversaries and untrusted-never-admitted failed.
+    text = '[[orgs]]\nname = "acme"\n[[orgs]]\nname = "mallory"\n[adversaries]\nuntrusted = 1\n'
+    with pytest.raises(ConfigError, match=r"orgs\.1\.name: 'mallory' is reserved"):
+        load_scenario(write(tmp_path, text))
