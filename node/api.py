@@ -453,9 +453,25 @@ class Node:
         semantics: str = "at-least-once",
         **opts: Any,
     ) -> Result:
-        """Run ``capability`` on the best peer; the Result or a ``ContractNetError``.
-        It ends by ``timeout`` seconds from now, or by ``deadline`` (unix seconds) if
-        that option is given."""
+        """Run ``capability`` on the best peer and return its ``Result``. It ends by
+        ``timeout`` seconds from now, or by ``deadline`` (unix seconds) if that option
+        is given.
+
+        Raises ``LocalProtocolError`` before anything is sent (no task is made):
+        the node is not started (code ``local-misuse``) or has stopped (``closed``);
+        a bad option or argument (an unknown option, strategy or semantics, a value of
+        the wrong type or out of range such as a timeout that is not a positive number,
+        a capability name not 1 to 128 characters: ``local-misuse``); an input no frame could carry (not msgpack with string map
+        keys and at most 31 levels of nesting, or over ~252 KiB encoded: ``bad-input``);
+        a capability this node's certificate does not allow it to request
+        (``not-permitted``).
+
+        Raises ``ContractNetError`` once the request is under way and ends without a
+        result, its ``code`` one of ``no-bidders``, ``attempts-exhausted``,
+        ``lease-expired``, ``timeout``, ``cancelled`` (``cancel()``, or the node
+        stopping), ``outcome-unknown``, ``task-failed``; ``attempts`` says what each
+        try came to. Both are ``MeshError`` subclasses. Cancelling the call cancels the
+        task in the mesh, and the ``CancelledError`` goes on up."""
         task_id, fut = self.submit_nowait(
             capability,
             input,

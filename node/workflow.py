@@ -19,9 +19,12 @@ saga id is used once, and one in use by a saga still in its block is refused.
 
 A saga entered in another's block is nested in it: once it completes, its steps are
 the outer saga's too (undone, newest first, if the outer saga fails); if it fails, the
-outer saga fails. Steps run in parallel (``asyncio.gather``) are undone too when one
-of them fails: the failure waits (at most the saga's ``timeout``) for the others, and
-one completing later still is undone at once.
+outer saga fails. Steps run in parallel (``asyncio.gather`` or an ``asyncio.TaskGroup``
+inside the saga's block) are undone too when one of them fails: the failure waits (at
+most the saga's ``timeout``) for the others, and one completing later still is undone
+at once. With ``gather`` the caller gets the ``SagaFailed``; with a ``TaskGroup`` it
+gets an ``ExceptionGroup`` of ``SagaFailed`` (one per step that raised it: catch it
+with ``except* SagaFailed``; ``except SagaFailed`` does not).
 
 Cancelling a saga (or a timeout around it) still runs its compensations, in a task of
 their own: ``Node.stop`` waits for them (within its grace), and what could not be
@@ -302,9 +305,12 @@ class Saga:
 
     A saga entered in another saga's block is nested in it: when it completes, its
     steps join the outer saga's, and are undone if the outer saga fails; when it fails,
-    the outer saga fails too. Steps may run in parallel (``asyncio.gather``): a failure
-    waits (at most ``timeout``) for the steps still running before undoing, and a step
-    that completes after that is undone at once and raises ``SagaFailed``.
+    the outer saga fails too. Steps may run in parallel (``asyncio.gather``, or an
+    ``asyncio.TaskGroup`` inside the block): a failure waits (at most ``timeout``) for
+    the steps still running before undoing, and a step that completes after that is
+    undone at once and raises ``SagaFailed``. Out of a ``TaskGroup`` the failure comes
+    as an ``ExceptionGroup`` of ``SagaFailed`` (``except* SagaFailed`` catches it, not
+    ``except SagaFailed``); out of ``gather``, as the ``SagaFailed`` itself.
 
     ``compensated`` and ``unrecovered`` sum up every compensation run so far, including
     those run in the background after a cancellation, whose failures are also logged

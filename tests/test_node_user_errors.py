@@ -450,3 +450,42 @@ def test_eta_in_node_toml(tmp_path: Any) -> None:
     p.write_text(base + cap + "eta = 0\n")
     with pytest.raises(ConfigError, match=r"capability\[0\]\.eta: a number above 0"):
         load_config(p)
+
+
+def test_what_request_raises_before_anything_is_sent_is_as_its_docstring_says() -> None:
+    """``Node.request`` documented ``ContractNetError`` alone; these are
+    ``LocalProtocolError`` with the codes its docstring now names, and no task is made."""
+
+    async def run() -> list[tuple[str, str]]:
+        seen: list[tuple[str, str]] = []
+
+        async def attempt(node: Node, capability: str, value: Any = 1, **opts: Any) -> None:
+            with pytest.raises(LocalProtocolError) as info:
+                await node.request(capability, value, **opts)
+            assert not isinstance(info.value, ContractNetError)
+            seen.append((info.value.code, info.value.message))
+
+        node = _node_with({"requests": ["echo", "x" * 129]})
+        await attempt(node, "echo")  # not started
+        async with node:
+            await attempt(node, "echo", bogus=1)
+            await attempt(node, "echo", strategy="bogus")
+            await attempt(node, "echo", semantics="bogus")
+            await attempt(node, "echo", timeout=-1)
+            await attempt(node, "x" * 129)
+            await attempt(node, "echo", {1: "x"})
+            await attempt(node, "echo", "x" * 300_000)
+            await attempt(node, "other")
+            assert node.tasks() == []
+        await attempt(node, "echo")  # stopped
+        return seen
+
+    codes = [code for code, _ in asyncio.run(asyncio.wait_for(run(), 30))]
+    assert codes == [
+        "local-misuse",
+        *["local-misuse"] * 5,
+        "bad-input",
+        "bad-input",
+        "not-permitted",
+        "closed",
+    ]

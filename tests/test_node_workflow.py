@@ -462,3 +462,27 @@ def test_a_node_stopped_while_a_saga_step_runs_undoes_the_completed_steps() -> N
         assert ledger["log"] == ["reserve room-zo", "cancel room-zo"]
 
     asyncio.run(asyncio.wait_for(_mesh(body), 60))
+
+
+def test_parallel_steps_in_a_task_group_fail_with_an_exception_group_of_saga_failed() -> None:
+    """As the docs say: under ``asyncio.gather`` the failure arrives as ``SagaFailed``,
+    under ``asyncio.TaskGroup`` as an ``ExceptionGroup`` of it (``except* SagaFailed``);
+    either way the completed parallel step is undone."""
+
+    async def body(client: Node, ledger: dict[str, Any]) -> None:
+        with pytest.raises(ExceptionGroup) as info:
+            async with Saga(client, timeout=10) as saga, asyncio.TaskGroup() as group:
+                group.create_task(
+                    saga.step(
+                        "slow_reserve", {"guest": "ola", "sleep": 0.5}, compensate="cancel_room"
+                    )
+                )
+                group.create_task(saga.step("charge", 500, max_auctions=1))  # declined
+        failed, rest = info.value.split(SagaFailed)
+        assert rest is None and failed is not None
+        assert all(isinstance(e, SagaFailed) for e in failed.exceptions)
+        assert any(e.failed_step == "2:charge" for e in failed.exceptions)  # type: ignore[attr-defined]
+        await _until(lambda: ledger["rooms"] == set())
+        assert ledger["log"] == ["reserve room-ola", "cancel room-ola"]
+
+    asyncio.run(asyncio.wait_for(_mesh(body), 60))
