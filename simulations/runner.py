@@ -9,6 +9,7 @@ import contextlib
 import gc
 import shlex
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -206,8 +207,17 @@ def _when_formed(
 
     def poll(now: float) -> None:
         running = [i for i in range(sim.n) if sim.alive[i] and world.trusted_by_all(i)]
-        need = 0.99 * (len(running) - 1)
-        formed = sum(1 for i in running if factory.member_count(sim.nodes[i]) >= need)
+        # A node can only count the running nodes it shares trust with (one-way or no
+        # trust between orgs keeps them out of its table): per org, as trust is.
+        per_org = Counter(world.specs[i].org for i in running)
+        first = {world.specs[i].org: i for i in reversed(running)}
+        need = {
+            org: 0.99 * (sum(c for o, c in per_org.items() if world.mutual(i, first[o])) - 1)
+            for org, i in first.items()
+        }
+        formed = sum(
+            1 for i in running if factory.member_count(sim.nodes[i]) >= need[world.specs[i].org]
+        )
         if formed >= 0.99 * len(running) or now >= deadline:
             then(now)
         else:

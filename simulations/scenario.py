@@ -245,7 +245,8 @@ class AdversaryModel(_Model):
 
 class ConvergenceModel(_Model):
     #: when the marker node publishes a new record (default: once the mesh has
-    #: formed, i.e. 99% of running nodes count 99% of the others as members)
+    #: formed, i.e. 99% of running nodes count 99% of the others they share trust
+    #: with as members)
     marker_at: Duration | None = None
     #: latest automatic publication time, as a fraction of the safety phase
     marker_deadline: Probability = 0.6

@@ -166,6 +166,20 @@ def test_three_orgs_small(kind: str) -> None:
 
 
 @pytest.mark.skipif(not HAVE_CORE, reason="no core")
+def test_three_orgs_marker_is_published_once_the_mesh_has_formed() -> None:
+    # With one-way trust, an acme node never counts initech's nodes as members: the
+    # mesh counted as formed only when each node counts the running nodes it shares
+    # trust with, not all of them (the marker waited for its deadline, 0.6 x duration).
+    sc = apply_overrides(
+        load_scenario("three-orgs.toml"), nodes=30, duration=15.0, liveness=2.0, crypto="fast"
+    )
+    result = run_scenario(sc)
+    marker_at = result.report["convergence"]["marker_at_s"]
+    assert marker_at is not None and marker_at < sc.marker_deadline_s()
+    assert result.report["convergence"]["knew"] == result.report["convergence"]["population"]
+
+
+@pytest.mark.skipif(not HAVE_CORE, reason="no core")
 def test_real_crypto_core_small() -> None:
     sc = apply_overrides(
         load_scenario("lan-1000.toml"),
