@@ -482,12 +482,17 @@ class ContractAgent:
         if (
             offer is None
             or (spec.budget is not None and offer.cost > spec.budget)
-            # a bidder refuses a deadline its eta cannot meet (``default_bid``): so do we
-            or rec.deadline <= now + offer.eta
             or not any(
                 c.node_id == me for c in self._candidates.find(spec.capability, spec.version_spec)
             )
         ):
+            return False
+        if rec.deadline <= now + offer.eta:
+            # A bidder refuses a deadline its eta cannot meet (``default_bid``): so do
+            # we, and say so once (a lone node's request used to end in a bare timeout).
+            note = f"this node's eta ({offer.eta:g} s) does not fit before the deadline"
+            if not any(a.endswith(note) for a in rec.attempts):
+                rec.attempts.append(f"round {rec.round}: {note}")
             return False
         # Our own tasks awarded to ourselves count from the award on (the executor
         # counts them only once their award frame has come back to us).

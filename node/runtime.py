@@ -560,9 +560,15 @@ class Runtime:
         if isinstance(ev, TaskFailed):
             code = _failure_code(ev.reason)
             if view is not None and _nobody_invited(ev.attempts):
-                reason = f"{reason}: {self._no_bidder_hint(view.capability)}"
+                reason = f"{reason}: {self._no_bidder_hint(view.capability, ev.attempts)}"
             elif "no-bidders" in reason and (hint := _refusal_hint(ev.attempts)):
                 reason = f"{reason} ({hint})"
+            elif any(a.endswith(_NO_TIME) for a in ev.attempts):
+                reason = (
+                    f"{reason} (no peer took it, and this node's own eta does not fit "
+                    "before the deadline: give a longer timeout, or the capability a "
+                    "smaller eta)"
+                )
             err = ContractNetError(reason, code=code, attempts=tuple(ev.attempts))
         else:
             err = ContractNetError(
@@ -573,9 +579,15 @@ class Runtime:
         if fut is not None and not fut.done():
             fut.set_exception(err)
 
-    def _no_bidder_hint(self, capability: str) -> str:
+    def _no_bidder_hint(self, capability: str, attempts: Sequence[str] = ()) -> str:
         """Why nobody was invited, in the user's terms (every round invited no one)."""
         peers = f"{len(self.peers)} peer(s) known"
+        if capability in self.handlers and any(a.endswith(_NO_TIME) for a in attempts):
+            return (
+                f"no other node offers {capability!r} ({peers}), and this node's own eta "
+                "does not fit before the deadline: give a longer timeout, or the "
+                "capability a smaller eta"
+            )
         if capability in self.handlers:
             return (
                 f"no other node offers {capability!r} ({peers}), and this node could not "
@@ -781,11 +793,15 @@ def _one_line(text: str, limit: int = 256) -> str:
     return short_reason(" ".join(text.split()), limit)
 
 
+#: How the core's attempts say that the local fallback had no time for its eta.
+_NO_TIME = "does not fit before the deadline"
+
+
 def _nobody_invited(attempts: Sequence[str]) -> bool:
     """True when every round of a failed task found no candidate to invite (the
-    deadline's own line aside: a short timeout ends the task mid-way through its
-    auctions, and the hint then went missing)."""
-    rounds = [a for a in attempts if not a.endswith(": timeout")]
+    deadline's own line, and the fallback's lack of time, aside: a short timeout ends
+    the task mid-way through its auctions, and the hint then went missing)."""
+    rounds = [a for a in attempts if not a.endswith((": timeout", _NO_TIME))]
     return bool(rounds) and all("(0 invited" in a for a in rounds)
 
 

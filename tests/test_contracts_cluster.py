@@ -282,6 +282,7 @@ def test_a_lone_node_does_not_run_its_own_task_past_the_deadline_its_eta_allows(
     _settle(net, 2.0)
     (failed,) = _ends(node)
     assert isinstance(failed, TaskFailed)
+    assert "round 1: this node's eta (1 s) does not fit before the deadline" in failed.attempts
     assert node.counters.get("contract.self_award", 0) == 0
     assert net.assigned == Counter()
 

@@ -232,6 +232,30 @@ def test_the_local_fallback_keeps_to_the_requests_budget() -> None:
     assert "could not run it itself" in err.message
 
 
+def test_the_local_fallback_keeps_to_its_eta_and_says_so() -> None:
+    """A timeout shorter than the capability's eta (1 s by default) is refused by every
+    bidder; the requester does not run the task itself either, and the error says why
+    (it used to be a bare "timeout")."""
+
+    async def main() -> tuple[ContractNetError, Any]:
+        node = Node.from_org(LocalOrg("acme"), "alone", preset="local")
+
+        @node.capability("echo")
+        async def echo(task: Task) -> Any:
+            return task.input
+
+        async with node:
+            with pytest.raises(ContractNetError) as caught:
+                await node.request("echo", 1, timeout=0.5)
+            ok = await node.request("echo", 2, timeout=3)
+            return caught.value, ok.value
+
+    err, value = asyncio.run(asyncio.wait_for(main(), 30))
+    assert err.code == "timeout"
+    assert "eta does not fit before the deadline" in err.message
+    assert value == 2  # with time for its eta, the lone node runs it
+
+
 def test_a_request_with_a_deadline_later_than_its_timeout_waits_for_the_deadline() -> None:
     """``deadline`` is the task's end in the mesh; the request gave up at ``timeout`` +
     2 s anyway ("no result in 1s"), cancelling a task that would have completed."""
