@@ -10,13 +10,54 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 from simulations.engine import Simulator
 from simulations.history import History
 from simulations.network import Partition, make_partition
 from simulations.world import World
 
-__all__ = ["Faults"]
+if TYPE_CHECKING:
+    from simulations.scenario import Scenario
+
+__all__ = ["Faults", "crash_window", "fault_warnings"]
+
+
+def crash_window(sc: Scenario, safety_end: float) -> tuple[float, float]:
+    """When crashes are drawn: ``faults.crash_window``, else from 3 s after the join
+    window to 80 % of the safety phase (never an empty range)."""
+    lo, hi = sc.faults.crash_window or (sc.topology.join_window + 3.0, 0.8 * safety_end)
+    return lo, max(lo, hi)
+
+
+def fault_warnings(sc: Scenario) -> list[str]:
+    """The faults asked for that the run will not inject, each in one line: faults
+    happen only in the safety phase (``run.duration``), and a run whose safety phase
+    ends first used to drop them in silence (``--duration 4s --crash 0.5``: no crash)."""
+    end, f = sc.run.duration, sc.faults
+    out = []
+    if f.crash_fraction > 0:
+        lo, hi = crash_window(sc, end)
+        if lo >= end:
+            out.append(
+                f"no node will crash: crashes are drawn from {lo:g}s on, and the safety "
+                f"phase ends at {end:g}s (give a longer --duration, or faults.crash_window)"
+            )
+        elif hi > end:
+            out.append(
+                f"crashes drawn after {end:g}s (the end of the safety phase) will not "
+                f"happen: faults.crash_window is {lo:g}s to {hi:g}s"
+            )
+    for what, starts in (
+        *((f"partition {p.kind} from {p.at:g}s", p.at) for p in f.partitions),
+        *((f"clog from {c.at:g}s", c.at) for c in f.clogs),
+    ):
+        if starts >= end:
+            out.append(
+                f"{what} will not happen: the safety phase ends at {end:g}s "
+                "(faults are healed there)"
+            )
+    return out
 
 
 class Faults:
@@ -62,8 +103,7 @@ class Faults:
             i for i in range(self.sim.n) if self.world.specs[i].role == "honest" and i not in seeds
         ]
         count = round(f.crash_fraction * len(candidates))
-        lo, hi = f.crash_window or (self.sc.topology.join_window + 3.0, 0.8 * safety_end)
-        hi = max(lo, hi)
+        lo, hi = crash_window(self.sc, safety_end)
         for i in sorted(self.rng.sample(candidates, count)):
             t = self.rng.uniform(lo, hi)
             restart = self.rng.random() < f.restart_fraction

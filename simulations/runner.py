@@ -21,7 +21,7 @@ from simulations.adversary import Adversaries
 from simulations.checkers import CheckResult, Snapshot, run_checkers
 from simulations.engine import Simulator
 from simulations.factories import ShellFactory, make_factory
-from simulations.faults import Faults
+from simulations.faults import Faults, fault_warnings
 from simulations.history import History
 from simulations.network import SimNetwork
 from simulations.report import build_report
@@ -298,6 +298,8 @@ def _finish(
         "events": sim.events,
         "trace_hash": sim.trace_hash(),
         "reproduce": reproduce,
+        # faults asked for that the safety phase was too short to inject
+        "warnings": fault_warnings(sc),
     }
     net = {k: getattr(st, k) for k in st.__slots__}
     report = build_report(

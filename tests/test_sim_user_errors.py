@@ -6,6 +6,7 @@ file, lose a run over, or answer with a traceback or an "internal error".
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -384,3 +385,23 @@ def test_the_documented_memory_refusal_is_true(
     # The available memory is the doc machine's, rounded: the rest must be the same.
     need = message.split(" and this machine has")[0]
     assert " ".join(need.split()) in " ".join(res.output.split())
+
+
+def test_faults_the_safety_phase_is_too_short_for_are_named(tmp_path: Path) -> None:
+    """A crash or partition asked for after the safety phase is healed away before it
+    starts: the run says so, on stderr and in the report (it ran them as no-ops)."""
+    out = tmp_path / "r.json"
+    flags = ["--crash", "0.5", "--partition", "symmetric:0.5@12s-15s", "--json", str(out)]
+    res = CliRunner().invoke(simulate, [*TOY, *flags])
+    assert res.exit_code == 0, res.output
+    assert "warning: no node will crash: crashes are drawn from" in res.stderr
+    assert "warning: partition symmetric from 12s will not happen" in res.stderr
+    report = json.loads(out.read_text())
+    assert len(report["warnings"]) == 2 and report["detection"]["crashed"] == 0
+
+
+@pytest.mark.parametrize("name", ["lan-1000.toml", "chaos-1000.toml", "three-orgs.toml"])
+def test_the_bundled_scenarios_inject_every_fault_they_ask_for(name: str) -> None:
+    from simulations.faults import fault_warnings
+
+    assert fault_warnings(load_scenario(name)) == []
