@@ -91,7 +91,9 @@ class _Pending:
 
 class NotWaiting(LocalProtocolError):
     """No task waits under the id given to ``approve`` / ``deny`` (unknown, ambiguous,
-    too short a prefix, expired or decided already): code ``not-found``."""
+    expired or decided already): code ``not-found``; or the id is a prefix shorter than
+    ``MIN_PREFIX`` and not a whole waiting task's id: code ``local-misuse``, the same
+    as ``mesh-node approve``."""
 
     default_code = "not-found"
 
@@ -168,7 +170,8 @@ class ApprovalDesk:
     def approve(self, task_id: str, by: str = "") -> str:
         """Let a waiting task run; returns its full id (``task_id`` may be a unique prefix).
         ``NotWaiting`` (a ``LocalProtocolError``, code ``not-found``) if no one task waits
-        under ``task_id``."""
+        under ``task_id``; code ``local-misuse`` for a prefix under ``MIN_PREFIX``
+        characters."""
         entry = self._find(task_id)
         entry.future.set_result(True)
         self._tell("approved", entry.task, by=by)
@@ -188,12 +191,20 @@ class ApprovalDesk:
         return entry.task.task_id
 
     def _find(self, task_id: str) -> _Pending:
+        if not task_id:
+            raise NotWaiting("no task '' is waiting for approval")
         exact = [p for (tid, _), p in self._pending.items() if tid == task_id]
-        matches = exact or [p for (tid, _), p in self._pending.items() if tid.startswith(task_id)]
-        if not task_id or not matches:
-            raise NotWaiting(f"no task {task_id!r} is waiting for approval")
         if not exact and len(task_id) < MIN_PREFIX:
-            raise NotWaiting(f"give at least {MIN_PREFIX} characters of the task id")
+            # Checked before the lookup: a short prefix matching nothing said "no task
+            # ... is waiting", as if the id were wrong rather than too short.
+            raise NotWaiting(
+                f"task id prefix {task_id!r} is too short: give at least {MIN_PREFIX} "
+                "characters of it",
+                code="local-misuse",
+            )
+        matches = exact or [p for (tid, _), p in self._pending.items() if tid.startswith(task_id)]
+        if not matches:
+            raise NotWaiting(f"no task {task_id!r} is waiting for approval")
         if len(matches) > 1:
             raise NotWaiting(f"{task_id!r} matches {len(matches)} waiting tasks: give more of it")
         if matches[0].future.cancelled():  # its deadline passed: it stops waiting now

@@ -89,8 +89,8 @@ def test_a_denied_task_fails_with_the_reason_and_is_never_run() -> None:
 
 def test_deciding_an_unknown_or_ambiguous_task_is_a_clear_error() -> None:
     desk = ApprovalDesk()
-    with pytest.raises(LocalProtocolError, match="no task 'nope' is waiting") as info:
-        desk.approve("nope")
+    with pytest.raises(LocalProtocolError, match="no task 'nope-nope' is waiting") as info:
+        desk.approve("nope-nope")
     assert info.value.code == "not-found"
     with pytest.raises(LocalProtocolError, match="no task") as info:
         desk.deny("")
@@ -301,3 +301,32 @@ def test_a_task_waiting_for_approval_goes_back_at_once_when_its_node_stops() -> 
 
     asyncio.run(asyncio.wait_for(main(), 60))
     assert [(d.event, d.reason) for d in log] == [("requested", ""), ("withdrawn", "node stopping")]
+
+
+@pytest.mark.parametrize("decide", ["approve", "deny"])
+def test_a_short_prefix_matching_nothing_is_called_too_short_not_unknown(decide: str) -> None:
+    """``desk.approve("a519")`` with nothing waiting under it said "no task 'a519' is
+    waiting", as if the id were wrong: the length was checked after the lookup."""
+    import time as _time
+
+    desk = ApprovalDesk()
+    gate = desk.gate("low")
+
+    async def body() -> None:
+        task = Task("abcdef123456", "pay", 1, _time.time() + 30, requester="r", risk="high")
+        waiting = asyncio.ensure_future(gate(task))
+        await asyncio.sleep(0)
+        for short in ("a519", "abc"):  # matching nothing, and matching the waiting task
+            with pytest.raises(LocalProtocolError) as info:
+                getattr(desk, decide)(short)
+            assert str(info.value) == (
+                f"task id prefix {short!r} is too short: give at least 6 characters of it"
+            )
+            assert info.value.code == "local-misuse"
+        with pytest.raises(LocalProtocolError, match="no task 'zzzzzz' is waiting") as info:
+            getattr(desk, decide)("zzzzzz")
+        assert info.value.code == "not-found"
+        desk.approve("abcdef")
+        assert await waiting is True
+
+    asyncio.run(body())
