@@ -52,6 +52,9 @@ _MAX_TASK_VIEWS = 1000
 _EVENT_QUEUE = 10_000
 #: Why a task waiting for approval stops waiting when its node stops.
 STOPPING = "node stopping"
+#: ... when its requester cancels it, or awards it anew (a newer epoch).
+CANCELLED = "cancelled by its requester"
+SUPERSEDED = "superseded by a newer award"
 #: Bytes of a frame left for the envelope and payload fields around a result or an
 #: input (header, certificate, signature, the cfp's other fields: well under 2 KiB).
 _ENVELOPE_ROOM = 4096
@@ -599,7 +602,7 @@ class Runtime:
     # -- executor side -----------------------------------------------------
 
     def _on_assigned(self, ev: TaskAssigned) -> None:
-        self._stop_handler(ev.task_id)  # a newer epoch of the same task supersedes ours
+        self._stop_handler(ev.task_id, SUPERSEDED)  # a newer epoch of the same task
         handler = self.handlers.get(ev.capability)
         now = time.time()
         if handler is None or not self.accepting:
@@ -771,7 +774,10 @@ class Runtime:
         return True, value
 
     def _on_cancelled(self, ev: TaskCancelled) -> None:
-        self._stop_handler(ev.task_id)
+        # With a reason: a task waiting for approval is then "withdrawn" with it, not
+        # "expired" (its deadline had not passed; its requester gave it up).
+        why = SUPERSEDED if ev.reason == "superseded" else CANCELLED
+        self._stop_handler(ev.task_id, why)
         view = self.tasks.get(_run_key(ev.task_id))
         if view is not None:
             view.state, view.reason = "cancelled", ev.reason

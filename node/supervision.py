@@ -73,7 +73,9 @@ def risk_rank(risk: str) -> int:
 class Decision:
     """What happened to a gated task (given to the desk's listener: audit logs)."""
 
-    event: str  # "requested", "approved", "denied", "expired", "withdrawn" (node stopping)
+    # "requested", "approved", "denied", "expired" (its deadline passed), "withdrawn"
+    # (reason: "node stopping", "cancelled by its requester", "superseded by a newer award")
+    event: str
     task_id: str
     capability: str
     risk: str
@@ -138,7 +140,7 @@ class ApprovalDesk:
             return await entry.future
         except asyncio.CancelledError as exc:
             # Cancelled with a reason (the node stops: the task goes back to the
-            # requester, undecided), or by its deadline.
+            # requester, undecided; the requester cancelled it), or by its deadline.
             why = str(exc.args[0]) if exc.args and exc.args[0] else ""
             self._tell("withdrawn" if why else "expired", task, reason=why)
             raise

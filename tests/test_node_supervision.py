@@ -330,3 +330,28 @@ def test_a_short_prefix_matching_nothing_is_called_too_short_not_unknown(decide:
         assert await waiting is True
 
     asyncio.run(body())
+
+
+def test_a_task_its_requester_cancels_while_it_waits_is_withdrawn_not_expired() -> None:
+    """The desk (and so the audit log) said ``expired`` for a task whose requester gave
+    it up long before its deadline."""
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+
+    async def body(requester: Node, ran: list[int]) -> None:
+        task_id, fut = requester.submit_nowait("transfer", 6, timeout=30, risk="high")
+        await _waiting(desk)
+        assert requester.cancel(task_id)
+        with pytest.raises(ContractNetError):
+            await fut
+        for _ in range(500):
+            if not desk.pending():
+                break
+            await asyncio.sleep(0.01)
+        assert desk.pending() == [] and ran == []
+
+    asyncio.run(asyncio.wait_for(_mesh(desk, body), 60))
+    assert [(d.event, d.reason) for d in log] == [
+        ("requested", ""),
+        ("withdrawn", "cancelled by its requester"),
+    ]
