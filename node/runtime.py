@@ -621,7 +621,9 @@ class Runtime:
             risk=ev.risk,
         )
         task._progress = lambda p, m, tid=ev.task_id: self._progress_from_any_thread(tid, p, m)
-        self._remember(TaskView(ev.task_id, ev.capability, "executor", "running", now))
+        self._remember(
+            TaskView(ev.task_id, ev.capability, "executor", "running", now, risk=ev.risk)
+        )
         assert self._loop is not None
         at = self._loop.create_task(self._run(handler, task))
         self.running[ev.task_id] = at
@@ -669,14 +671,19 @@ class Runtime:
         final = False  # a failure no retry can cure: the requester is told so
         # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
         deadline = asyncio.timeout(max(0.01, task.remaining()))
+        view = self.tasks.get(_run_key(task.task_id))
         try:
             async with deadline:
                 approver = self._approvers.get(task.capability)
                 if approver is not None:
+                    if view is not None:  # it read "running" while nothing ran
+                        view.state = "awaiting-approval"
                     verdict = await approver(task)
                     if verdict is not True:
                         why = verdict if isinstance(verdict, str) and verdict else "denied"
                         raise HandlerFailed(f"not approved: {why}")
+                    if view is not None:
+                        view.state = "running"
                 slot = self._slots.get(task.capability)
                 if slot is None:
                     self._started.add(task.task_id)
@@ -721,9 +728,9 @@ class Runtime:
         del self.running[task.task_id]
         self._given.pop(task.task_id, None)
         self._started.discard(task.task_id)
-        view = self.tasks.get(_run_key(task.task_id))
         if view is not None:
             view.state, view.finished_at = ("done" if outcome[0] else "failed"), time.time()
+            view.reason = "" if outcome[0] else str(outcome[1])  # it failed with no why
         if outcome[0]:
             self.core.complete(task.task_id, outcome[1], time.time())
         elif final:

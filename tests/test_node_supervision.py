@@ -355,3 +355,35 @@ def test_a_task_its_requester_cancels_while_it_waits_is_withdrawn_not_expired() 
         ("requested", ""),
         ("withdrawn", "cancelled by its requester"),
     ]
+
+
+def test_the_executor_s_task_view_shows_the_wait_the_risk_and_why_it_failed() -> None:
+    """``tasks()`` on the executor said ``running``, risk ``low``, for a critical task
+    waiting for a person, and ``failed`` with no reason once denied."""
+    desk = ApprovalDesk()
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+
+        @executor.capability("transfer", approve=desk.gate("high"))
+        async def transfer(task: Task) -> int:
+            return int(task.input)
+
+        async with executor:
+            requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+            async with requester:
+                assert await requester.wait_for_peers(1, timeout=10)
+                call = asyncio.ensure_future(
+                    requester.request("transfer", 7, timeout=10, risk="critical", max_auctions=1)
+                )
+                (waiting,) = await _waiting(desk)
+                (view,) = executor.tasks()
+                assert (view["state"], view["risk"]) == ("awaiting-approval", "critical")
+                desk.deny(str(waiting["task_id"]), "too much")
+                with pytest.raises(ContractNetError, match="not approved: too much"):
+                    await call
+                (view,) = executor.tasks()
+                assert (view["state"], view["reason"]) == ("failed", "not approved: too much")
+
+    asyncio.run(asyncio.wait_for(main(), 60))
