@@ -400,9 +400,12 @@ class GossipAgent:
             self._ctx.count("probes_failed")
             member = self.members.get(probe.target)
             if member is not None and member.status <= SUSPECT:
+                # A member refuted up to MAX_COUNTER (a hostile claim at the largest
+                # incarnation a claim carries) cannot be suspected any more: the claim
+                # at MAX_COUNTER - 1 is stale. Building one at MAX_COUNTER raised.
                 claim = Claim(
                     node=probe.target,
-                    incarnation=member.incarnation,
+                    incarnation=min(member.incarnation, MAX_COUNTER - 1),
                     status="suspect",
                     by=self.node_id,
                 )

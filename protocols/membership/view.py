@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from protocols.capabilities.index import CapabilityIndex
 from protocols.capabilities.records import RecordInfo
+from protocols.codec import MAX_COUNTER
 from protocols.membership import timing
 from protocols.membership.awareness import Awareness
 from protocols.membership.config import MembershipConfig
@@ -166,6 +167,10 @@ class MembershipView:
         "dead" (it can then only raise the incarnation the member died at)."""
         out = []
         for node_id, inc, status in claims_in(digest):
+            if inc >= MAX_COUNTER:
+                # A claim carries at most MAX_COUNTER - 1 (so a refutation fits): a
+                # status at the largest record incarnation is no claim anyone made.
+                continue
             # A push-pull digest repeats every non-alive member (~300 at 1,000 nodes with
             # 30 % crashed): what the table would ignore builds no claim.
             if not self.members.claim_changes(node_id, inc, status):

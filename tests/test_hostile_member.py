@@ -1,0 +1,46 @@
+"""A trusted but hostile member: frames signed by a certificate the victim's org
+trusts, crafted to make the victim raise, grow or amplify. Each test is one attack
+that got through once; the victim must now refuse it, or answer it at bounded cost."""
+
+from __future__ import annotations
+
+from helpers import MeshCluster
+
+from protocols.codec import MAX_COUNTER
+from protocols.membership.messages import Claim, Gossip, PushPull
+from protocols.membership.state import SUSPECT
+
+
+def test_a_digest_status_at_the_largest_incarnation_builds_no_claim() -> None:
+    """A push-pull digest may carry incarnations up to MAX_COUNTER, a claim only up to
+    MAX_COUNTER - 1: a suspect entry at MAX_COUNTER (about a member, or the victim
+    itself) raised ValidationError out of ``receive`` while building the claim."""
+    c = MeshCluster(4, seed=21)
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    m, v, h = c.nodes[0], c.nodes[1], c.nodes[2]
+    for who, status in ((h.node_id, 1), (h.node_id, 2), (v.node_id, 1), (v.node_id, 2)):
+        pp = PushPull(digest=[(who, MAX_COUNTER, 0, status)])
+        v.core.receive(m.ctx.seal("push-pull", pp, v.node_id, c.now), m.endpoint, c.now)
+    assert v.agent.members.get(h.node_id).status < SUSPECT  # type: ignore[union-attr]
+    assert v.agent.incarnation == 0  # nothing to refute: no claim could carry it
+
+
+def test_probing_a_member_at_the_largest_incarnation_does_not_raise() -> None:
+    """One hostile claim at MAX_COUNTER - 1 makes its target refute at MAX_COUNTER.
+    A claim of that incarnation cannot be built, so every prober's failed probe of the
+    target (it crashed, or one ack was lost) raised out of ``handle_timer``."""
+    c = MeshCluster(5, seed=13)
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    m, h = c.nodes[0], c.nodes[1]
+    claim = Claim(node=h.node_id, incarnation=MAX_COUNTER - 1, status="suspect", by=m.node_id)
+    m.ctx.send("gossip", Gossip(claims=[claim]), h.node_id, c.now, endpoint=h.endpoint)
+    c.flush(m)
+    c.run_for(3.0)
+    assert h.agent.incarnation == MAX_COUNTER
+    c.crash(h)
+    c.run_for(30.0)  # every prober probes h and fails, many times
+    assert c.stat("probes_failed") > 0
