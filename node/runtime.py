@@ -672,13 +672,16 @@ class Runtime:
         # asyncio.timeout, not wait_for: no inner task, so no extra loop turns.
         deadline = asyncio.timeout(max(0.01, task.remaining()))
         view = self.tasks.get(_run_key(task.task_id))
+        waiting = False  # for a person's decision (an approver that has not answered)
         try:
             async with deadline:
                 approver = self._approvers.get(task.capability)
                 if approver is not None:
+                    waiting = True
                     if view is not None:  # it read "running" while nothing ran
                         view.state = "awaiting-approval"
                     verdict = await approver(task)
+                    waiting = False
                     if verdict is not True:
                         why = verdict if isinstance(verdict, str) and verdict else "denied"
                         raise HandlerFailed(f"not approved: {why}")
@@ -702,7 +705,9 @@ class Runtime:
                 self._started.discard(task.task_id)
             raise
         except TimeoutError as exc:
-            if deadline.expired():
+            if deadline.expired() and waiting:  # the handler never ran
+                outcome = (False, "no approval before the deadline (the handler never ran)")
+            elif deadline.expired():
                 # Told as on a cancel: a plain def handler runs on in its thread (it
                 # cannot be cancelled) and had no way to learn that its time was up.
                 task.cancelled.set()

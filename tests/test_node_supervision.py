@@ -387,3 +387,43 @@ def test_the_executor_s_task_view_shows_the_wait_the_risk_and_why_it_failed() ->
                 assert (view["state"], view["reason"]) == ("failed", "not approved: too much")
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_a_task_left_waiting_past_its_deadline_is_not_said_to_have_missed_it() -> None:
+    """Its run ended "handler missed the deadline" (``TaskRunEnded``, the audit log),
+    though no handler ran: nobody had decided."""
+    from mesh.events import TaskRunEnded
+
+    log: list[Decision] = []
+    desk = ApprovalDesk(log.append)
+    ended: list[TaskRunEnded] = []
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local")
+        executor.on_event(lambda ev: ended.append(ev) if isinstance(ev, TaskRunEnded) else None)
+        ran: list[int] = []
+
+        @executor.capability("transfer", approve=desk.gate("high"), eta=0.05)
+        async def transfer(task: Task) -> int:
+            ran.append(int(task.input))
+            return int(task.input)
+
+        async with executor:
+            requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+            async with requester:
+                assert await requester.wait_for_peers(1, timeout=10)
+                with pytest.raises(ContractNetError):
+                    await requester.request("transfer", 8, timeout=1.0, risk="high", max_auctions=1)
+                for _ in range(300):
+                    if ended:
+                        break
+                    await asyncio.sleep(0.01)
+                assert ran == []
+                (view,) = executor.tasks()
+                assert view["state"] == "failed"
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    assert [d.event for d in log] == ["requested", "expired"]
+    (ev,) = ended
+    assert ev.reason == "no approval before the deadline (the handler never ran)"
