@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from helpers import MeshCluster
 
+from protocols.capabilities.records import CapabilitySpec
 from protocols.codec import MAX_COUNTER
-from protocols.membership.messages import Claim, Gossip, PushPull
+from protocols.membership.messages import Claim, Gossip, PushPull, PushPullReply
 from protocols.membership.state import SUSPECT
 
 
@@ -44,3 +45,22 @@ def test_probing_a_member_at_the_largest_incarnation_does_not_raise() -> None:
     c.crash(h)
     c.run_for(30.0)  # every prober probes h and fails, many times
     assert c.stat("probes_failed") > 0
+
+
+def test_a_reply_wanting_one_record_many_times_gets_it_once() -> None:
+    """A ``push-pull-reply`` whose ``want`` repeats one id (its sender's own 150 KB
+    record) made the victim sign and queue one ``push-pull-records`` frame per copy:
+    a 54 KB frame cost 1,000 signatures and 151 MB of outbox."""
+    c = MeshCluster(3, seed=13)
+    big = CapabilitySpec(name="big", input_schema={"d": "x" * 150_000})
+    m = c.add_node(capabilities=[big])
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    v = c.nodes[1]
+    c.flush(v)
+    reply = PushPullReply(want=[m.node_id] * 1000 + [c.nodes[2].node_id] * 1000)
+    v.core.receive(m.ctx.seal("push-pull-reply", reply, v.node_id, c.now), m.endpoint, c.now)
+    out = v.core.frames_to_send(c.now)
+    assert len(out) <= 2
+    assert sum(len(frame) for _, frame in out) < 2 * len(m.agent.own.frame)

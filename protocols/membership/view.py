@@ -142,7 +142,8 @@ class MembershipView:
     def frames_of(self, node_ids: Sequence[str]) -> list[bytes]:
         """The record frames of the known ``node_ids`` (unknown ids are skipped)."""
         out = []
-        for node_id in node_ids:
+        # Each id once: a peer's ``want`` repeating an id made one frame per copy.
+        for node_id in dict.fromkeys(node_ids):
             member = self.members.get(node_id)
             if member is not None:
                 out.append(member.info.frame)
