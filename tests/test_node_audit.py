@@ -407,3 +407,76 @@ def test_verify_of_rotated_files_says_which_file_is_missing_or_out_of_order(
     assert "not given oldest first" in verify(c, b)
     assert "not given oldest first" in verify(b, b)
     assert "begins a chain (the oldest file comes first)" in verify(a, a)
+
+
+def test_an_embedded_node_s_audit_log_as_operations_md_shows_it(tmp_path: Path) -> None:
+    """The embedding recipe of docs/operations.md: Task* events and the desk's
+    decisions in one signed chain, verified after the node stops; an edited or a
+    removed line is then found."""
+    import asyncio
+    from dataclasses import asdict
+
+    from node import ApprovalDesk, LocalOrg, Node, Task
+    from protocols.errors import ContractNetError
+
+    path = tmp_path / "agent-audit.jsonl"
+    node_id = ""
+
+    async def main() -> None:
+        nonlocal node_id
+        org = LocalOrg("acme")
+        node = Node.from_org(org, "executor", preset="local")
+        node_id = node.node_id
+        audit = AuditLog(path, node.identity)
+        node.on_event(
+            lambda ev: (
+                audit.append(
+                    type(ev).__name__,
+                    {k: v for k, v in asdict(ev).items() if k not in ("input", "result")},
+                )
+                if type(ev).__name__.startswith("Task")
+                else None
+            )
+        )
+        desk = ApprovalDesk(lambda d: audit.append(f"Approval{d.event.capitalize()}", asdict(d)))
+
+        @node.capability("pay", approve=desk.gate("high"))
+        async def pay(task: Task) -> int:
+            return int(task.input)
+
+        async def decide(how: str) -> None:
+            for _ in range(500):
+                if desk.pending():
+                    task_id = str(desk.pending()[0]["task_id"])
+                    if how == "approve":
+                        desk.approve(task_id, by="alice")
+                    else:
+                        desk.deny(task_id, "over the limit", by="bob")
+                    return
+                await asyncio.sleep(0.01)
+
+        async with node:
+            requester = Node.from_org(org, "r", seeds=[node.endpoint], preset="local")
+            async with requester:
+                assert await requester.wait_for_peers(1, timeout=10)
+                ok = requester.request("pay", 5, timeout=10, risk="high")
+                assert (await asyncio.gather(ok, decide("approve")))[0].value == 5
+                no = requester.request("pay", 6, timeout=10, risk="high", max_auctions=1)
+                with pytest.raises(ContractNetError, match="over the limit"):
+                    await asyncio.gather(no, decide("deny"))
+        audit.close()
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    report = verify_audit(path, node_id)
+    assert report.ok, report.problem
+    events = [json.loads(line)["event"] for line in _lines(path)]
+    for event in ("ApprovalRequested", "ApprovalApproved", "ApprovalDenied", "TaskRunEnded"):
+        assert event in events
+    lines = _lines(path)
+    edited = json.loads(lines[1])
+    edited["data"]["by"] = "mallory"
+    _write(path, [lines[0], json.dumps(edited, sort_keys=True, separators=(",", ":")), *lines[2:]])
+    assert not verify_audit(path, node_id).ok
+    _write(path, [lines[0], *lines[2:]])
+    report = verify_audit(path, node_id)
+    assert not report.ok and report.problem.startswith("line 2:")
