@@ -41,7 +41,7 @@ from node.core_adapter import (
     task_spec,
 )
 from node.discovery import MdnsDiscovery
-from node.handlers import Handler, as_async
+from node.handlers import Handler, Task, as_async
 from node.runtime import CLOSED, Result, Runtime
 from node.supervision import Approver
 from node.transport import TransportLimits, endpoint_problem
@@ -65,6 +65,8 @@ __all__ = ["CapabilityDecl", "LocalOrg", "Node", "Result"]
 ETA_MAX = 86400.0
 
 H = TypeVar("H", bound=Handler)
+#: ``approve=``: an ``Approver`` (async), or a plain function run in a thread.
+AnyApprover = Approver | Callable[[Task], "bool | str"]
 
 
 class LocalOrg:
@@ -212,13 +214,14 @@ class Node:
         version: str = "1.0",
         max_concurrency: int = 1,
         bid: float = 1.0,
-        approve: Approver | None = None,
+        approve: AnyApprover | None = None,
         eta: float | None = None,
     ) -> Callable[[H], H]:
         """Decorator: serve ``name`` with an ``async def handler(task) -> JSON``.
 
         ``approve``: awaited before the handler (e.g. ``ApprovalDesk.gate("high")``);
-        True runs it, False or a reason fails the task with ``not approved: ...``.
+        True runs it, False or a reason fails the task with ``not approved: ...``. A
+        plain ``def`` approver runs in a thread, as a plain handler does.
         ``eta``: the handler's expected run time in seconds (default 1): a request
         whose deadline leaves less is refused (``deadline``); give a fast handler a
         small one so that requests with short timeouts reach it."""
@@ -245,7 +248,7 @@ class Node:
         version: str = "1.0",
         max_concurrency: int = 1,
         bid: float = 1.0,
-        approve: Approver | None = None,
+        approve: AnyApprover | None = None,
         eta: float | None = None,
     ) -> None:
         if self.runtime is not None:
@@ -269,9 +272,16 @@ class Node:
                 f"(its offers: {', '.join(self.certificate.offers) or 'none'})"
             )
         # A plain def handler ran on the event loop and failed with "object int can't
-        # be used in 'await' expression" (three times: every auction re-ran it).
+        # be used in 'await' expression" (three times: every auction re-ran it). So did
+        # a plain def approver, the error blamed on the handler: it runs in a thread too.
+        if approve is not None and not callable(approve):
+            raise ConfigError(
+                f"capability {name!r}: approve is a function such as "
+                f"ApprovalDesk().gate('high'), not {approve!r}"
+            )
+        approver: Approver | None = None if approve is None else as_async(approve)
         self._decls[name] = CapabilityDecl(
-            name, version, max_concurrency, bid, as_async(handler), approve, eta
+            name, version, max_concurrency, bid, as_async(handler), approver, eta
         )
 
     def on_event(self, listener: Callable[[Event], None]) -> None:

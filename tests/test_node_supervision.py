@@ -427,3 +427,32 @@ def test_a_task_left_waiting_past_its_deadline_is_not_said_to_have_missed_it() -
     assert [d.event for d in log] == ["requested", "expired"]
     (ev,) = ended
     assert ev.reason == "no approval before the deadline (the handler never ran)"
+
+
+def test_a_plain_def_approver_runs_and_a_non_callable_one_is_refused() -> None:
+    """A plain ``def`` approver failed every task with "TypeError: object bool can't be
+    used in 'await' expression", blamed on the handler; ``approve="high"`` (meaning
+    ``approve_at``) failed every task the same way instead of at once."""
+    org = LocalOrg("acme")
+    with pytest.raises(ConfigError, match=r"approve is a function such as .*not 'high'"):
+        Node.from_org(org, "x").add_capability("pay", lambda t: 1, approve="high")  # type: ignore
+
+    async def main() -> None:
+        executor = Node.from_org(org, "executor", preset="local")
+
+        def only_small(task: Task) -> bool | str:
+            return True if int(task.input) < 100 else "too large"
+
+        @executor.capability("pay", approve=only_small)
+        async def pay(task: Task) -> int:
+            return int(task.input)
+
+        async with executor:
+            requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+            async with requester:
+                assert await requester.wait_for_peers(1, timeout=10)
+                assert (await requester.request("pay", 5, timeout=10)).value == 5
+                with pytest.raises(ContractNetError, match="not approved: too large"):
+                    await requester.request("pay", 500, timeout=10, max_auctions=1)
+
+    asyncio.run(asyncio.wait_for(main(), 60))
