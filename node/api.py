@@ -43,7 +43,7 @@ from node.core_adapter import (
 from node.discovery import MdnsDiscovery
 from node.handlers import Handler, Task, as_async
 from node.runtime import CLOSED, Result, Runtime
-from node.supervision import Approver
+from node.supervision import RISK_LEVELS, Approver
 from node.transport import TransportLimits, endpoint_problem
 from protocols.capabilities.versions import parse_version
 from protocols.crypto import Ed25519Signer, Ed25519Verifier
@@ -443,6 +443,10 @@ class Node:
     def submit_nowait(self, capability: str, input: Any = None, **opts: Any) -> tuple[str, Any]:
         """Start a request; returns (task id, future of Result)."""
         spec = task_spec(capability, input, **opts)
+        if spec.risk not in RISK_LEVELS:
+            # Executors hold an unknown risk as critical (for a peer's newer levels);
+            # our own caller's typo ("HIGH") is refused, as `mesh-node submit --risk` is.
+            raise LocalProtocolError(f"risk {spec.risk!r} is not one of {', '.join(RISK_LEVELS)}")
         if not capability_allowed(self.certificate.requests, capability):
             # Every executor would refuse it (not-permitted): say so here, now.
             raise LocalProtocolError(
@@ -471,7 +475,8 @@ class Node:
         the node is not started (code ``local-misuse``) or has stopped (``closed``);
         a bad option or argument (an unknown option, strategy or semantics, a value of
         the wrong type or out of range such as a timeout that is not a positive number,
-        a capability name not 1 to 128 characters: ``local-misuse``); an input no frame could carry (not msgpack with string map
+        a capability name not 1 to 128 characters, a risk not one of ``RISK_LEVELS``:
+        ``local-misuse``); an input no frame could carry (not msgpack with string map
         keys and at most 31 levels of nesting, or over ~252 KiB encoded: ``bad-input``);
         a capability this node's certificate does not allow it to request
         (``not-permitted``).

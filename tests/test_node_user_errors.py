@@ -473,6 +473,7 @@ def test_what_request_raises_before_anything_is_sent_is_as_its_docstring_says() 
             await attempt(node, "echo", semantics="bogus")
             await attempt(node, "echo", timeout=-1)
             await attempt(node, "x" * 129)
+            await attempt(node, "echo", risk="HIGH")  # a typo: executors would hold it
             await attempt(node, "echo", {1: "x"})
             await attempt(node, "echo", "x" * 300_000)
             await attempt(node, "other")
@@ -483,7 +484,7 @@ def test_what_request_raises_before_anything_is_sent_is_as_its_docstring_says() 
     codes = [code for code, _ in asyncio.run(asyncio.wait_for(run(), 30))]
     assert codes == [
         "local-misuse",
-        *["local-misuse"] * 5,
+        *["local-misuse"] * 6,
         "bad-input",
         "bad-input",
         "not-permitted",
