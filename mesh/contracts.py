@@ -224,8 +224,16 @@ class ContractAgent:
             if node_id in rec.backups:
                 rec.backups.remove(node_id)
                 rec.unchecked.pop(node_id, None)
-            if rec.state is not ReqState.AUCTION and rec.holder == node_id:
-                self._lost_holder(rec, "peer-dead", now, notify_old=False)
+            if rec.state is ReqState.AUCTION or rec.holder != node_id:
+                continue
+            if rec.state is ReqState.STARTED and rec.spec.semantics == "at-most-once":
+                # Nothing can be re-awarded: the lease decides. A death may be false
+                # (one member's dead claim, a lost ack); ending the task unknown at
+                # once lost the result of a holder that was alive and finished it.
+                continue
+            # The old holder is told too (the award fences it), as on a lease expiry:
+            # if the death was false, it stops instead of running alongside the backup.
+            self._lost_holder(rec, "peer-dead", now, notify_old=True)
 
     # --- requester commands --------------------------------------------------
 

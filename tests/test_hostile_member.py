@@ -64,3 +64,56 @@ def test_a_reply_wanting_one_record_many_times_gets_it_once() -> None:
     out = v.core.frames_to_send(c.now)
     assert len(out) <= 2
     assert sum(len(frame) for _, frame in out) < 2 * len(m.agent.own.frame)
+
+
+def _a_held_task(semantics: str) -> tuple[MeshCluster, str, int, int]:
+    from mesh.events import TaskAssigned
+    from protocols.contract_net import TaskSpec
+
+    c = MeshCluster(5, seed=3, capabilities=lambda i: [CapabilitySpec(name="cap")])
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    r = c.nodes[0]
+    task_id = r.core.submit(TaskSpec("cap", semantics=semantics, input="x"), c.now)
+    c.flush(r)
+    c.schedule_timer(r)
+    c.run_for(0.5)
+    (holder,) = [n.index for n in c.nodes if any(isinstance(e, TaskAssigned) for _, e in n.events)]
+    # A fifth member, not the holder, tells the requester the holder is dead.
+    liar = next(n for n in c.nodes[1:] if n.index != holder)
+    h = c.nodes[holder]
+    inc = r.agent.members.get(h.node_id).incarnation  # type: ignore[union-attr]
+    claim = Claim(node=h.node_id, incarnation=inc, status="dead", by=liar.node_id)
+    liar.ctx.send("gossip", Gossip(claims=[claim]), r.node_id, c.now, endpoint=r.endpoint)
+    c.flush(liar)
+    c.run_for(0.3)
+    return c, task_id, 0, holder
+
+
+def test_one_members_dead_claim_does_not_end_a_started_at_most_once_task() -> None:
+    """A member's false dead claim about the holder ended a started at-most-once task
+    as ``TaskOutcomeUnknown`` at once, though the holder was alive and finished it
+    (its result then counted stale). The lease decides now: the result is taken."""
+    from mesh.events import TaskCompleted, TaskOutcomeUnknown
+
+    c, task_id, req, holder = _a_held_task("at-most-once")
+    r, h = c.nodes[req], c.nodes[holder]
+    assert not [e for _, e in r.events if isinstance(e, TaskOutcomeUnknown)]
+    h.core.complete(task_id, "done", c.now)
+    c.flush(h)
+    c.run_for(0.5)
+    done = [e for _, e in r.events if isinstance(e, TaskCompleted)]
+    assert [(e.task_id, e.result) for e in done] == [(task_id, "done")]
+
+
+def test_a_holder_falsely_declared_dead_is_fenced_when_its_task_moves() -> None:
+    """On a member's false dead claim an at-least-once task moves to a backup; the old
+    holder was not told (a dead holder is sent nothing) and ran alongside it."""
+    from mesh.events import TaskAssigned, TaskCancelled
+
+    c, task_id, _req, holder = _a_held_task("at-least-once")
+    runs = [n for n in c.nodes if any(isinstance(e, TaskAssigned) for _, e in n.events)]
+    assert len(runs) == 2  # the backup got it
+    cancelled = [e for _, e in c.nodes[holder].events if isinstance(e, TaskCancelled)]
+    assert [(e.task_id, e.reason) for e in cancelled] == [(task_id, "superseded")]
