@@ -137,9 +137,13 @@ def test_convergence_detection_and_task_figures() -> None:
     h(10.3, 1, CapabilitiesChanged("a", 0, 1))
     h(10.5, 2, CapabilitiesChanged("a", 0, 1))
     h(10.9, 3, CapabilitiesChanged("a", 0, 1))
-    c = convergence(h, 3, 0.2)
+    c = convergence(h, {1, 2, 3}, 0.2)
     assert c["seconds_to_100pct"] == 0.9 and c["rounds_to_100pct"] == 5
-    assert c["rounds_to_99pct"] == 5 and c["knew"] == 3
+    assert c["rounds_to_99pct"] == 5 and c["knew"] == 3 and c["population"] == 3
+    # node 3 crashed since: the population live at the end is 1 and 2 (it used to count
+    # all three learners against it, and "knew" passed "population")
+    c = convergence(h, {1, 2}, 0.2)
+    assert c["knew"] == 2 and c["seconds_to_100pct"] == 0.5 and c["rounds_to_100pct"] == 3
     h.crashed(20.0, 3)
     h(21.0, 1, PeerSuspected("d", 0))
     h(22.0, 1, PeerDead("d", 0))
