@@ -1,8 +1,12 @@
-"""Two organizations federating: acme and globex trust each other's root keys.
+"""Two organizations federating: acme and globex trust each other's root keys,
+each for some capabilities only.
 
-globex offers `translate`; acme's node may request it (globex's trust policy
-allows acme to request `translate*`). Each node carries a certificate from its
-own org; nothing is shared but the two public root keys.
+globex offers `translate` and `summarize`. globex's trust policy lets acme's nodes
+request `translate*` only (and offer nothing); acme's policy accepts globex's offers
+of `translate*` and `summarize` and lets globex's nodes request nothing. So acme's
+node gets its translation, and its request for `summarize` is refused by globex
+(`not-permitted`) at once. Each node carries a certificate from its own org;
+nothing is shared but the two public root keys.
 Run: `python examples/two_orgs.py`.
 """
 
@@ -12,6 +16,7 @@ import asyncio
 from typing import Any
 
 from node import LocalOrg, Node, Task
+from protocols.errors import ContractNetError
 from protocols.trust import OrgPolicy, TrustStore
 
 
@@ -33,13 +38,23 @@ async def main() -> None:
         table = {"hello": "bonjour", "world": "monde"}
         return " ".join(table.get(w, w) for w in str(task.input).split())
 
+    @translator.capability("summarize")
+    async def summarize(task: Task) -> Any:
+        return str(task.input)[:20]
+
     async with translator:
-        # acme's node: trusts globex to offer translate*
+        # acme's node: takes globex's offers of translate* and summarize; globex's
+        # nodes may request nothing from acme
         a_ident, a_cert = acme.issue("acme-app")
         a_trust = TrustStore(
             [
                 acme.policy(),
-                OrgPolicy("globex", globex.signer.public_key, may_offer=("translate*",)),
+                OrgPolicy(
+                    "globex",
+                    globex.signer.public_key,
+                    may_offer=("translate*", "summarize"),
+                    may_request=(),
+                ),
             ]
         )
         app = Node(a_ident, a_cert, a_trust, seeds=[translator.endpoint], preset="local")
@@ -50,6 +65,12 @@ async def main() -> None:
             print(f"acme-app sees {peer['org']} node {peer['node_id'][:12]}")
             result = await app.request("translate", "hello world", timeout=10)
             print("translated by globex:", result.value)
+            try:
+                await app.request("summarize", "a long report", timeout=10)
+            except ContractNetError as exc:
+                print("summarize refused by globex's policy:", exc)
+            else:
+                raise SystemExit("globex ran summarize for acme: its policy was not applied")
 
 
 if __name__ == "__main__":

@@ -12,11 +12,15 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 CASES = {
-    "embedded_agent.py": "ran on writer: True",
-    "two_orgs.py": "translated by globex: bonjour monde",
-    "crash_survivor.py": "result {'frame': 7",
-    "shell_daemon.py": '{"words": 9, "chars": 43}',
-    "tune_then_deploy.py": "deployed nodes run with the simulated settings: True",
+    "embedded_agent.py": ["ran on writer: True"],
+    "two_orgs.py": [
+        "translated by globex: bonjour monde",
+        "summarize refused by globex's policy:",
+        "refused: not-permitted",
+    ],
+    "crash_survivor.py": ["result {'frame': 7"],
+    "shell_daemon.py": ['{"words": 9, "chars": 43}'],
+    "tune_then_deploy.py": ["deployed nodes run with the simulated settings: True"],
 }
 
 
@@ -32,7 +36,9 @@ def test_example_runs(name: str) -> None:
         cwd=REPO,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    assert CASES[name] in out.stdout, out.stdout
+    for expected in CASES[name]:
+        assert expected in out.stdout, out.stdout
+    assert ": False" not in out.stdout, out.stdout
 
 
 def test_demo_runs_quietly() -> None:
