@@ -43,11 +43,14 @@ async def main() -> None:
 
                 watcher = asyncio.create_task(watch())
                 pending = asyncio.create_task(req.request("render", 7, timeout=30, lease=2.0))
+                busy: list[Node] = []
                 for _ in range(200):  # bounded: wait until one executor runs it
                     busy = [n for n in (a, b) if n.runtime is not None and n.runtime.running]
                     if busy:
                         break
                     await asyncio.sleep(0.01)
+                if not busy:
+                    raise SystemExit("no executor started the task within 2 s")
                 victim = busy[0]
                 print(f"crashing {victim.certificate.name} mid-task")
                 assert victim.runtime is not None
@@ -57,6 +60,8 @@ async def main() -> None:
                 names = {a.node_id: "executor-a", b.node_id: "executor-b"}
                 print(f"result {result.value} from {names[result.executor]}")
                 print(f"re-awards: {len(moves)}")
+                survived = result.executor != victim.node_id and len(moves) > 0
+                print(f"survived the crash of {victim.certificate.name}: {survived}")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ CASES = {
         "summarize refused by globex's policy:",
         "refused: not-permitted",
     ],
-    "crash_survivor.py": ["result {'frame': 7"],
+    "crash_survivor.py": ["result {'frame': 7, 'epoch': 2}", "survived the crash of executor-"],
     "shell_daemon.py": ['{"words": 9, "chars": 43}'],
     "tune_then_deploy.py": ["deployed nodes run with the simulated settings: True"],
 }
