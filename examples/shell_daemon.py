@@ -1,27 +1,22 @@
 """A daemon serving a shell command, driven by the CLI.
 
-Creates an org, two node keys, certificates and a trust store in a temporary
-directory, writes two node.toml files (one daemon serves `wordcount` with the
-command `<this Python> examples/wordcount.py`, the other only asks), starts both with
-`mesh-node run`, submits a task with `mesh-node submit ... --wait`, and stops
-both with SIGTERM. Run: `python examples/shell_daemon.py`.
+In a temporary directory, with `mesh-node` commands as docs/operations.md shows them:
+creates an org (`org init`), two node keys (`keygen`), their certificates (`org issue`)
+and a trust store (`trust add`); writes two node.toml files (one daemon serves
+`wordcount` with the command `<this Python> examples/wordcount.py`, the other only
+asks), starts both with `mesh-node run`, submits a task with `mesh-node submit ...
+--wait`, and stops both with SIGTERM (each exits 0). Run: `python examples/shell_daemon.py`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-from node import files
-from protocols.crypto import Ed25519Signer
-from protocols.identity import NodeIdentity
-from protocols.trust import issue_certificate
 
 HERE = Path(__file__).resolve().parent
 MESH_NODE = str(Path(sys.executable).parent / "mesh-node")
@@ -33,15 +28,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def make_node(base: Path, name: str, org: Ed25519Signer, port: int, seeds: list[str]) -> Path:
-    seed = os.urandom(32)
-    ident = NodeIdentity.from_seed(seed)
-    now = time.time()
-    cert = issue_certificate(
-        org, "acme", ident.public_key, name, not_before=now - 60, not_after=now + 86400
-    )
-    files.write_private_key(base / f"{name}.key", seed)
-    files.write_bytes(base / f"{name}.cert", cert)
+def mesh_node(*args: str, cwd: Path) -> str:
+    """Run one `mesh-node` command (bounded); its stdout, or exit with its error."""
+    out = subprocess.run([MESH_NODE, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise SystemExit(f"mesh-node {' '.join(args)} failed: {out.stderr.strip()}")
+    return out.stdout
+
+
+def make_node(base: Path, name: str, port: int, seeds: list[str]) -> Path:
+    mesh_node("keygen", "--out", f"{name}.key", cwd=base)
+    issue = ["org", "issue", "--org", "acme/", "--node-key", f"{name}.key.pub", "--name", name]
+    mesh_node(*issue, "--valid-for", "1d", "--out", f"{name}.cert", cwd=base)
     toml = f"""
 [node]
 name = "{name}"
@@ -57,7 +55,7 @@ control_dir = "{base / ("ctl-" + name)}"
         toml += f"""
 [[capability]]
 name = "wordcount"
-command = ["{sys.executable}", "{HERE / "wordcount.py"}"]
+command = [{json.dumps(sys.executable)}, {json.dumps(str(HERE / "wordcount.py"))}]
 timeout = 10
 max_concurrency = 2
 """
@@ -68,28 +66,32 @@ max_concurrency = 2
 def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        org = Ed25519Signer(os.urandom(32))
-        files.write_trust_file(
-            files.TrustFile(base / "trust.toml", [files.TrustEntry("acme", org.public_key)])
-        )
+        mesh_node("org", "init", "acme", "--out", "acme/", cwd=base)
+        mesh_node("trust", "add", "--store", "trust.toml", "acme/", cwd=base)
         port = free_port()
-        server = make_node(base, "server", org, port, [])
-        client = make_node(base, "client", org, free_port(), [f"tcp://127.0.0.1:{port}"])
+        server = make_node(base, "server", port, [])
+        client = make_node(base, "client", free_port(), [f"tcp://127.0.0.1:{port}"])
         procs = [
-            subprocess.Popen([MESH_NODE, "run", "--config", str(c)], stderr=subprocess.DEVNULL)
+            subprocess.Popen(
+                [MESH_NODE, "run", "--config", str(c)],
+                stderr=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                text=True,
+            )
             for c in (server, client)
         ]
+        code = 1
         try:
-            for _ in range(200):  # bounded: until the client knows the server
+            cfg = ["--config", str(client)]
+            for _ in range(100):  # bounded: until the client knows the server (10 s)
                 out = subprocess.run(
-                    [MESH_NODE, "peers", "--json", "--config", str(client)],
-                    capture_output=True,
-                    text=True,
+                    [MESH_NODE, "peers", "--json", *cfg], capture_output=True, text=True, timeout=10
                 )
                 if out.returncode == 0 and json.loads(out.stdout):
                     break
                 time.sleep(0.1)
-            cfg = ["--config", str(client)]
+            else:
+                print("the client found no peer within 10 s")
             text = "the quick brown fox jumps over the lazy dog"
             out = subprocess.run(
                 [MESH_NODE, "submit", "wordcount", "--input", json.dumps(text), "--wait", *cfg],
@@ -97,13 +99,23 @@ def main() -> int:
                 text=True,
                 timeout=60,
             )
-            print("result:", out.stdout.strip())
-            return out.returncode
+            print("result:", out.stdout.strip() or out.stderr.strip())
+            code = out.returncode
         finally:
             for p in procs:
-                p.terminate()
+                p.terminate()  # SIGTERM: finish in-flight work, leave, exit 0
+            codes = []
             for p in procs:
-                p.wait(30)
+                try:
+                    _, err = p.communicate(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    _, err = p.communicate()
+                codes.append(p.returncode)
+                if p.returncode != 0:
+                    print(err.strip(), file=sys.stderr)
+            print("daemons stopped by SIGTERM, exit codes:", codes)
+        return code or int(codes != [0, 0])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ CASES = {
         "refused: not-permitted",
     ],
     "crash_survivor.py": ["result {'frame': 7, 'epoch': 2}", "survived the crash of executor-"],
-    "shell_daemon.py": ['{"words": 9, "chars": 43}'],
+    "shell_daemon.py": ['{"words": 9, "chars": 43}', "exit codes: [0, 0]"],
     "tune_then_deploy.py": ["deployed nodes run with the simulated settings: True"],
 }
 
