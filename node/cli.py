@@ -16,7 +16,8 @@ present module is not hidden.
 Errors: a ``MeshError`` (bad input, unsafe file, rejected frame...) or an
 ``OSError`` reaching the top prints one line ``error: <message>`` on stderr,
 never a traceback. Exit codes: 0 success, 1 failure (including a rejected
-frame in ``inspect``), 2 usage or configuration error.
+frame in ``inspect``), 2 usage or configuration error; 141 with no message
+when the reader of stdout went away (``mesh-node tasks | head``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
@@ -123,6 +125,11 @@ class MeshGroup(click.Group):
         except MeshError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(1)
+        except BrokenPipeError:
+            # The reader went away (`mesh-node tasks | head`): stop quietly, as a
+            # command killed by SIGPIPE does; no flush of the dead pipe at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(141)
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             click.echo(f"error: {exc.strerror or exc}{where}", err=True)

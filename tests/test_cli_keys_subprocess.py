@@ -50,3 +50,28 @@ def test_real_subprocess(tmp_path: Path) -> None:
     assert r.returncode == 1 and json.loads(r.stdout)["error"] == "wrong-recipient"
     r = run("inspect", "--trust", trust)
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not MESH_NODE.exists(), reason="mesh-node is not installed in this venv")
+def test_a_closed_stdout_ends_the_command_quietly(tmp_path: Path) -> None:
+    """`mesh-node tasks | head` (the reader gone before the output): no 'error: Broken
+    pipe' line, and the exit status of a command killed by SIGPIPE."""
+    org = subprocess.run(
+        [str(MESH_NODE), "org", "init", "acme", "--out", "acme"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
+    assert org.returncode == 0, org.stderr
+    with subprocess.Popen(
+        [str(MESH_NODE), "trust", "add", "--store", "trust.toml", "acme"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # long before the command has started up and prints
+        err = proc.stderr.read().decode()
+        code = proc.wait(60)
+    assert code == 141, err
+    assert err == ""
