@@ -20,8 +20,8 @@ directory. Example::
     grace_seconds = 10
 
     [[capability]]
-    name = "echo"
-    python = "examples.handlers:echo"     # or command = [...], or url = "http://..."
+    name = "wordcount"
+    command = ["python3", "examples/wordcount.py"]   # or python = "pkg.mod:func", or url = "http://..."
 """
 
 from __future__ import annotations
