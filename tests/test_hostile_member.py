@@ -117,3 +117,45 @@ def test_a_holder_falsely_declared_dead_is_fenced_when_its_task_moves() -> None:
     assert len(runs) == 2  # the backup got it
     cancelled = [e for _, e in c.nodes[holder].events if isinstance(e, TaskCancelled)]
     assert [(e.task_id, e.reason) for e in cancelled] == [(task_id, "superseded")]
+
+
+def test_an_award_for_a_task_id_another_requester_holds_is_answered_at_once() -> None:
+    """A member that learned (or guessed) a task id squats it at an executor with its
+    own cfp and award. The honest requester's award for that id was dropped unanswered
+    and cost it a lease; the executor now answers ``failure`` ``task-id-in-use``, so the
+    requester moves on at once."""
+    from mesh.events import TaskAssigned, TaskFailed
+    from protocols.contract_net import TaskSpec
+    from protocols.contract_net.messages import Award, Cfp
+
+    spec = CapabilitySpec(name="cap", max_concurrency=4)
+    c = MeshCluster(3, seed=5, capabilities=lambda i: [spec] if i == 2 else [])
+    c.bootstrap()
+    c.start()
+    c.run_for(1.0)
+    r, m, e = c.nodes
+    tid = "order-42-1"
+    cfp = Cfp(task_id=tid, round=1, capability="cap", reply_by=c.now + 1, deadline=c.now + 60)
+    m.ctx.send("cfp", cfp, [e.node_id], c.now, endpoint=e.endpoint)
+    c.flush(m)
+    c.run_for(0.2)  # e bids to m
+    award = Award(
+        task_id=tid,
+        round=1,
+        epoch=1,
+        winner=e.node_id,
+        capability="cap",
+        semantics="at-least-once",
+        deadline=c.now + 60,
+        lease=30.0,
+    )
+    m.ctx.send("award", award, [e.node_id], c.now, endpoint=e.endpoint)
+    c.flush(m)
+    c.run_for(0.2)
+    assert [ev.task_id for _, ev in e.events if isinstance(ev, TaskAssigned)] == [tid]
+    r.core.submit(TaskSpec("cap", task_id=tid, timeout=20.0, max_auctions=1), c.now)
+    c.flush(r)
+    c.schedule_timer(r)
+    c.run_for(1.0)  # far less than a lease
+    (failed,) = [ev for _, ev in r.events if isinstance(ev, TaskFailed)]
+    assert any("task-id-in-use" in a for a in failed.attempts), failed.attempts

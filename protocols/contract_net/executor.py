@@ -244,7 +244,12 @@ class ExecutorSide:
         host = self._host
         job = self._jobs.get(a.task_id)
         if job is not None and job.requester != sender:
+            # Another requester's job holds this id (a member that learned the id can
+            # squat it): say so, so that this requester moves on now, not a lease later.
             host.count("contract.rejected.unexpected-message")
+            if a.winner == host.node_id:
+                reply = Failure(task_id=a.task_id, epoch=a.epoch, reason="task-id-in-use")
+                host.send("failure", reply, [sender], now)
             return
         key = (sender, a.task_id)
         seen = self._epochs.get(key, 0)
