@@ -138,10 +138,11 @@ def build_node(cfg: DaemonConfig, desk: ApprovalDesk, known: Sequence[str] = ())
         gate = None
         if cap.approve_at is not None:
             gate = desk.gate(cap.approve_at)
+        handler = make_handler(cap)  # its errors name the handler, not the certificate
         try:
             node.add_capability(
                 cap.name,
-                make_handler(cap),
+                handler,
                 version=cap.version,
                 max_concurrency=cap.max_concurrency,
                 bid=cap.bid,

@@ -105,8 +105,10 @@ def test_a_gated_task_waits_for_a_persons_approval(mesh: list[Daemon]) -> None:
     events = [json.loads(line)["event"] for line in audit.read_text().splitlines()]
     assert events[0] == "NodeStarted"
     assert {"ApprovalRequested", "ApprovalApproved", "TaskAssigned"} <= set(events)
-    missing = gate.cli("approve", "nope")
-    assert missing.returncode == 1 and "no task 'nope' is waiting" in missing.stderr
+    missing = gate.cli("approve", "nope-nope")
+    assert missing.returncode == 1 and "no task 'nope-nope' is waiting" in missing.stderr
+    short = gate.cli("approve", "nope")  # under 6 characters: too short to be a prefix
+    assert short.returncode == 1 and "too short" in short.stderr
 
 
 def test_submit_completes_on_another_node(mesh: list[Daemon]) -> None:
@@ -367,6 +369,8 @@ def test_bad_configs(tmp_path: Path) -> None:
 
     cfg = write_config(tmp_path, "e", org, [org], port=free_port(), caps=("nosuch",))
     _one_line_error(_run(cfg, tmp_path), "unknown handler")
+    # the handler's own error: it used to end "(certificate .../e.cert)", a false lead
+    assert "certificate" not in _run(cfg, tmp_path).stderr
 
     _one_line_error(_run(tmp_path / "missing.toml", tmp_path), "not found")
 
