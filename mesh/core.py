@@ -419,6 +419,12 @@ class MeshNodeCore(CoreContext):
         """
         self.contracts.executor.accepting = False
 
+    def trust_changed(self, now: float) -> list[str]:
+        """The trust store was changed in place (``TrustStore.replace``, a reload): the
+        members' offers are checked again now, not at their next record. The ids of
+        the members whose offers changed."""
+        return self.gossip.trust_changed()
+
     def replace_certificate(self, certificate: bytes, now: float) -> Certificate:
         """Adopt a renewed certificate (same key, same org: ``Wire.replace_certificate``)
         and republish our record under it, so members check our offers against it."""

@@ -208,6 +208,17 @@ class GossipAgent:
         self.spread_revocations(now, [raw])
         return True
 
+    def trust_changed(self) -> list[str]:
+        """The trust policy changed (a reload): check the offers of every member again
+        and tell of each whose kept offers changed (``CapabilitiesChanged``); their ids."""
+        changed = self.view.refilter_offers(self._ctx.trust.check_offer)
+        for info in changed:
+            rec = info.record
+            self._ctx.emit(
+                CapabilitiesChanged(node_id=info.node_id, incarnation=rec.incarnation, seq=rec.seq)
+            )
+        return [info.node_id for info in changed]
+
     def spread_revocations(self, now: float, lists: Sequence[bytes] | None = None) -> None:
         """Send revocation lists (default: every list in effect) to ``2 x gossip_nodes``
         live members: each node that applies a newer list does the same, and a node

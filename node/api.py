@@ -373,11 +373,16 @@ class Node:
     def reload_trust(self, trust: TrustStore) -> dict[str, list[str]]:
         """Adopt a new trust store's orgs, policies and (newer) revocation lists while
         running: frames of a removed org or a revoked node are refused from now on.
-        What changed, by kind (``TrustStore.replace``). Newer revocation lists are
-        handed on to the mesh by gossip."""
+        What changed, by kind (``TrustStore.replace``), and under ``offers`` the
+        members (id prefixes) whose offers the new policy keeps differently: they are
+        checked again now. Newer revocation lists are handed on to the mesh by gossip."""
         changes = self.trust.replace(trust)
-        if changes["revocations"] and self.runtime is not None:
-            self.runtime.spread_revocations()
+        if self.runtime is not None:
+            # Known members' offers are checked again under the new policy now: a
+            # widened one used to take effect at their next record, up to 30 min later.
+            changes["offers"] = [i[:10] for i in self.runtime.trust_changed()]
+            if changes["revocations"]:
+                self.runtime.spread_revocations()
         return changes
 
     def check_certificate(self, certificate: bytes, trust: TrustStore | None = None) -> Certificate:

@@ -360,6 +360,16 @@ class Runtime:
         self._pump()
         return task_id, fut
 
+    def trust_changed(self) -> list[str]:
+        """The trust store changed in place: the members' offers are checked again
+        (the ids of those whose offers changed)."""
+        changed = getattr(self.core, "trust_changed", None)
+        if not callable(changed) or self.closed:
+            return []
+        ids: list[str] = changed(time.time())
+        self._pump()
+        return ids
+
     def spread_revocations(self) -> None:
         """Hand the trust store's revocation lists on to a few live members (gossip)."""
         gossip = getattr(self.core, "gossip", None)

@@ -15,6 +15,7 @@ import pytest
 from helpers import MeshCluster, SimNode
 
 from mesh.events import (
+    CapabilitiesChanged,
     TaskAssigned,
     TaskAwarded,
     TaskCancelled,
@@ -294,7 +295,7 @@ def test_a_scoped_partner_org_joins_and_a_forbidden_request_is_refused_at_once()
     may not take was dropped unanswered ('no bids (1 invited, 0 refused)' x3)."""
     from helpers import Org
 
-    from protocols.trust import OrgPolicy
+    from protocols.trust import OrgPolicy, TrustStore
 
     net = WorkCluster(2, 0, seed=4, loss=0.0, duration=0.2)  # two acme executors of CAP
     globex = Org("globex", net._signer("org-globex"))
@@ -325,3 +326,23 @@ def test_a_scoped_partner_org_joins_and_a_forbidden_request_is_refused_at_once()
     (failed,) = [e for _, e in g.events if isinstance(e, TaskFailed) and e.task_id == task_id]
     assert "2 refused: not-permitted" in failed.attempts[0], failed.attempts
     assert sum(n.counters.get("contract.refused.not-permitted", 0) for n in net.nodes) == 2
+    # A reload widens the policy: the partner's held record is checked again at once
+    # (it used to wait for g's next record, up to half a record TTL: 30 minutes).
+    wide = TrustStore()
+    wide.add(net.org.policy)
+    wide.add(OrgPolicy("globex", globex.signer.public_key, ("*",), ("pay",)))
+    a.core.trust.replace(wide)
+    assert a.core.trust_changed(net.now) == [g.node_id]
+    assert [c.node_id for c in a.agent.index.find("upper")] == [g.node_id]
+    assert a.agent.members.get(g.node_id).info.record.seq == member.info.record.seq  # type: ignore[union-attr]
+    net.flush(a)
+    assert any(isinstance(e, CapabilitiesChanged) and e.node_id == g.node_id for _, e in a.events)
+    assert a.core.trust_changed(net.now) == []  # nothing more to change
+    # and narrowed again: upper goes, translate stays
+    narrow = TrustStore()
+    narrow.add(net.org.policy)
+    narrow.add(scoped)
+    a.core.trust.replace(narrow)
+    assert a.core.trust_changed(net.now) == [g.node_id]
+    assert a.agent.index.find("upper") == []
+    assert [c.node_id for c in a.agent.index.find("translate")] == [g.node_id]

@@ -378,3 +378,44 @@ def test_events_taken_before_a_request_see_that_requests_events() -> None:
         assert req.runtime._subscribers == []
 
     run(setup, body)
+
+
+def test_a_reload_that_widens_a_partners_policy_takes_effect_at_once() -> None:
+    """acme takes only globex's ``translate``; a reload that also takes ``summarize``
+    used to change nothing for the globex node already known until its next record
+    (up to 30 minutes): "no known peer offers 'summarize'". Now the held record's
+    offers are checked again at the reload."""
+    from protocols.trust import OrgPolicy, TrustStore
+
+    async def main() -> tuple[dict[str, list[str]], Any]:
+        acme, globex = LocalOrg("acme"), LocalOrg("globex")
+        g_ident, g_cert = globex.issue("g")
+        g_trust = TrustStore([globex.policy(), OrgPolicy("acme", acme.signer.public_key)])
+        worker = Node(g_ident, g_cert, g_trust, preset="local")
+
+        @worker.capability("translate")
+        async def translate(task: Task) -> Any:
+            return "t"
+
+        @worker.capability("summarize")
+        async def summarize(task: Task) -> Any:
+            return "s"
+
+        async with worker:
+            a_ident, a_cert = acme.issue("a")
+
+            def trust(offers: tuple[str, ...]) -> TrustStore:
+                partner = OrgPolicy("globex", globex.signer.public_key, may_offer=offers)
+                return TrustStore([acme.policy(), partner])
+
+            app = Node(a_ident, a_cert, trust(("translate",)), seeds=[worker.endpoint])
+            async with app:
+                assert await app.wait_for_peers(1, timeout=10)
+                with pytest.raises(ContractNetError, match="no known peer offers"):
+                    await app.request("summarize", 1, timeout=2)
+                changes = app.reload_trust(trust(("translate", "summarize")))
+                return changes, (await app.request("summarize", 1, timeout=5)).value
+
+    changes, value = asyncio.run(asyncio.wait_for(main(), 40))
+    assert len(changes["offers"]) == 1 and changes["changed"] == ["globex"]
+    assert value == "s"

@@ -68,13 +68,27 @@ class RecordInfo:
     ``frame`` is the exact signed envelope, forwarded as it is.
     """
 
-    __slots__ = ("alive_entry", "digest", "frame", "org", "record")
+    __slots__ = ("alive_entry", "certificate", "digest", "frame", "org", "record", "signed")
 
-    def __init__(self, record: CapabilityRecord, org: str, frame: bytes, digest: bytes) -> None:
+    def __init__(
+        self,
+        record: CapabilityRecord,
+        org: str,
+        frame: bytes,
+        digest: bytes,
+        certificate: Any = None,
+        signed: CapabilityRecord | None = None,
+    ) -> None:
         self.record = record
         self.org = org
         self.frame = frame
         self.digest = digest
+        #: The signer's certificate, to check the offers again when the trust policy
+        #: changes (``RecordIngest.refilter``); None for our own record.
+        self.certificate = certificate
+        #: The record as signed: ``record`` leaves out the offers our policy does not
+        #: allow (``OFFERS_IGNORED``), ``signed`` keeps them.
+        self.signed = record if signed is None else signed
         # The member table's push-pull digest entry for this record's node while it is
         # alive, made on first use; shared by every node of a process that holds it.
         self.alive_entry: tuple[str, int, int, int] | None = None

@@ -158,22 +158,55 @@ class RecordIngest:
             return "unexpected-message", None
         if record.node_id != opened.sender:
             return "malformed", None
-        allowed: list[CapabilitySpec] | None = None  # None: every offer is allowed
-        for i, cap in enumerate(record.capabilities):
-            try:
-                check_offer(opened.certificate, cap.name)
-            except RemoteProtocolError as err:
-                if err.code != "not-permitted":
-                    return err.code, None
-                if allowed is None:
-                    allowed = list(record.capabilities[:i])
-                continue
-            if allowed is not None:
-                allowed.append(cap)
+        cert = opened.certificate
+        try:
+            allowed = _allowed_offers(record, cert, check_offer)
+        except RemoteProtocolError as err:
+            return err.code, None
         if allowed is None:
-            return "ok", self._cache.intern(RecordInfo(record, opened.org, frame, digest))
+            return "ok", self._cache.intern(RecordInfo(record, opened.org, frame, digest, cert))
         # The member is accepted; the offers our policy does not allow are left out of
         # this node's copy (not interned: another node's policy may allow them). The
         # signed frame is kept whole and forwarded unchanged.
         narrowed = record.model_copy(update={"capabilities": allowed})
-        return OFFERS_IGNORED, RecordInfo(narrowed, opened.org, frame, digest)
+        return OFFERS_IGNORED, RecordInfo(narrowed, opened.org, frame, digest, cert, record)
+
+    @staticmethod
+    def refilter(info: RecordInfo, check_offer: Callable[[Any, str], None]) -> RecordInfo | None:
+        """``info`` with its offers checked again against the trust policy as it is now
+        (a reload changed it), or None if the offers kept do not change. A policy that
+        refuses the signer's org now keeps none of them (its frames are refused from
+        now on; membership lets it go)."""
+        signed = info.signed
+        if info.certificate is None:
+            return None  # nothing to check it with (our own record)
+        try:
+            allowed = _allowed_offers(signed, info.certificate, check_offer)
+        except RemoteProtocolError:
+            allowed = []
+        kept = signed.capabilities if allowed is None else allowed
+        if [c.name for c in kept] == [c.name for c in info.record.capabilities]:
+            return None
+        record = signed if allowed is None else signed.model_copy(update={"capabilities": kept})
+        return RecordInfo(record, info.org, info.frame, info.digest, info.certificate, signed)
+
+
+def _allowed_offers(
+    record: CapabilityRecord, certificate: Any, check_offer: Callable[[Any, str], None]
+) -> list[CapabilitySpec] | None:
+    """The offers of ``record`` the policy allows, or None when it allows every one.
+    An error of the policy other than ``not-permitted`` (an org no longer trusted)
+    is raised."""
+    allowed: list[CapabilitySpec] | None = None  # None: every offer is allowed
+    for i, cap in enumerate(record.capabilities):
+        try:
+            check_offer(certificate, cap.name)
+        except RemoteProtocolError as err:
+            if err.code != "not-permitted":
+                raise
+            if allowed is None:
+                allowed = list(record.capabilities[:i])
+            continue
+        if allowed is not None:
+            allowed.append(cap)
+    return allowed

@@ -231,6 +231,13 @@ class MemberTable:
             return True
         return _no_change(self._members.get(node_id), incarnation, status) is None
 
+    def replace_info(self, info: RecordInfo) -> None:
+        """Hold ``info`` for its member in place of a record of the same version (its
+        offers checked again under a changed trust policy): nothing else changes."""
+        member = self._members.get(info.node_id)
+        assert member is not None and member.info.version == info.version
+        member.info = info
+
     def apply_claim(self, node_id: str, incarnation: int, status: str, now: float) -> str:
         """Apply a suspect or dead claim; returns an ``Outcome``."""
         if node_id == self.self_id:

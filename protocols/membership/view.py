@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from protocols.capabilities.index import CapabilityIndex
 from protocols.capabilities.records import RecordInfo
+from protocols.capabilities.store import RecordIngest
 from protocols.codec import MAX_COUNTER
 from protocols.membership import timing
 from protocols.membership.awareness import Awareness
@@ -136,6 +138,20 @@ class MembershipView:
         if rebroadcast and not (quiet_join and outcome == Outcome.JOINED):
             self.queue.put(node_id, info.frame)
         return outcome
+
+    def refilter_offers(self, check_offer: Callable[[Any, str], None]) -> list[RecordInfo]:
+        """Check every member's offers again under the trust policy as it is now (a
+        reload widened or narrowed it): the records whose kept offers change, updated
+        in the table and the index. A record's next version would do it, but that can
+        be half a record TTL away (30 minutes by default)."""
+        changed = []
+        for member in list(self.members):
+            info = RecordIngest.refilter(member.info, check_offer)
+            if info is not None:
+                self.members.replace_info(info)
+                self.index.upsert(info, alive=member.status <= SUSPECT)
+                changed.append(info)
+        return changed
 
     # --- push-pull -------------------------------------------------------------
 
