@@ -828,7 +828,9 @@ class GossipAgent:
 
     def _apply_claim(self, claim: Claim, now: float) -> None:
         outcome = self.view.apply_claim(claim, now)
-        if outcome == Outcome.REFUTE:
+        if outcome == Outcome.IMPLAUSIBLE:
+            self._ctx.count("dropped.implausible-claim")
+        elif outcome == Outcome.REFUTE:
             self._refute(claim.incarnation, now)
         elif outcome == Outcome.STALE and claim.node == self.node_id:
             self._answer_old_claim(claim.by, now)

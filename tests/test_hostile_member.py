@@ -28,23 +28,41 @@ def test_a_digest_status_at_the_largest_incarnation_builds_no_claim() -> None:
     assert v.agent.incarnation == 0  # nothing to refute: no claim could carry it
 
 
-def test_probing_a_member_at_the_largest_incarnation_does_not_raise() -> None:
-    """One hostile claim at MAX_COUNTER - 1 makes its target refute at MAX_COUNTER.
-    A claim of that incarnation cannot be built, so every prober's failed probe of the
-    target (it crashed, or one ack was lost) raised out of ``handle_timer``."""
+def test_a_claim_far_above_its_targets_incarnation_is_dropped() -> None:
+    """One hostile claim at MAX_COUNTER - 1 made its target refute at MAX_COUNTER:
+    no claim about it could be built after that (every failed probe of it raised,
+    and it could never be suspected or declared dead again). A node raises its
+    incarnation by one per refutation, so a claim more than CLAIM_INCARNATION_LEAP
+    above the incarnation held for its node is dropped, by the target and by others;
+    a claim within it is refuted as before."""
+    from protocols.membership.state import CLAIM_INCARNATION_LEAP
+
     c = MeshCluster(5, seed=13)
     c.bootstrap()
     c.start()
     c.run_for(1.0)
-    m, h = c.nodes[0], c.nodes[1]
-    claim = Claim(node=h.node_id, incarnation=MAX_COUNTER - 1, status="suspect", by=m.node_id)
-    m.ctx.send("gossip", Gossip(claims=[claim]), h.node_id, c.now, endpoint=h.endpoint)
+    m, h, o = c.nodes[0], c.nodes[1], c.nodes[2]
+    for target in (h, o):  # the victim itself, and a third node told about the victim
+        claim = Claim(node=h.node_id, incarnation=MAX_COUNTER - 1, status="suspect", by=m.node_id)
+        m.ctx.send("gossip", Gossip(claims=[claim]), target.node_id, c.now, endpoint=target.endpoint)
+        c.flush(m)
+        c.run_for(1.0)
+        assert target.counters.get("dropped.implausible-claim", 0) == 1
+    assert h.agent.incarnation == 0
+    assert o.agent.members.get(h.node_id).status < SUSPECT  # type: ignore[union-attr]
+    near = Claim(node=h.node_id, incarnation=CLAIM_INCARNATION_LEAP, status="suspect", by=m.node_id)
+    m.ctx.send("gossip", Gossip(claims=[near]), h.node_id, c.now, endpoint=h.endpoint)
     c.flush(m)
-    c.run_for(3.0)
-    assert h.agent.incarnation == MAX_COUNTER
+    c.run_for(1.0)
+    assert h.agent.incarnation == CLAIM_INCARNATION_LEAP + 1  # refuted, as before
     c.crash(h)
-    c.run_for(30.0)  # every prober probes h and fails, many times
+    c.run_for(30.0)  # and it can still be found dead
     assert c.stat("probes_failed") > 0
+    assert all(
+        n.agent.members.get(h.node_id).status > SUSPECT  # type: ignore[union-attr]
+        for n in c.nodes
+        if n is not h
+    )
 
 
 def test_a_reply_wanting_one_record_many_times_gets_it_once() -> None:

@@ -54,6 +54,15 @@ class Outcome:
     IGNORED = "ignored"  # claim about a node already dead or gone
     UNKNOWN = "unknown"  # claim about a node we have no record of
     REFUTE = "refute"  # claim about ourselves: the caller must refute it
+    IMPLAUSIBLE = "implausible"  # claim far above any incarnation its node has had
+
+
+#: How far above the incarnation we hold for a node a claim about it may go. A node
+#: raises its incarnation by one per refutation; a claim far above that was made up,
+#: and obeying it spends the node's incarnations: one trusted member's claim at
+#: 2**62 - 1 made its target refute at the last one (MAX_COUNTER), after which no
+#: claim about it could be made, and it could never be suspected or declared dead.
+CLAIM_INCARNATION_LEAP = 1 << 20
 
 
 class Member:
@@ -243,8 +252,12 @@ class MemberTable:
         if node_id == self.self_id:
             member = self._members.get(node_id)
             known = member.incarnation if member is not None else 0
+            if incarnation > known + CLAIM_INCARNATION_LEAP:
+                return Outcome.IMPLAUSIBLE
             return Outcome.REFUTE if incarnation >= known else Outcome.STALE
         member = self._members.get(node_id)
+        if member is not None and incarnation > member.incarnation + CLAIM_INCARNATION_LEAP:
+            return Outcome.IMPLAUSIBLE
         unchanged = _no_change(member, incarnation, status)
         if unchanged is not None:
             return unchanged
