@@ -39,7 +39,7 @@ from mesh.events import (
     TaskRunEnded,
 )
 from node.handlers import Handler, HandlerFailed, Task
-from node.supervision import Approver
+from node.supervision import WAITING_FOR_APPROVAL, Approver
 from node.transport import TransportLimits, ZmqTransport
 from protocols.codec import MAX_DEPTH, MAX_FRAME, packb, unpack_payload
 from protocols.contract_net.messages import short_reason
@@ -521,6 +521,8 @@ class Runtime:
     def _on_award(self, ev: TaskAwarded | TaskReassigned) -> None:
         view = self.tasks.get(ev.task_id)
         if view is not None:
+            if view.winner != ev.winner:  # another executor: its progress is not ours
+                view.progress, view.progress_message = None, ""
             view.state = "awarded"
             view.winner = ev.winner
             view.epoch = ev.epoch
@@ -576,6 +578,8 @@ class Runtime:
                 reason = f"{reason}: {self._no_bidder_hint(view.capability, ev.attempts)}"
             elif "no-bidders" in reason and (hint := _refusal_hint(ev.attempts)):
                 reason = f"{reason} ({hint})"
+            elif view is not None and view.progress_message.startswith(WAITING_FOR_APPROVAL):
+                reason = f"{reason} (its executor was {view.progress_message}: nobody decided)"
             elif any(a.endswith(_NO_TIME) for a in ev.attempts):
                 reason = (
                     f"{reason} (no peer took it, and this node's own eta does not fit "

@@ -30,9 +30,20 @@ from protocols.errors import ConfigError, LocalProtocolError
 if TYPE_CHECKING:  # node.handlers imports node.config, which imports this module
     from node.handlers import Task
 
-__all__ = ["RISK_LEVELS", "ApprovalDesk", "Approver", "Decision", "NotWaiting", "risk_rank"]
+__all__ = [
+    "RISK_LEVELS",
+    "WAITING_FOR_APPROVAL",
+    "ApprovalDesk",
+    "Approver",
+    "Decision",
+    "NotWaiting",
+    "risk_rank",
+]
 
 RISK_LEVELS = ("low", "medium", "high", "critical")
+
+#: The progress message an executor sends while a task waits for a person's decision.
+WAITING_FOR_APPROVAL = "waiting for a person's approval"
 
 #: Before a handler runs: True to go ahead; False or a reason (str) to deny.
 Approver = Callable[["Task"], Awaitable["bool | str"]]
@@ -137,6 +148,9 @@ class ApprovalDesk:
         self._pending[key] = entry
         try:
             self._tell("requested", task)
+            # The requester learns why its task does not start (a TaskProgress event,
+            # its task view; a timeout then says so), not just that it timed out.
+            task.progress(None, f"{WAITING_FOR_APPROVAL} (risk {task.risk})")
             return await entry.future
         except asyncio.CancelledError as exc:
             # Cancelled with a reason (the node stops: the task goes back to the

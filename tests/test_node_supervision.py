@@ -456,3 +456,29 @@ def test_a_plain_def_approver_runs_and_a_non_callable_one_is_refused() -> None:
                     await requester.request("pay", 500, timeout=10, max_auctions=1)
 
     asyncio.run(asyncio.wait_for(main(), 60))
+
+
+def test_the_requester_learns_that_its_task_waits_for_a_person() -> None:
+    """A request that timed out while its executor waited for a decision said only
+    "timeout": the requester could not tell a held task from a lost one. The executor
+    now reports the wait as progress, and the timeout names it."""
+    desk = ApprovalDesk()
+
+    async def body(requester: Node, ran: list[int]) -> None:
+        pending = asyncio.ensure_future(
+            requester.request("transfer", 3, timeout=1.5, risk="high", max_auctions=1)
+        )
+        await _waiting(desk)
+        for _ in range(200):  # bounded: the progress frame is on its way
+            views = [v for v in requester.tasks() if v["progress_message"]]
+            if views:
+                break
+            await asyncio.sleep(0.01)
+        assert views[0]["progress_message"] == "waiting for a person's approval (risk high)"
+        with pytest.raises(ContractNetError) as caught:
+            await pending
+        assert caught.value.code == "timeout"
+        assert "its executor was waiting for a person's approval" in caught.value.message
+        assert ran == []
+
+    asyncio.run(asyncio.wait_for(_mesh(desk, body), 60))
