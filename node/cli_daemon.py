@@ -58,23 +58,44 @@ def _where(fn: F) -> F:
 
 
 def _call_json(
-    config: str | None, control: str | None, req: dict[str, Any], timeout: float = 5.0
+    config: str | None,
+    control: str | None,
+    req: dict[str, Any],
+    timeout: float = 5.0,
+    *,
+    as_json: bool = False,
 ) -> Any:
-    """The daemon's reply as it is, refusals included (``{"ok": false, "error", "code"}``)."""
+    """The daemon's reply as it is, refusals included (``{"ok": false, "error", "code"}``).
+    With ``as_json``, no daemon answering (``no-daemon``, ``timeout``: exit 1) is told
+    in that shape on stdout too; a configuration problem (exit 2: no --config, an
+    unsafe control socket) stays one line on stderr, as click's usage errors do."""
     try:
         return ControlClient(_control_dir(config, control)).call(req, timeout=timeout)
     except MeshError as exc:
+        if as_json and not isinstance(exc, ConfigError | LocalProtocolError):
+            _refused_json({"ok": False, "error": exc.message, "code": exc.code})
         _fail_on(exc)
+
+
+def _refused_json(reply: dict[str, Any]) -> NoReturn:
+    """A refusal under ``--json``: the reply as JSON on stdout, exit 1 (approve/deny
+    did so alone; the other commands printed a line on stderr and nothing on stdout)."""
+    click.echo(json.dumps(reply, indent=2))
+    sys.exit(1)
 
 
 def _call(
-    config: str | None, control: str | None, req: dict[str, Any], timeout: float = 5.0
+    config: str | None,
+    control: str | None,
+    req: dict[str, Any],
+    timeout: float = 5.0,
+    *,
+    as_json: bool = False,
 ) -> Any:
-    try:
-        reply = ControlClient(_control_dir(config, control)).call(req, timeout=timeout)
-    except MeshError as exc:
-        _fail_on(exc)
+    reply = _call_json(config, control, req, timeout, as_json=as_json)
     if not reply.get("ok") and req["cmd"] != "submit":
+        if as_json:
+            _refused_json(reply)
         _fail(f"{reply.get('error')} ({reply.get('code')})")
     return reply
 
@@ -173,7 +194,7 @@ def _close_quietly(loop: asyncio.AbstractEventLoop) -> None:
 @_where
 def status(config: str | None, control: str | None, as_json: bool) -> None:
     """Show this node's identity, endpoint, peers and load."""
-    reply = _call(config, control, {"cmd": "status"})
+    reply = _call(config, control, {"cmd": "status"}, as_json=as_json)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
         return
@@ -189,10 +210,12 @@ def status(config: str | None, control: str | None, as_json: bool) -> None:
 def reload(config: str | None, control: str | None, as_json: bool) -> None:
     """Re-read the trust file (orgs, policies, revocations) and the certificate (a
     renewal) into the running daemon."""
-    reply = _call_json(config, control, {"cmd": "reload"})
+    reply = _call_json(config, control, {"cmd": "reload"}, as_json=as_json)
     if reply.get("warning"):  # an audit log that could not be switched, say
         click.echo(f"warning: {reply['warning']}", err=True)
     if not reply.get("ok"):
+        if as_json:  # "audit" in it says what was rotated all the same
+            _refused_json(reply)
         if reply.get("audit"):  # rotated all the same: the trust file is another matter
             click.echo(f"audit: {', '.join(reply['audit'])}")
         _fail(f"{reply.get('error')} ({reply.get('code')})")
@@ -208,7 +231,7 @@ def reload(config: str | None, control: str | None, as_json: bool) -> None:
 def peers(config: str | None, control: str | None, as_json: bool) -> None:
     """List the peers this node knows."""
     _list(
-        _call(config, control, {"cmd": "peers"})["peers"],
+        _call(config, control, {"cmd": "peers"}, as_json=as_json)["peers"],
         as_json,
         lambda p: [f"{p['node_id'][:16]}  {p['org']:<12} {p['state']:<8} {p['endpoint']}"],
         "(no peers)",
@@ -247,7 +270,8 @@ def tasks(config: str | None, control: str | None, as_json: bool, why: bool) -> 
         )
         return [head, *(f"    {d}" for d in (t.get("decisions", []) if why else []))]
 
-    _list(_call(config, control, {"cmd": "tasks"})["tasks"], as_json, lines, "(no tasks)")
+    reply = _call(config, control, {"cmd": "tasks"}, as_json=as_json)
+    _list(reply["tasks"], as_json, lines, "(no tasks)")
 
 
 @click.command()
@@ -255,7 +279,7 @@ def tasks(config: str | None, control: str | None, as_json: bool, why: bool) -> 
 def approvals(config: str | None, control: str | None, as_json: bool) -> None:
     """List the tasks waiting for a person's approval (capabilities with approve_at)."""
     _list(
-        _call(config, control, {"cmd": "approvals"})["approvals"],
+        _call(config, control, {"cmd": "approvals"}, as_json=as_json)["approvals"],
         as_json,
         lambda a: [
             f"{_shown(a['task_id'])[:16]}  {_shown(a['capability']):<14} "
@@ -279,13 +303,7 @@ def _decide(
     if not who:  # a decision recorded without a decider
         raise click.BadParameter("a name, not an empty one", param_hint="--by")
     req = {"cmd": cmd, "task_id": task_id, "by": who, **extra}
-    if as_json:  # a refusal as JSON too, on stdout, still exit 1
-        reply = _call_json(config, control, req)
-        if not reply.get("ok"):
-            click.echo(json.dumps(reply, indent=2))
-            sys.exit(1)
-    else:
-        reply = _call(config, control, req)
+    reply = _call(config, control, req, as_json=as_json)  # a refusal: JSON under --json
     decision = "approved" if cmd == "approve" else "denied"
     if as_json:
         # {"ok": true, "task_id": <full id>, "decision": "approved"|"denied"[, "reason"]}
@@ -436,7 +454,7 @@ def submit(
         req["strategy"] = strategy
     if risk:
         req["risk"] = risk
-    reply = _call(config, control, req, timeout=timeout + 5.0 if wait else 5.0)
+    reply = _call(config, control, req, timeout=timeout + 5.0 if wait else 5.0, as_json=as_json)
     if as_json:
         click.echo(json.dumps(reply, indent=2))
     elif not reply.get("ok"):

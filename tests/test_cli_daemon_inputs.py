@@ -282,3 +282,56 @@ def test_a_decider_without_a_user_name_and_an_empty_by(
             out = cli("deny", "61f30e8d", "--by", by, "--control", str(cdir))
             assert out.exit_code == 2 and "--by" in out.output, out.output
     assert [r["by"] for r in seen] == [f"uid {os.getuid()}"]
+
+
+#: Every control command that takes --json, with its arguments.
+JSON_COMMANDS = [
+    ["status"],
+    ["peers"],
+    ["tasks"],
+    ["approvals"],
+    ["reload"],
+    ["submit", "echo"],
+    ["submit", "echo", "--wait"],
+    ["approve", "61f30e8d"],
+    ["deny", "61f30e8d"],
+]
+
+
+@pytest.mark.parametrize("cmd", JSON_COMMANDS, ids=" ".join)
+def test_a_refusal_under_json_is_json_on_stdout(tmp_path: Path, cmd: list[str]) -> None:
+    """`reload --json` refused by the daemon (its certificate file missing, a trust
+    file that does not parse) printed a line on stderr and nothing on stdout; only
+    approve/deny printed the refusal as JSON."""
+    refusal = {"ok": False, "error": "certificate not found: x.cert", "code": "config"}
+
+    async def handler(req: dict[str, Any]) -> dict[str, Any]:
+        return {**refusal, "audit": []} if req["cmd"] == "reload" else dict(refusal)
+
+    cdir = tmp_path / "ctl"
+    with served(cdir, handler):
+        out = cli(*cmd, "--json", "--control", str(cdir))
+    assert out.exit_code == 1, out.output
+    assert out.stderr == ""
+    reply = json.loads(out.stdout)
+    assert (reply["ok"], reply["code"], reply["error"]) == (False, "config", refusal["error"])
+    with served(cdir, handler):
+        plain = cli(*cmd, "--control", str(cdir))  # without --json: one line, as before
+    assert plain.exit_code == 1 and plain.stdout == ""
+    assert plain.stderr.startswith(("error: certificate not found", "failed (config)"))
+
+
+@pytest.mark.parametrize("cmd", JSON_COMMANDS, ids=" ".join)
+def test_no_daemon_under_json_is_json_on_stdout(tmp_path: Path, cmd: list[str]) -> None:
+    """No daemon listening: a line on stderr and nothing on stdout, whatever --json said."""
+    cdir = tmp_path / "ctl"
+    cdir.mkdir(mode=0o700)
+    out = cli(*cmd, "--json", "--control", str(cdir))
+    assert out.exit_code == 1, out.output
+    assert out.stderr == ""
+    reply = json.loads(out.stdout)
+    assert (reply["ok"], reply["code"]) == (False, "no-daemon")
+    assert reply["error"] == f"no daemon listening at {cdir / 'control.sock'}"
+    plain = cli(*cmd, "--control", str(cdir))
+    assert plain.exit_code == 1 and plain.stdout == ""
+    assert plain.stderr == f"error: no daemon listening at {cdir / 'control.sock'}\n"
