@@ -83,7 +83,10 @@ class History:
         self.down: set[int] = set()
         self.left: set[int] = set()
         self.first_suspicion: dict[int, float] = {}
+        #: crashed node -> {node that emitted PeerDead about it while it was down: time}
         self.dead_seen: dict[int, dict[int, float]] = {}
+        #: node -> when it last started or restarted (a node never recorded: at 0)
+        self.up_since: dict[int, float] = {}
         self.false_deaths = 0
         #: PeerDead about a running node that drops the observer's frames (it does not
         #: trust the observer's org, though the observer trusts its): not a detector error
@@ -123,8 +126,12 @@ class History:
             if rec.requester == i and rec.ended() is None:
                 rec.requester_crashed = True
 
+    def started(self, t: float, i: int) -> None:
+        self.up_since[i] = t
+
     def restarted(self, t: float, i: int) -> None:
         self.down.discard(i)
+        self.up_since[i] = t
 
     def watch_marker(self, node_id: str) -> None:
         """Follow this node's record: versions seen before ``publish_marker`` are the base."""

@@ -130,6 +130,7 @@ def run_scenario(
         seeds = world.discover(i)
         sim.start(i, seeds=() if world.in_formed_mesh(i) else seeds)
         history.ids[sim.node_ids[i]] = i
+        history.started(now, i)
         if world.specs[i].role == "untrusted":
             history.untrusted_ids.add(sim.node_ids[i])
             history.untrusted_nodes.add(i)
@@ -281,7 +282,6 @@ def _finish(
     # acme does not trust initech) the others never hear of it.
     marker = world.seeds[0][0]
     live_trusted = frozenset(i for i in snap.live if i != marker and world.mutual(i, marker))
-    observers = len(live_trusted)
     st = sim.network.stats
     meta = {
         "scenario": sc.run.name,
@@ -308,7 +308,7 @@ def _finish(
         net=net,
         checks=checks,
         population=live_trusted,
-        observers=observers,
+        live=[i for i in range(sim.n) if sim.alive[i]],
         gossip_interval=sc.membership.resolve().gossip_interval,
         probe_interval=sc.membership.resolve().probe_interval,
     )

@@ -128,6 +128,31 @@ def test_membership_converged() -> None:
     assert membership_converged(hidden).status == "pass"
 
 
+def test_dead_everywhere_needs_every_live_observer_up_since_the_crash() -> None:
+    # Seven nodes; node 4 is of an org the others do not trust.
+    h = History(7, mutual=lambda i, j: (i == 4) == (j == 4))
+    h.ids = {c: i for i, c in enumerate("abcdefg")}
+    for i in range(7):
+        h.started(0.0, i)
+    h.crashed(20.0, 3)
+    h(21.0, 0, PeerDead("d", 0))  # node 0 (the marker node) is an observer like any
+    h(22.0, 1, PeerDead("d", 0))
+    h(26.0, 6, PeerDead("d", 0))  # node 6 crashes later: no observer, not counted
+    h.crashed(27.0, 6)
+    h.crashed(23.0, 5)
+    h.restarted(24.0, 5)  # up again after the crash: no observer; nor is 4 (no trust)
+    live = {0, 1, 2, 4, 5}
+    # node 2, live and up since before the crash, never declared it dead; three nodes
+    # did (0, 1 and 6), as many as the live nodes trusted by node 0 but itself (1, 2
+    # and 5): that used to count as dead everywhere
+    d = detection(h, 1.0, live)
+    assert d["dead_everywhere_count"] == 0 and d["dead_everywhere_p99_s"] is None
+    h(25.0, 2, PeerDead("d", 0))
+    d = detection(h, 1.0, live)
+    # crash to the last observer's PeerDead (node 2 at 25), not node 6's at 26
+    assert d["dead_everywhere_count"] == 1 and d["dead_everywhere_p99_s"] == 5.0
+
+
 def test_convergence_detection_and_task_figures() -> None:
     h = hist()
     h.watch_marker("a")
@@ -149,7 +174,7 @@ def test_convergence_detection_and_task_figures() -> None:
     h(22.0, 1, PeerDead("d", 0))
     h(23.0, 2, PeerDead("d", 0))
     h(23.0, 2, PeerDead("b", 0))  # b is alive: a false positive
-    d = detection(h, 1.0, 2)
+    d = detection(h, 1.0, {1, 2})
     assert d["first_suspicion_median_periods"] == 1.0
     assert d["dead_everywhere_p99_s"] == 3.0 and d["false_positive_deaths"] == 1
     h.submitted(0.0, 0, "t1", "at-least-once")
