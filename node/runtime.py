@@ -55,6 +55,9 @@ STOPPING = "node stopping"
 #: ... when its requester cancels it, or awards it anew (a newer epoch).
 CANCELLED = "cancelled by its requester"
 SUPERSEDED = "superseded by a newer award"
+#: The state of the view of a task run here that went back to its requester unfinished
+#: because this node stopped (its ``reason`` says at which point).
+HANDED_BACK = "handed-back"
 #: Bytes of a frame left for the envelope and payload fields around a result or an
 #: input (header, certificate, signature, the cfp's other fields: well under 2 KiB).
 _ENVELOPE_ROOM = 4096
@@ -257,8 +260,14 @@ class Runtime:
         # back at once: a task approved during the grace period used to be refused
         # by its slot check while the approval said it would run.
         for task_id in [k for k in self.running if k not in self._started]:
+            view = self.tasks.get(_run_key(task_id))
+            waited = (
+                "undecided (it waited for a person's approval)"
+                if view is not None and view.state == "awaiting-approval"
+                else "before its handler started"
+            )
             self._stop_handler(task_id, STOPPING)
-            self.core.fail(task_id, "executor shutting down", time.time())
+            self._hand_back(task_id, waited)
             handed_back += 1
         pending = list(self.running.values())
         if pending:
@@ -266,7 +275,7 @@ class Runtime:
             _done, not_done = await asyncio.wait(pending, timeout=grace)
             for task_id in [k for k, v in self.running.items() if v in not_done]:
                 self._stop_handler(task_id)
-                self.core.fail(task_id, "executor shutting down", time.time())
+                self._hand_back(task_id, f"unfinished after the {grace:.3g} s grace period")
                 handed_back += 1
             finished = len(pending) - (handed_back - before)
             self._pump()
@@ -288,6 +297,16 @@ class Runtime:
             self._timer.cancel()
         self.transport.flush_and_close(linger_ms=300)
         return {"finished": finished, "handed_back": handed_back}
+
+    def _hand_back(self, task_id: str, why: str) -> None:
+        """Give a task run here back to its requester as this node stops; its view
+        says so (it read "running" or "awaiting-approval" for good)."""
+        now = time.time()
+        view = self.tasks.get(_run_key(task_id))
+        if view is not None:
+            view.state, view.finished_at = HANDED_BACK, now
+            view.reason = f"{STOPPING}: handed back {why}"
+        self.core.fail(task_id, "executor shutting down", now)
 
     def abort(self) -> None:
         """Vanish without a word (demos and tests of crash recovery): no leave, no

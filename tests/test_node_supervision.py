@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,61 @@ def test_a_task_waiting_for_approval_goes_back_at_once_when_its_node_stops() -> 
 
     asyncio.run(asyncio.wait_for(main(), 60))
     assert [(d.event, d.reason) for d in log] == [("requested", ""), ("withdrawn", "node stopping")]
+
+
+def test_tasks_handed_back_by_a_stop_say_so_in_the_executor_s_views() -> None:
+    """A task handed back by ``Node.stop()`` (one waiting for approval, one whose
+    handler outlived the grace) kept its view "awaiting-approval" or "running" in
+    ``node.tasks()`` after the stop, with no reason and no end time."""
+    desk = ApprovalDesk()
+
+    async def main() -> None:
+        org = LocalOrg("acme")
+        executor = Node.from_org(org, "executor", preset="local", grace=0.3)
+
+        @executor.capability("transfer", approve=desk.gate("high"))
+        async def transfer(task: Task) -> int:
+            return int(task.input)
+
+        @executor.capability("slow")
+        async def slow(task: Task) -> int:
+            await asyncio.sleep(30)
+            return 0
+
+        await executor.start()
+        requester = Node.from_org(org, "requester", seeds=[executor.endpoint], preset="local")
+        async with requester:
+            assert await requester.wait_for_peers(1, timeout=10)
+            calls = [
+                asyncio.ensure_future(
+                    requester.request("transfer", 5, timeout=20, risk="high", max_auctions=1)
+                ),
+                asyncio.ensure_future(requester.request("slow", 1, timeout=20, max_auctions=1)),
+            ]
+            await _waiting(desk)
+            for _ in range(500):
+                if any(t["capability"] == "slow" for t in executor.tasks()):
+                    break
+                await asyncio.sleep(0.01)
+            assert await executor.stop() == {"finished": 0, "handed_back": 2}
+            views = {t["capability"]: t for t in executor.tasks() if t["role"] == "executor"}
+            for call in calls:
+                with pytest.raises(ContractNetError):
+                    await call
+        assert {c: v["state"] for c, v in views.items()} == {
+            "transfer": "handed-back",
+            "slow": "handed-back",
+        }
+        assert views["transfer"]["reason"] == (
+            "node stopping: handed back undecided (it waited for a person's approval)"
+        )
+        assert re.fullmatch(  # the grace left after stop's own steps: 0.3 s or a hair less
+            r"node stopping: handed back unfinished after the 0\.[0-9]+ s grace period",
+            views["slow"]["reason"],
+        ), views["slow"]["reason"]
+        assert all(v["finished_at"] is not None for v in views.values())
+
+    asyncio.run(asyncio.wait_for(main(), 60))
 
 
 @pytest.mark.parametrize("decide", ["approve", "deny"])
