@@ -188,9 +188,9 @@ def simulate(scenario: str | None, **opts: Any) -> None:
     if overrides.pop("membership_from", None):
         overrides["membership"] = _membership_of(opts["membership_from"])
     sc = apply_overrides(sc, source=scenario, **overrides)
-    from simulations.faults import fault_warnings
+    from simulations.runner import scenario_warnings
 
-    for line in fault_warnings(sc):
+    for line in scenario_warnings(sc):
         click.echo(f"warning: {line}", err=True)
     if opts["seeds"] is not None:
         _sweep(sc, scenario, opts)

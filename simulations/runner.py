@@ -27,10 +27,16 @@ from simulations.network import SimNetwork
 from simulations.report import build_report
 from simulations.rng import derive_seed
 from simulations.scenario import Scenario, check_scenario
-from simulations.workload import Workload
+from simulations.workload import Workload, workload_warnings
 from simulations.world import World
 
-__all__ = ["RunResult", "reproduce_command", "run_scenario", "seconds_text"]
+__all__ = [
+    "RunResult",
+    "reproduce_command",
+    "run_scenario",
+    "scenario_warnings",
+    "seconds_text",
+]
 
 #: at most this many nodes' views are compared by the convergence checker
 VIEW_SAMPLE = 300
@@ -66,6 +72,13 @@ def reproduce_command(sc: Scenario, source: str | None, flags: Sequence[str] = (
         parts += ["--crypto", sc.crypto()]
     parts += list(flags)
     return shlex.join(parts)
+
+
+def scenario_warnings(sc: Scenario) -> list[str]:
+    """What the scenario asks for that the run will not do, a line each (printed as
+    ``warning: ...`` before the run, and the report's ``warnings``): faults the safety
+    phase ends before, and workload capabilities no org offers."""
+    return [*fault_warnings(sc), *workload_warnings(sc)]
 
 
 def seconds_text(seconds: float) -> str:
@@ -298,8 +311,8 @@ def _finish(
         "events": sim.events,
         "trace_hash": sim.trace_hash(),
         "reproduce": reproduce,
-        # faults asked for that the safety phase was too short to inject
-        "warnings": fault_warnings(sc),
+        # what the scenario asked for that the run did not do (scenario_warnings)
+        "warnings": scenario_warnings(sc),
     }
     net = {k: getattr(st, k) for k in st.__slots__}
     report = build_report(

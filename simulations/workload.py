@@ -8,7 +8,7 @@ the task was cancelled meanwhile. ``abandon`` nodes never finish.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mesh.events import TaskAssigned, TaskCancelled
 from protocols.errors import MeshError
@@ -17,7 +17,25 @@ from simulations.factories import ShellFactory
 from simulations.history import History
 from simulations.world import World
 
-__all__ = ["Workload"]
+if TYPE_CHECKING:
+    from simulations.scenario import Scenario
+
+__all__ = ["Workload", "workload_warnings"]
+
+
+def workload_warnings(sc: Scenario) -> list[str]:
+    """The workload's capabilities that no org lists in its ``capabilities``, each in
+    one line: no node offers them, and every task asking for one fails (no-bidders)
+    with no other hint."""
+    if sc.workload.tasks_per_s <= 0:
+        return []
+    offered = {c for o in sc.orgs for c in o.capabilities}
+    return [
+        f"no org offers workload capability {c!r}: every task asking for it will fail "
+        "(add it to an [[orgs]] table's capabilities)"
+        for c, weight in sorted(sc.workload.capabilities.items())
+        if weight > 0 and c not in offered
+    ]
 
 
 class Workload:

@@ -405,3 +405,31 @@ def test_the_bundled_scenarios_inject_every_fault_they_ask_for(name: str) -> Non
     from simulations.faults import fault_warnings
 
     assert fault_warnings(load_scenario(name)) == []
+
+
+def test_a_workload_capability_no_org_offers_is_named(tmp_path: Path) -> None:
+    """Every task asking for a capability no org lists fails (no-bidders): the run says
+    why, on stderr and in the report, as it does for faults it will not inject."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text(
+        '[[orgs]]\nname = "acme"\ncapabilities = { summarize = 1.0 }\n'
+        "[workload]\ncapabilities = { summarize = 1.0, translate = 1.0, ocr = 0.0 }\n"
+    )
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(simulate, [str(scenario), *TOY, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    line = (
+        "no org offers workload capability 'translate': every task asking for it will "
+        "fail (add it to an [[orgs]] table's capabilities)"
+    )
+    assert f"warning: {line}" in res.stderr and "'summarize'" not in res.stderr
+    assert "'ocr'" not in res.stderr  # a weight of 0: never asked for
+    assert json.loads(out.read_text())["warnings"] == [line]
+    # no tasks, no warning; the bundled scenarios offer what they ask for
+    from simulations.runner import scenario_warnings
+
+    sc = load_scenario(str(scenario))
+    assert len(scenario_warnings(sc)) == 1
+    assert scenario_warnings(apply_overrides(sc, tasks_per_s=0.0)) == []
+    for name in ("lan-1000.toml", "chaos-1000.toml", "three-orgs.toml"):
+        assert scenario_warnings(load_scenario(name)) == []
