@@ -266,15 +266,13 @@ class Runtime:
                 if view is not None and view.state == "awaiting-approval"
                 else "before its handler started"
             )
-            self._stop_handler(task_id, STOPPING)
-            self._hand_back(task_id, waited)
+            self._hand_back(task_id, waited, STOPPING)
             handed_back += 1
         pending = list(self.running.values())
         if pending:
             before = handed_back
             _done, not_done = await asyncio.wait(pending, timeout=grace)
             for task_id in [k for k, v in self.running.items() if v in not_done]:
-                self._stop_handler(task_id)
                 self._hand_back(task_id, f"unfinished after the {grace:.3g} s grace period")
                 handed_back += 1
             finished = len(pending) - (handed_back - before)
@@ -298,15 +296,30 @@ class Runtime:
         self.transport.flush_and_close(linger_ms=300)
         return {"finished": finished, "handed_back": handed_back}
 
-    def _hand_back(self, task_id: str, why: str) -> None:
-        """Give a task run here back to its requester as this node stops; its view
-        says so (it read "running" or "awaiting-approval" for good)."""
+    def _hand_back(self, task_id: str, why: str, cancel_why: str | None = None) -> None:
+        """Stop a task run here and give it back to its requester as this node stops;
+        its view says so (it read "running" or "awaiting-approval" for good), and so
+        does a ``TaskRunEnded`` (an audit log had no end line for it)."""
+        task = self._given.get(task_id)
+        self._stop_handler(task_id, cancel_why)
         now = time.time()
+        reason = f"{STOPPING}: handed back {why}"
         view = self.tasks.get(_run_key(task_id))
         if view is not None:
-            view.state, view.finished_at = HANDED_BACK, now
-            view.reason = f"{STOPPING}: handed back {why}"
+            view.state, view.finished_at, view.reason = HANDED_BACK, now, reason
         self.core.fail(task_id, "executor shutting down", now)
+        if task is not None:
+            self._dispatch(
+                TaskRunEnded(
+                    task_id=task_id,
+                    requester=task.requester,
+                    capability=task.capability,
+                    epoch=task.epoch,
+                    ok=False,
+                    reason=reason,
+                    final=False,
+                )
+            )
 
     def abort(self) -> None:
         """Vanish without a word (demos and tests of crash recovery): no leave, no

@@ -308,11 +308,15 @@ def test_tasks_handed_back_by_a_stop_say_so_in_the_executor_s_views() -> None:
     """A task handed back by ``Node.stop()`` (one waiting for approval, one whose
     handler outlived the grace) kept its view "awaiting-approval" or "running" in
     ``node.tasks()`` after the stop, with no reason and no end time."""
+    from mesh.events import TaskRunEnded
+
     desk = ApprovalDesk()
+    ended: list[TaskRunEnded] = []
 
     async def main() -> None:
         org = LocalOrg("acme")
         executor = Node.from_org(org, "executor", preset="local", grace=0.3)
+        executor.on_event(lambda ev: ended.append(ev) if isinstance(ev, TaskRunEnded) else None)
 
         @executor.capability("transfer", approve=desk.gate("high"))
         async def transfer(task: Task) -> int:
@@ -355,6 +359,12 @@ def test_tasks_handed_back_by_a_stop_say_so_in_the_executor_s_views() -> None:
             views["slow"]["reason"],
         ), views["slow"]["reason"]
         assert all(v["finished_at"] is not None for v in views.values())
+        # and each run has its end event (an audit log had no end line for them)
+        assert sorted((e.capability, e.ok) for e in ended) == [
+            ("slow", False),
+            ("transfer", False),
+        ]
+        assert {e.capability: e.reason for e in ended} == {c: v["reason"] for c, v in views.items()}
 
     asyncio.run(asyncio.wait_for(main(), 60))
 
@@ -471,7 +481,7 @@ def test_a_task_left_waiting_past_its_deadline_is_not_said_to_have_missed_it() -
                 assert await requester.wait_for_peers(1, timeout=10)
                 with pytest.raises(ContractNetError):
                     await requester.request("transfer", 8, timeout=1.0, risk="high", max_auctions=1)
-                for _ in range(300):
+                for _ in range(1000):  # bounded: 10 s, for a loaded machine
                     if ended:
                         break
                     await asyncio.sleep(0.01)
