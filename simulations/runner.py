@@ -20,7 +20,7 @@ from protocols.membership import timing
 from simulations.adversary import Adversaries
 from simulations.checkers import CheckResult, Snapshot, run_checkers
 from simulations.engine import Simulator
-from simulations.factories import ShellFactory, make_factory
+from simulations.factories import ShellFactory, ToyFactory, make_factory
 from simulations.faults import Faults, fault_warnings
 from simulations.history import History
 from simulations.network import SimNetwork
@@ -301,7 +301,8 @@ def _finish(
         "seed": sc.run.seed,
         "nodes": sc.run.nodes,
         "node_kind": type(factory).__name__,
-        "crypto": sc.crypto(),
+        # the toy node neither signs nor verifies, whatever run.crypto says
+        "crypto": "none" if isinstance(factory, ToyFactory) else sc.crypto(),
         "virtual_seconds": round(sim.now, 3),
         "liveness_seconds": sc.liveness_s(),
         # The membership settings every node ran with (a daemon's [membership] table

@@ -198,6 +198,22 @@ def test_real_crypto_core_small() -> None:
     assert result.report["tasks"]["completed"] > 0
 
 
+@pytest.mark.parametrize("crypto", ["fast", "real", "auto"])
+def test_a_toy_run_reports_no_crypto(crypto: str) -> None:
+    """The toy node neither signs nor verifies: its report said ``fast`` or ``real``."""
+    sc = apply_overrides(
+        load_scenario("lan-1000.toml"),
+        nodes=8,
+        duration=3.0,
+        liveness=1.0,
+        crypto=crypto,
+        node="toy",
+        tasks_per_s=0.0,
+    )
+    report = run_scenario(sc).report
+    assert (report["node_kind"], report["crypto"]) == ("ToyFactory", "none")
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(4 * 3600)
 @pytest.mark.parametrize("seed", range(1, 21))
