@@ -265,7 +265,7 @@ def tasks(config: str | None, control: str | None, as_json: bool, why: bool) -> 
 
     def lines(t: dict[str, Any]) -> list[str]:
         head = (
-            f"{t['task_id'][:16]}  {t['role']:<9} {t['capability']:<14} {t['state']:<10} "
+            f"{t['task_id'][:16]}  {t['role']:<9} {t['capability']:<14} {t['state']:<17} "
             f"{t['winner'][:12]}"
         )
         return [head, *(f"    {d}" for d in (t.get("decisions", []) if why else []))]
@@ -431,6 +431,13 @@ def submit(
       mesh-node submit echo --input '{"text": "hi"}' --wait -c node.toml
       mesh-node submit echo --input @task.json --wait -c node.toml
     """
+
+    def bad_input(why: str) -> NoReturn:
+        # exit 1 either way; under --json the refusal is JSON on stdout, as the others
+        if as_json:
+            _refused_json({"ok": False, "error": why, "code": "bad-input"})
+        _fail(why)
+
     source = "--input"
     if input_json == "-":
         input_json, source = sys.stdin.read(), "the input on stdin"
@@ -440,14 +447,14 @@ def submit(
             with open(path, encoding="utf-8") as f:
                 input_json = f.read()
         except OSError as exc:
-            _fail(f"--input @{path}: {exc.strerror or exc}")
+            bad_input(f"--input @{path}: {exc.strerror or exc}")
         except UnicodeDecodeError:
-            _fail(f"--input @{path}: not UTF-8 text")
+            bad_input(f"--input @{path}: not UTF-8 text")
         source = path
     try:
         value = json.loads(input_json)
     except ValueError:
-        _fail(f"{source} is not valid JSON")
+        bad_input(f"{source} is not valid JSON")
     req = {"cmd": "submit", "capability": capability, "input": value, "wait": wait}
     req["timeout"] = timeout
     if strategy:

@@ -335,3 +335,19 @@ def test_no_daemon_under_json_is_json_on_stdout(tmp_path: Path, cmd: list[str]) 
     plain = cli(*cmd, "--control", str(cdir))
     assert plain.exit_code == 1 and plain.stdout == ""
     assert plain.stderr == f"error: no daemon listening at {cdir / 'control.sock'}\n"
+
+
+@pytest.mark.parametrize(
+    ("given", "says"),
+    [
+        ("{not json", "--input is not valid JSON"),
+        ("@/nonexistent/task.json", "--input @/nonexistent/task.json: No such file"),
+    ],
+)
+def test_a_bad_submit_input_under_json_is_a_json_refusal(given: str, says: str) -> None:
+    """``submit --json`` with an input it cannot read printed a line on stderr and
+    nothing on stdout, unlike every other refusal under ``--json``."""
+    res = CliRunner().invoke(main, ["submit", "echo", "--input", given, "--json", "--control", "/nope"])
+    assert res.exit_code == 1
+    reply = json.loads(res.stdout)
+    assert reply["ok"] is False and reply["code"] == "bad-input" and says in reply["error"]
