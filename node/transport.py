@@ -1,13 +1,19 @@
 """ZeroMQ transport of the real shell.
 
-* Inbound: one ROUTER bound to the node's listen endpoint. Each inbound message
-  is ``[routing id, frame]``; senders set their routing id to their own listen
-  endpoint, so the ROUTER hands us (endpoint, frame) pairs. The endpoint is a
-  hint only (a peer may lie about it): trust comes from the signed frame.
+* Inbound: one DEALER bound to the node's listen endpoint (it was a ROUTER: see
+  below). Senders set their routing id to their own listen endpoint; it
+  reaches us as the message's ``Identity`` property, so we hand on (endpoint,
+  frame) pairs. The endpoint is a hint only (a peer may lie about it): trust comes
+  from the signed frame. Why not a ROUTER: it keys its connections by routing id
+  and keeps one per id. With ``ZMQ_ROUTER_HANDOVER`` a stranger that connects with
+  an honest peer's (public) endpoint as its routing id takes that id over, and the
+  honest peer's connection stays open but is never read again; without handover
+  whoever connects first keeps the id and the other connection is never read. A
+  bound DEALER has no routing table: every connection is read.
 * Outbound: one DEALER per destination endpoint, kept in a bounded LRU cache.
   Sends never block: when a peer's queue is full (high-water mark) the frame is
   dropped and counted; the protocols above tolerate loss.
-* The ROUTER is driven by ``loop.add_reader`` on its (edge-triggered) file
+* The inbound socket is driven by ``loop.add_reader`` on its (edge-triggered) file
   descriptor and drained with ``zmq.NOBLOCK`` until ``zmq.Again`` on each
   wake-up, in batches so one busy socket cannot starve the loop.
 * Oversized frames are cut by ``ZMQ_MAXMSGSIZE`` (the offending connection is
@@ -106,6 +112,16 @@ def endpoint_problem(
     return None
 
 
+def _sender(msg: zmq.Frame) -> str:
+    """The sender's routing id (its endpoint, a hint), from the connection's
+    handshake; "" when it is missing, not ASCII, or longer than a routing id can be."""
+    try:
+        ident = msg.get("Identity")
+    except (zmq.ZMQError, UnicodeDecodeError):
+        return ""
+    return ident if isinstance(ident, str) and len(ident) <= 255 and ident.isascii() else ""
+
+
 class ZmqTransport:
     """ROUTER in, per-peer DEALERs out. Not thread-safe; lives on one event loop."""
 
@@ -132,25 +148,25 @@ class ZmqTransport:
             "transport.dropped_malformed": 0,
             "transport.peers_evicted": 0,
         }
-        sock = self._ctx.socket(zmq.ROUTER)
+        # A DEALER, not a ROUTER (module docstring): it never sends.
+        sock = self._ctx.socket(zmq.DEALER)
         try:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, self.limits.rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame)
-            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             sock.bind(listen)
             self.endpoint: str = advertised or sock.getsockopt_string(zmq.LAST_ENDPOINT)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
             raise TransportError(f"cannot listen on {listen}: {exc.strerror}") from exc
-        self._router = sock
+        self._inbound = sock
         self._identity = self.endpoint.encode()
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._loop = loop or asyncio.get_running_loop()
-        fd = int(self._router.getsockopt(zmq.FD))
+        fd = int(self._inbound.getsockopt(zmq.FD))
         self._loop.add_reader(fd, self._on_readable)
         # An edge may have fired before the reader was installed.
         self._loop.call_soon(self._on_readable)
@@ -161,11 +177,11 @@ class ZmqTransport:
         self._closed = True
         if self._loop is not None and not self._loop.is_closed():
             with contextlib.suppress(zmq.ZMQError, ValueError, OSError):
-                self._loop.remove_reader(int(self._router.getsockopt(zmq.FD)))
+                self._loop.remove_reader(int(self._inbound.getsockopt(zmq.FD)))
         for sock in self._peers.values():
             sock.close(linger=0)
         self._peers.clear()
-        self._router.close(linger=0)
+        self._inbound.close(linger=0)
 
     def flush_and_close(self, linger_ms: int = 200) -> None:
         """Close, giving queued outbound frames ``linger_ms`` to leave (used on leave)."""
@@ -183,13 +199,13 @@ class ZmqTransport:
         if self._closed:
             return
         batch: list[tuple[str, bytes]] = []
-        sock = self._router
+        sock = self._inbound
         limit = self.limits.batch
         recv = sock.recv
         opt = sock.getsockopt
         more = False
         try:
-            # Plain recv of the two parts. The drain ends either with a ZMQ_EVENTS
+            # One recv per message (its single part). The drain ends either with a ZMQ_EVENTS
             # query saying nothing is left or with zmq.Again; both process the
             # socket's commands and so re-arm the edge-triggered fd (this socket
             # never sends). A wake-up usually brings one to a few messages, where
@@ -203,23 +219,17 @@ class ZmqTransport:
                     more = bool(cast(int, opt(_EVENTS)) & _POLLIN)
                     break
                 try:
-                    ident = recv(_NOBLOCK)
-                    # A ROUTER puts the routing id before at least one part.
-                    frame = recv(_NOBLOCK)
+                    msg = recv(_NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                if opt(_RCVMORE):  # more than [routing id, frame]: drop it whole
+                if opt(_RCVMORE):  # more than one part: drop it whole
                     for _ in range(10_000):  # bounded (ZMQ_MAXMSGSIZE caps each part)
                         recv(_NOBLOCK)
                         if not opt(_RCVMORE):
                             break
                     self.counters["transport.dropped_malformed"] += 1
                     continue
-                try:
-                    sender = ident.decode("ascii")
-                except UnicodeDecodeError:
-                    sender = ""
-                batch.append((sender, frame))
+                batch.append((_sender(msg), msg.bytes))
                 if n < _PEEK and not cast(int, opt(_EVENTS)) & _POLLIN:
                     break
         except zmq.ZMQError as exc:
@@ -234,8 +244,8 @@ class ZmqTransport:
             self._loop.call_soon(self._on_readable)
 
     def poke(self) -> None:
-        """Re-check the ROUTER (cheap); guards against a missed edge."""
-        if not self._closed and cast(int, self._router.getsockopt(_EVENTS)) & _POLLIN:
+        """Re-check the inbound socket (cheap); guards against a missed edge."""
+        if not self._closed and cast(int, self._inbound.getsockopt(_EVENTS)) & _POLLIN:
             self._on_readable()
 
     # -- outbound ----------------------------------------------------------

@@ -161,3 +161,76 @@ async def test_drain_rearms_after_short_and_long_batches() -> None:
     finally:
         a.close()
         b.close()
+
+
+@aio
+async def test_a_stranger_using_a_peers_endpoint_as_routing_id_does_not_silence_it() -> None:
+    """The inbound ROUTER kept one connection per routing id (with ROUTER_HANDOVER,
+    the newest): a stranger connecting with an honest peer's public endpoint as its
+    routing id cut that peer off (its connection stayed open, never read again), and
+    one that connected first kept the id from the honest peer. Every connection is
+    now read, whatever routing id it claims."""
+    got: list[tuple[str, bytes]] = []
+    node = ZmqTransport("tcp://127.0.0.1:*", got.extend)
+    early = ZmqTransport("tcp://127.0.0.1:*", lambda b: None)
+    late = ZmqTransport("tcp://127.0.0.1:*", lambda b: None)
+    node.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    impostors = []
+    try:
+        assert early.send(node.endpoint, b"early-0")  # connected before its impostor
+        await _wait_for(lambda: len(got) == 1)
+        for victim in (early.endpoint, late.endpoint):  # late: the impostor is first
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, victim.encode())
+            s.connect(node.endpoint)
+            s.send(b"impostor")
+            impostors.append(s)
+        await _wait_for(lambda: len(got) == 3)
+        for i in range(1, 4):
+            assert early.send(node.endpoint, b"early-%d" % i)
+            assert late.send(node.endpoint, b"late-%d" % i)
+        want = {
+            b"early-0",
+            b"impostor",
+            *(b"%s-%d" % (w, i) for w in (b"early", b"late") for i in range(1, 4)),
+        }
+        await _wait_for(lambda: {f for _, f in got} >= want)
+        frames = sorted(f for _, f in got)
+        assert frames == sorted([*want, b"impostor"])
+        assert {s for s, f in got if f.startswith(b"late")} == {late.endpoint}
+    finally:
+        for s in impostors:
+            s.close(linger=0)
+        for t in (node, early, late):
+            t.close()
+
+
+@aio
+async def test_the_sender_hint_is_the_routing_id_when_it_is_ascii() -> None:
+    got: list[tuple[str, bytes]] = []
+    node = ZmqTransport("tcp://127.0.0.1:*", got.extend)
+    node.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    socks = []
+    try:
+        for rid in (b"tcp://127.0.0.1:9", b"\xff\xfe\x80", b"", b"x" * 255):
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            if rid:
+                s.setsockopt(zmq.ROUTING_ID, rid)
+            s.connect(node.endpoint)
+            s.send(b"from " + rid)
+            socks.append(s)
+        await _wait_for(lambda: len(got) == 4)
+        assert dict((f, s) for s, f in got) == {
+            b"from tcp://127.0.0.1:9": "tcp://127.0.0.1:9",
+            b"from \xff\xfe\x80": "",
+            b"from ": "",
+            b"from " + b"x" * 255: "x" * 255,
+        }
+    finally:
+        for s in socks:
+            s.close(linger=0)
+        node.close()
