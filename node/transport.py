@@ -140,6 +140,8 @@ class ZmqTransport:
         self._peers: OrderedDict[str, zmq.Socket[bytes]] = OrderedDict()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        #: in the middle of dropping a message of more parts than one drain reads
+        self._skipping = False
         self.counters: dict[str, int] = {
             "transport.frames_in": 0,
             "transport.frames_out": 0,
@@ -222,12 +224,17 @@ class ZmqTransport:
                     msg = recv(_NOBLOCK, copy=False)
                 except zmq.Again:
                     break
-                if opt(_RCVMORE):  # more than one part: drop it whole
-                    for _ in range(10_000):  # bounded (ZMQ_MAXMSGSIZE caps each part)
-                        recv(_NOBLOCK)
+                if self._skipping or opt(_RCVMORE):  # more than one part: drop it whole
+                    if not self._skipping:
+                        self.counters["transport.dropped_malformed"] += 1
+                    for _ in range(10_000):  # bounded: a longer message goes on next call
                         if not opt(_RCVMORE):
                             break
-                    self.counters["transport.dropped_malformed"] += 1
+                        recv(_NOBLOCK)
+                    self._skipping = bool(opt(_RCVMORE))
+                    if self._skipping:  # its other parts are read after a yield
+                        more = True
+                        break
                     continue
                 batch.append((_sender(msg), msg.bytes))
                 if n < _PEEK and not cast(int, opt(_EVENTS)) & _POLLIN:

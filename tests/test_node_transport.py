@@ -234,3 +234,30 @@ async def test_the_sender_hint_is_the_routing_id_when_it_is_ascii() -> None:
         for s in socks:
             s.close(linger=0)
         node.close()
+
+
+@aio
+async def test_a_message_of_very_many_parts_is_dropped_whole_and_counted_once() -> None:
+    """The drop of a multipart message stopped after 10,000 parts: the rest of the
+    message was read as new messages (counted again), and its last part went on up as
+    a frame. It is dropped whole, in steps, counted once."""
+    got: list[tuple[str, bytes]] = []
+    node = ZmqTransport("tcp://127.0.0.1:*", got.extend)
+    node.start()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    raw = ctx.socket(zmq.DEALER)
+    raw.setsockopt(zmq.LINGER, 0)
+    raw.setsockopt(zmq.SNDHWM, 0)
+    raw.connect(node.endpoint)
+    try:
+        for parts in (10_001, 10_002, 25_000):
+            for _ in range(parts - 1):
+                raw.send(b"p", zmq.SNDMORE)
+            raw.send(b"tail of %d" % parts)
+        raw.send(b"fine")
+        await _wait_for(lambda: any(f == b"fine" for _, f in got), rounds=1000)
+        assert [f for _, f in got] == [b"fine"]
+        assert node.counters["transport.dropped_malformed"] == 3
+    finally:
+        raw.close(linger=0)
+        node.close()
