@@ -148,6 +148,7 @@ class ZmqTransport:
             "transport.dropped_hwm": 0,
             "transport.dropped_bad_endpoint": 0,
             "transport.dropped_malformed": 0,
+            "transport.dropped_no_socket": 0,
             "transport.peers_evicted": 0,
         }
         # A DEALER, not a ROUTER (module docstring): it never sends.
@@ -263,16 +264,28 @@ class ZmqTransport:
             self._peers.move_to_end(endpoint)
             return sock
         check_endpoint(endpoint)
-        sock = self._ctx.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, self.limits.sndhwm)
-        sock.setsockopt(zmq.ROUTING_ID, self._identity)
-        # Inbound on a DEALER is never read: keep it tiny and capped.
-        sock.setsockopt(zmq.RCVHWM, 1)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
         try:
+            sock = self._ctx.socket(zmq.DEALER)
+        except zmq.ZMQError as exc:
+            # Out of sockets (the context's ZMQ_MAX_SOCKETS, 1023 by default) or of
+            # file descriptors: a max_peers too large for them. Close the oldest peer
+            # so that a later new peer finds room (its slot frees once libzmq's
+            # reaper has closed it).
+            if self._peers:
+                self._peers.popitem(last=False)[1].close(linger=0)
+                self.counters["transport.peers_evicted"] += 1
+            raise TransportError(
+                f"cannot open a socket for {endpoint}: {exc.strerror}", code="no-socket"
+            ) from exc
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.SNDHWM, self.limits.sndhwm)
+            sock.setsockopt(zmq.ROUTING_ID, self._identity)
+            # Inbound on a DEALER is never read: keep it tiny and capped.
+            sock.setsockopt(zmq.RCVHWM, 1)
+            sock.setsockopt(zmq.MAXMSGSIZE, 1024)
+            sock.setsockopt(zmq.RECONNECT_IVL, 100)
+            sock.setsockopt(zmq.RECONNECT_IVL_MAX, 2000)
             sock.connect(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
@@ -285,13 +298,17 @@ class ZmqTransport:
         return sock
 
     def send(self, endpoint: str, frame: bytes) -> bool:
-        """Queue ``frame`` for ``endpoint``; False when dropped (bad endpoint, full queue)."""
+        """Queue ``frame`` for ``endpoint``; False when dropped (bad endpoint, full queue,
+        no socket to be had)."""
         if self._closed:
             return False
         try:
             sock = self._peer(endpoint)
-        except TransportError:
-            self.counters["transport.dropped_bad_endpoint"] += 1
+        except TransportError as exc:
+            if exc.code == "no-socket":
+                self.counters["transport.dropped_no_socket"] += 1
+            else:
+                self.counters["transport.dropped_bad_endpoint"] += 1
             return False
         try:
             sock.send(frame, _NOBLOCK, copy=len(frame) < 4096)

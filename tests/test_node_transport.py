@@ -261,3 +261,36 @@ async def test_a_message_of_very_many_parts_is_dropped_whole_and_counted_once() 
     finally:
         raw.close(linger=0)
         node.close()
+
+
+@aio
+async def test_running_out_of_sockets_drops_and_counts_instead_of_raising() -> None:
+    """With ``max_peers`` above what the context can open (ZMQ_MAX_SOCKETS, 1023 by
+    default; or file descriptors), opening a peer's DEALER raised a bare ZMQError out
+    of ``send`` (and out of the runtime's pump, whose other frames and timer were
+    lost). The frame is dropped and counted, and the oldest peer is closed to make
+    room, so that new peers are reached again."""
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    got: list[tuple[str, bytes]] = []
+    b = ZmqTransport("tcp://127.0.0.1:*", got.extend)
+    a = ZmqTransport(
+        "tcp://127.0.0.1:*", lambda b: None, limits=TransportLimits(max_peers=5000), context=ctx
+    )
+    a.start()
+    b.start()
+    try:
+        ceiling = ctx.get(zmq.MAX_SOCKETS)
+        for i in range(ceiling + 10):  # closed ports: the DEALERs stay, reconnecting
+            a.send(f"tcp://127.0.0.1:{40000 + i}", b"x")
+        assert a.counters["transport.dropped_no_socket"] > 0
+        assert a.peer_count < ceiling
+        for _ in range(200):  # a slot frees when the reaper has closed an evicted socket
+            if a.send(b.endpoint, b"hello"):
+                break
+            await asyncio.sleep(0.01)
+        await _wait_for(lambda: got)
+        assert [f for _, f in got] == [b"hello"]
+    finally:
+        a.close()
+        b.close()
+        ctx.destroy(linger=0)
