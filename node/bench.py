@@ -2,7 +2,7 @@
 
 * ``verify_per_s``: raw Ed25519 verifications per second (distinct messages).
 * ``ingest_per_s``: signed, valid frames per second a node takes in through
-  its real receive path (ZeroMQ ROUTER → batch drain → ``core.receive``:
+  its real receive path (the inbound ZeroMQ socket → batch drain → ``core.receive``:
   decode, signature, replay cache, dispatch), fed by another thread as fast as
   it can; ``ingest_ratio`` = ingest / verify (1.0 would mean verification is
   the only cost), the median over 1,000-frame chunks of the ingest rate over
@@ -139,7 +139,7 @@ async def bench_ingest(n: int, chunk: int = 1000) -> tuple[float, float, float]:
     compete for the GIL), then the node's drain of them is timed. Right before each
     chunk the same number of raw verifications is timed, so a machine whose load
     changes during the run changes both rates alike and the ratio stays meaningful.
-    Frames that do not fit the ROUTER's high-water mark wait in the sender's queue
+    Frames that do not fit the inbound socket's high-water mark wait in the sender's queue
     and flow in as the node drains (ZeroMQ's I/O threads, no GIL); the sender keeps
     its socket open until the end, so nothing is discarded.
 
@@ -307,7 +307,7 @@ def run_bench(*, quick: bool = False, progress: bool = True) -> dict[str, Any]:
             print(msg, file=sys.stderr, flush=True)
 
     out: dict[str, Any] = {}
-    say("verify and ingest: raw Ed25519, then signed frames through ROUTER -> core.receive ...")
+    say("verify and ingest: raw Ed25519, then signed frames into a node -> core.receive ...")
     ingest, verify, ratio = asyncio.run(bench_ingest(3000 if quick else 8000))
     out["verify_per_s"] = round(verify)
     out["ingest_per_s"] = round(ingest)

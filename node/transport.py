@@ -123,7 +123,7 @@ def _sender(msg: zmq.Frame) -> str:
 
 
 class ZmqTransport:
-    """ROUTER in, per-peer DEALERs out. Not thread-safe; lives on one event loop."""
+    """A bound DEALER in, per-peer DEALERs out. Not thread-safe; lives on one event loop."""
 
     def __init__(
         self,
