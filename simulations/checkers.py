@@ -87,6 +87,34 @@ def every_task_ends(h: History) -> CheckResult:
     return _result("every-task-ends", bad)
 
 
+#: The most a task may take to leave a crashed holder, in seconds: its lease (6 s, the
+#: workload's tasks keep TaskSpec's default) plus a reply window and skew to spare.
+FAILOVER_BOUND = 6.0 + 3.0
+
+
+def failover(h: History) -> CheckResult:
+    """A task whose holder crashed moves on (a backup, or a new auction) within its
+    lease: a task that failed more than a lease after its holder crashed, with no
+    re-award since, was never handed on (``every-task-ends`` passes it all the same:
+    it ends, by its deadline). Tasks whose requester crashed, and holders that
+    crashed before their award, are not judged."""
+    bad = []
+    for t, r in h.tasks.items():
+        if r.requester_crashed or r.commits or r.failed is None or not r.epochs:
+            continue
+        awarded, epoch, winner = r.epochs[-1]
+        holder = h.ids.get(winner)
+        crashed = h.crashes.get(holder) if holder is not None else None
+        if crashed is None or crashed < awarded:
+            continue
+        if r.failed[0] - crashed > FAILOVER_BOUND:
+            bad.append(
+                f"{t}: holder {holder} (epoch {epoch}) crashed at {crashed:.3f}s; the task "
+                f"failed at {r.failed[0]:.3f}s ({r.failed[1]}) with no re-award"
+            )
+    return _result("failover", bad)
+
+
 def bad_frames_rejected(h: History) -> CheckResult:
     """Every injected bad frame is rejected, under an expected code."""
     counted = [j for j in h.injections if not j.exempt]
@@ -143,6 +171,7 @@ def run_checkers(h: History, snap: Snapshot) -> list[CheckResult]:
         no_stale_commit(h),
         at_most_once(h),
         every_task_ends(h),
+        failover(h),
         bad_frames_rejected(h),
         untrusted_never_admitted(h),
         membership_converged(snap),

@@ -20,6 +20,7 @@ from simulations.checkers import (
     at_most_once,
     bad_frames_rejected,
     every_task_ends,
+    failover,
     membership_converged,
     no_stale_commit,
     single_commit,
@@ -184,3 +185,22 @@ def test_convergence_detection_and_task_figures() -> None:
     assert t["submitted"] == 1 and t["award_latency_p50_ms"] == 20.0
     assert h.rejected == {"stale-epoch": 1}
     assert percentile([], 50) is None and percentile([1.0, 2.0, 3.0], 99) == 3.0
+
+
+def test_failover_catches_a_task_never_handed_on_from_a_crashed_holder() -> None:
+    """A requester that never re-awarded (its holder died, its lease ran out) still
+    ended every task, by the deadline: every checker passed (a planted bug, found by
+    a review by mutation). ``failover`` wants a re-award within a lease and a margin."""
+    h = hist()
+    for tid in ("lost", "moved", "late"):
+        h.submitted(0.0, 0, tid, "at-least-once")
+        h(0.1, 0, TaskAwarded(tid, "b", 1, ("c",), 2))
+    h.crashed(1.0, 1)  # b holds all three
+    h(7.5, 0, TaskReassigned("moved", "b", "c", 2, "lease-expired", False))
+    h(8.0, 0, TaskCompleted("moved", "c", 2, "ok", ()))
+    h(10.1, 0, TaskFailed("lost", "timeout", ()))
+    h(9.5, 0, TaskFailed("late", "timeout", ()))  # within the bound: no verdict
+    result = failover(h)
+    assert result.status == "fail"
+    assert len(result.problems) == 1 and result.problems[0].startswith("lost: holder 1")
+    assert failover(hist()).status == "pass"
