@@ -93,11 +93,13 @@ FAILOVER_BOUND = 6.0 + 3.0
 
 
 def failover(h: History) -> CheckResult:
-    """A task whose holder crashed moves on (a backup, or a new auction) within its
-    lease: a task that failed more than a lease after its holder crashed, with no
-    re-award since, was never handed on (``every-task-ends`` passes it all the same:
-    it ends, by its deadline). Tasks whose requester crashed, and holders that
-    crashed before their award, are not judged."""
+    """A task whose holder crashed moves on within its lease: a task that failed more
+    than a lease after its holder crashed, with no re-award since and no word in its
+    attempts that the requester let the holder go (``lease-expired``, ``peer-dead``:
+    a new auction may then find no free executor before the deadline), was never
+    handed on (``every-task-ends`` passes it all the same: it ends, by its deadline).
+    Tasks whose requester crashed, and holders that crashed before their award, are
+    not judged."""
     bad = []
     for t, r in h.tasks.items():
         if r.requester_crashed or r.commits or r.failed is None or not r.epochs:
@@ -107,7 +109,8 @@ def failover(h: History) -> CheckResult:
         crashed = h.crashes.get(holder) if holder is not None else None
         if crashed is None or crashed < awarded:
             continue
-        if r.failed[0] - crashed > FAILOVER_BOUND:
+        let_go = {f"epoch {epoch} {winner}: lease-expired", f"epoch {epoch} {winner}: peer-dead"}
+        if r.failed[0] - crashed > FAILOVER_BOUND and let_go.isdisjoint(r.attempts):
             bad.append(
                 f"{t}: holder {holder} (epoch {epoch}) crashed at {crashed:.3f}s; the task "
                 f"failed at {r.failed[0]:.3f}s ({r.failed[1]}) with no re-award"

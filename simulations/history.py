@@ -43,6 +43,8 @@ class TaskRecord:
     #: (time, node index, epoch) of every TaskAssigned (a handler start)
     runs: list[tuple[float, int, int]] = field(default_factory=list)
     failed: tuple[float, str] | None = None
+    #: the requester's account of the tries of a failed task (``TaskFailed.attempts``)
+    attempts: tuple[str, ...] = ()
     unknown: float | None = None
     stale: int = 0
     reassigned: int = 0
@@ -170,6 +172,7 @@ class History:
         rec = self.tasks.get(ev.task_id)
         if rec is not None and rec.failed is None:
             rec.failed = (t, ev.reason)
+            rec.attempts = tuple(ev.attempts)
             self.outcomes.append((t, "failed"))
 
     def _unknown(self, t: float, i: int, ev: Any) -> None:

@@ -198,9 +198,14 @@ def test_failover_catches_a_task_never_handed_on_from_a_crashed_holder() -> None
     h.crashed(1.0, 1)  # b holds all three
     h(7.5, 0, TaskReassigned("moved", "b", "c", 2, "lease-expired", False))
     h(8.0, 0, TaskCompleted("moved", "c", 2, "ok", ()))
-    h(10.1, 0, TaskFailed("lost", "timeout", ()))
+    h(10.1, 0, TaskFailed("lost", "timeout", ("epoch 1 b: timeout",)))
     h(9.5, 0, TaskFailed("late", "timeout", ()))  # within the bound: no verdict
     result = failover(h)
     assert result.status == "fail"
     assert len(result.problems) == 1 and result.problems[0].startswith("lost: holder 1")
+    # let go in time, but no executor free for a new auction before the deadline
+    h.submitted(0.0, 0, "busy", "at-least-once")
+    h(0.1, 0, TaskAwarded("busy", "b", 1, (), 1))
+    h(12.0, 0, TaskFailed("busy", "timeout", ("epoch 1 b: lease-expired", "round 2: full")))
+    assert len(failover(h).problems) == 1
     assert failover(hist()).status == "pass"
