@@ -309,17 +309,7 @@ class Runtime:
             view.state, view.finished_at, view.reason = HANDED_BACK, now, reason
         self.core.fail(task_id, "executor shutting down", now)
         if task is not None:
-            self._dispatch(
-                TaskRunEnded(
-                    task_id=task_id,
-                    requester=task.requester,
-                    capability=task.capability,
-                    epoch=task.epoch,
-                    ok=False,
-                    reason=reason,
-                    final=False,
-                )
-            )
+            self._run_ended(task, False, reason, final=False)
 
     def abort(self) -> None:
         """Vanish without a word (demos and tests of crash recovery): no leave, no
@@ -615,8 +605,7 @@ class Runtime:
             elif any(a.endswith(_NO_TIME) for a in ev.attempts):
                 reason = (
                     f"{reason} (no peer took it, and this node's own eta does not fit "
-                    "before the deadline: give a longer timeout, or the capability a "
-                    "smaller eta)"
+                    f"before the deadline: {_ETA_ADVICE})"
                 )
             err = ContractNetError(reason, code=code, attempts=tuple(ev.attempts))
         else:
@@ -634,8 +623,7 @@ class Runtime:
         if capability in self.handlers and any(a.endswith(_NO_TIME) for a in attempts):
             return (
                 f"no other node offers {capability!r} ({peers}), and this node's own eta "
-                "does not fit before the deadline: give a longer timeout, or the "
-                "capability a smaller eta"
+                f"does not fit before the deadline: {_ETA_ADVICE}"
             )
         if capability in self.handlers:
             return (
@@ -788,18 +776,22 @@ class Runtime:
             self.core.fail(task.task_id, str(outcome[1]), time.time(), final=True)
         else:
             self.core.fail(task.task_id, str(outcome[1]), time.time())
+        self._run_ended(task, outcome[0], "" if outcome[0] else str(outcome[1]), final=final)
+        self._pump()
+
+    def _run_ended(self, task: Task, ok: bool, reason: str, *, final: bool) -> None:
+        """Tell how a run here ended (``TaskRunEnded``: listeners, the audit log)."""
         self._dispatch(
             TaskRunEnded(
                 task_id=task.task_id,
                 requester=task.requester,
                 capability=task.capability,
                 epoch=task.epoch,
-                ok=outcome[0],
-                reason="" if outcome[0] else str(outcome[1]),
+                ok=ok,
+                reason=reason,
                 final=final,
             )
         )
-        self._pump()
 
     def _handler_error(self, task: Task, exc: BaseException) -> str:
         """A handler's own exception: counted, logged, and its one-line reason."""
@@ -869,11 +861,13 @@ def _nobody_invited(attempts: Sequence[str]) -> bool:
     return bool(rounds) and all("(0 invited" in a for a in rounds)
 
 
+#: What to do about a timeout shorter than a capability's expected run time.
+_ETA_ADVICE = "give a longer timeout, or the capability a smaller eta"
+
 #: What a bidder's refusal reason means to the person who asked.
 _REFUSALS = {
     "deadline": "the timeout leaves less than an executor's expected run time (its "
-    "capability's eta, 1 s by default): give a longer timeout, or the capability a "
-    "smaller eta",
+    f"capability's eta, 1 s by default): {_ETA_ADVICE}",
     "budget": "every price was over the request's budget",
     "full": "every executor was busy",
     "not-permitted": "the executors' trust policy does not let this node request it",
